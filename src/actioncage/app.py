@@ -1,0 +1,53 @@
+"""create_app(settings=None): wires components and registers blueprints and error handlers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask
+
+from actioncage.executor import Executor
+from actioncage.host_calls import HostCalls
+from actioncage.sandbox.docker_runner import DockerRunner
+from actioncage.settings import Settings
+from actioncage.store import Store, repo
+from actioncage.web import errors, meta, native
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Components:
+    settings: Settings
+    store: Store
+    runner: DockerRunner
+    host_calls: HostCalls
+    executor: Executor
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """The WSGI app. Reads the environment only when ``settings`` is None."""
+    settings = settings or Settings.from_env()
+    store = Store(settings.database_url)
+    store.create_all()
+    if settings.api_key:
+        with store.session() as s:
+            repo.create_key(s, "default", settings.api_key)
+    runner = DockerRunner(settings)
+    host_calls = HostCalls(settings)
+    components = Components(
+        settings=settings,
+        store=store,
+        runner=runner,
+        host_calls=host_calls,
+        executor=Executor(settings, store, runner, host_calls),
+    )
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["actioncage"] = components
+    errors.register(app)
+    app.register_blueprint(meta.bp)
+    app.register_blueprint(native.bp)
+    return app

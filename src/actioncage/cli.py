@@ -1,0 +1,164 @@
+"""The ``actioncage`` command: serve, run, image build, keys create."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from actioncage.errors import ActioncageError, ConfigError
+from actioncage.settings import Settings
+
+log = logging.getLogger("actioncage")
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import waitress
+
+    from actioncage.app import create_app
+    from actioncage.errors import SandboxError
+
+    app = create_app(settings)
+    runner = app.extensions["actioncage"].runner
+    try:
+        removed = runner.remove_leftovers()
+        if removed:
+            log.info("removed %d leftover sandbox containers", removed)
+    except SandboxError as exc:
+        log.warning("container engine not reachable at start-up: %s", exc)
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    log.info("actioncage serving on http://%s:%d", host, port)
+    waitress.serve(app, host=host, port=port, threads=args.threads, ident="actioncage")
+    return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run a script in the sandbox with a throwaway in-memory store and print the result."""
+    from dataclasses import replace
+
+    from actioncage.executor import Executor
+    from actioncage.host_calls import HostCalls
+    from actioncage.models import Policy
+    from actioncage.sandbox.docker_runner import DockerRunner
+    from actioncage.store import Store, repo
+    from actioncage.validation import check_code
+    from actioncage.web.wire import run_out
+
+    code = check_code(Path(args.script).read_text(encoding="utf-8"), settings.max_code_bytes)
+    call_args = _json_arg(args.args, "--args")
+    conversation_in = _json_arg(args.conversation, "--conversation") if args.conversation else None
+    settings = replace(settings, database_url="sqlite:///:memory:")
+    store = Store(settings.database_url)
+    store.create_all()
+    runner = DockerRunner(settings)
+    executor = Executor(settings, store, runner, HostCalls(settings))
+    with store.session() as s:
+        action = repo.create_action(
+            s,
+            "local",
+            "cli",
+            {
+                "name": "local",
+                "type": "python",
+                "code": code,
+                "parameters": None,
+                "description": None,
+                "policy": Policy(timeout_ms=args.timeout_ms),
+            },
+        )
+        conversation = None
+        if conversation_in is not None:
+            conversation = repo.create_conversation(
+                s,
+                "local",
+                conversation_in.get("id", "local"),
+                conversation_in.get("messages", []),
+                conversation_in.get("metadata", {}),
+                conversation_in.get("tags", []),
+            )
+    run = executor.run_action(action, None, call_args, conversation)
+    out: dict[str, Any] = run_out(run)
+    if conversation is not None:
+        with store.session() as s:
+            after = repo.get_conversation(s, "local", conversation.id)
+        out["conversationAfter"] = {"metadata": after.metadata, "tags": list(after.tags),
+                                    "events": list(after.events), "handedOff": after.handed_off}
+    print(json.dumps(out, indent=2))
+    return 0 if run.status == "ok" else 1
+
+
+def _json_arg(raw: str, flag: str) -> Any:
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{flag} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag} must be a JSON object")
+    return value
+
+
+def _image_build(args: argparse.Namespace, settings: Settings) -> int:
+    script = Path(__file__).resolve().parents[2] / "sandbox-image" / "build.sh"
+    if not script.is_file():
+        raise ConfigError(f"{script} not found: run from a source checkout")
+    cmd = ["bash", str(script)] + (["--force"] if args.force else [])
+    return subprocess.call(cmd, cwd=script.parents[1])
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from actioncage.store import Store, repo
+
+    store = Store(settings.database_url)
+    store.create_all()
+    with store.session() as s:
+        key, secret = repo.create_key(s, args.org)
+    print(secret)
+    print(f"key id {key.id} for org {key.org_id}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``actioncage`` console script."""
+    parser = argparse.ArgumentParser(prog="actioncage")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the HTTP API")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--threads", type=int, default=8)
+    serve.set_defaults(func=_serve)
+    run = sub.add_parser("run", help="run a script in the sandbox and print the result")
+    run.add_argument("script")
+    run.add_argument("--args", default="{}", help="the args as a JSON object")
+    run.add_argument("--conversation", help="a conversation as JSON {id, messages, metadata, tags}")
+    run.add_argument("--timeout-ms", type=int, default=None)
+    run.set_defaults(func=_run)
+    image = sub.add_parser("image", help="the sandbox image")
+    image_sub = image.add_subparsers(dest="image_command", required=True)
+    build = image_sub.add_parser("build", help="build the sandbox image (and its base)")
+    build.add_argument("--force", action="store_true")
+    build.set_defaults(func=_image_build)
+    keys = sub.add_parser("keys", help="API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it once")
+    create.add_argument("--org", required=True)
+    create.set_defaults(func=_keys_create)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+        return int(args.func(args, settings))
+    except ActioncageError as exc:
+        print(f"actioncage: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"actioncage: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The domain error tree. Stdlib only, no status codes.
+
+    ActioncageError
+    ├── ConfigError            a setting is missing or malformed (stops start-up)
+    ├── AuthError              no key, or a key that matches nothing
+    ├── NotFoundError
+    │   ├── ActionNotFoundError
+    │   ├── ConversationNotFoundError
+    │   └── RunNotFoundError
+    ├── BadRequestError        the request body is not what the route takes
+    ├── ValidationFailedError  a field breaks a rule (names the field)
+    │   ├── InvalidCodeError   the script does not compile or lacks execute_action
+    │   └── PolicyError        a limit asked beyond the operator's maximum
+    ├── ConflictError          a unique name is taken
+    ├── SandboxError           the engine failed us; no run could be produced
+    │   └── EngineUnavailableError   no engine answers at all
+    └── HostCallError          a host call (LLM, Sheets) failed or is not configured
+"""
+
+from __future__ import annotations
+
+
+class ActioncageError(Exception):
+    """Base of every error actioncage raises on purpose."""
+
+
+class ConfigError(ActioncageError):
+    """A setting is missing or malformed."""
+
+
+class AuthError(ActioncageError):
+    """The caller presented no key or an unknown key."""
+
+
+class NotFoundError(ActioncageError):
+    """A named object does not exist in the caller's org."""
+
+
+class ActionNotFoundError(NotFoundError):
+    """No such action."""
+
+
+class ConversationNotFoundError(NotFoundError):
+    """No such conversation."""
+
+
+class RunNotFoundError(NotFoundError):
+    """No such run."""
+
+
+class BadRequestError(ActioncageError):
+    """The request body is not what the route takes."""
+
+
+class ValidationFailedError(ActioncageError):
+    """A field breaks a rule; ``field`` names it."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidCodeError(ValidationFailedError):
+    """The script does not compile or does not define execute_action."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message, field="code")
+        self.line = line
+
+
+class PolicyError(ValidationFailedError):
+    """A per-action limit asks for more than the operator allows."""
+
+
+class ConflictError(ActioncageError):
+    """A unique value (an action name) is already taken."""
+
+
+class SandboxError(ActioncageError):
+    """The container engine failed; no run could be produced."""
+
+
+class EngineUnavailableError(SandboxError):
+    """No container engine answers."""
+
+
+class HostCallError(ActioncageError):
+    """A host call (LLM, Google Sheets) failed or is not configured."""

@@ -1,0 +1,219 @@
+"""Runs one action: validate args, call the runner, classify the outcome, apply effects on
+success, record the run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from actioncage.effects import EffectsInvalid, apply_effects, parse_effects
+from actioncage.errors import SandboxError, ValidationFailedError
+from actioncage.host_calls import HostCalls
+from actioncage.models import (
+    Action,
+    ActionType,
+    Conversation,
+    Effect,
+    EffectiveLimits,
+    ErrorType,
+    RawOutcome,
+    RunError,
+    RunResult,
+    RunStatus,
+)
+from actioncage.sandbox.docker_runner import DockerRunner
+from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
+from actioncage.sandbox.limits import effective_limits
+from actioncage.settings import Settings
+from actioncage.store import Store, repo
+from actioncage.validation import args_problems
+
+log = logging.getLogger(__name__)
+
+_MAX_MESSAGE = 4096
+_MAX_TRACEBACK = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: RunStatus
+    output: Any = None
+    error: RunError | None = None
+    effects: tuple[Effect, ...] = ()
+
+
+def _error(type_: ErrorType, message: str, traceback: str | None = None) -> Outcome:
+    return Outcome(status=RunStatus.ERROR, error=RunError(type_, message[:_MAX_MESSAGE], traceback))
+
+
+def conversation_context(conversation: Conversation | None) -> dict[str, Any] | None:
+    """``context["conversation"]`` as a script sees it."""
+    if conversation is None:
+        return None
+    return {
+        "id": conversation.id,
+        "messages": list(conversation.messages),
+        "metadata": dict(conversation.metadata),
+        "tags": list(conversation.tags),
+    }
+
+
+class Executor:
+    """Runs actions for every front door; HTTP-free."""
+
+    def __init__(
+        self, settings: Settings, store: Store, runner: DockerRunner, host_calls: HostCalls
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._runner = runner
+        self._host_calls = host_calls
+
+    def execute(
+        self,
+        org_id: str,
+        key_id: str | None,
+        action_ref: str,
+        args: dict[str, Any],
+        conversation_id: str | None = None,
+    ) -> RunResult:
+        """Run the action named by id or name and record the run.
+
+        Returns the RunResult (a failing script is an outcome). Raises ActionNotFoundError
+        or ConversationNotFoundError before anything runs.
+        """
+        with self._store.session() as s:
+            action = repo.get_action(s, org_id, action_ref)
+            conversation = (
+                repo.get_conversation(s, org_id, conversation_id) if conversation_id else None
+            )
+        return self.run_action(action, key_id, args, conversation)
+
+    def run_action(
+        self,
+        action: Action,
+        key_id: str | None,
+        args: dict[str, Any],
+        conversation: Conversation | None,
+    ) -> RunResult:
+        """Run a loaded action against a loaded conversation and record the run."""
+        run_id = repo.new_id("run")
+        started_at = repo.now()
+        digest: str | None = None
+        raw: RawOutcome | None = None
+        problems = args_problems(action.parameters, args)
+        if problems:
+            outcome = _error(ErrorType.INVALID_ARGS, "; ".join(problems))
+        elif action.type is not ActionType.PYTHON:
+            raise ValidationFailedError(f"actions of type {action.type} cannot run yet", "type")
+        else:
+            limits = effective_limits(action.policy, self._settings)
+            try:
+                digest = self._runner.image_digest()
+                raw = self._runner.run(
+                    run_id,
+                    build_envelope(action.code, args, conversation_context(conversation), limits),
+                    limits,
+                    self._host_calls.answer,
+                )
+                outcome = classify(raw, limits, has_conversation=conversation is not None)
+            except SandboxError as exc:
+                log.warning("run %s: %s", run_id, exc)
+                outcome = _error(ErrorType.SANDBOX_ERROR, str(exc))
+        return self._record(
+            run_id, action, key_id, conversation, outcome, raw_logs(raw), started_at, digest
+        )
+
+    def _record(
+        self,
+        run_id: str,
+        action: Action,
+        key_id: str | None,
+        conversation: Conversation | None,
+        outcome: Outcome,
+        logs: str,
+        started_at: datetime,
+        digest: str | None,
+    ) -> RunResult:
+        finished_at = repo.now()
+        applied = outcome.status is RunStatus.OK and bool(outcome.effects) and conversation is not None
+        result = RunResult(
+            run_id=run_id,
+            org_id=action.org_id,
+            action_id=action.id,
+            action_version=action.version,
+            status=outcome.status,
+            output=outcome.output,
+            error=outcome.error,
+            effects=outcome.effects,
+            effects_applied=applied,
+            logs=logs,
+            duration_ms=int((finished_at - started_at).total_seconds() * 1000),
+            started_at=started_at,
+            finished_at=finished_at,
+            conversation_id=None if conversation is None else conversation.id,
+            caller_key_id=key_id,
+            image_digest=digest,
+        )
+        # Effects and the audit record land together or not at all.
+        with self._store.session() as s:
+            if applied and conversation is not None:
+                current = repo.get_conversation(s, action.org_id, conversation.id)
+                repo.apply_to_conversation(
+                    s, action.org_id, conversation.id, apply_effects(current, outcome.effects)
+                )
+            repo.add_run(s, result)
+        return result
+
+
+def raw_logs(raw: RawOutcome | None) -> str:
+    return "" if raw is None else raw.logs.decode("utf-8", errors="replace")
+
+
+def classify(raw: RawOutcome, limits: EffectiveLimits, has_conversation: bool) -> Outcome:
+    """Turn what came out of a container (untrusted) into a validated outcome."""
+    if raw.timed_out:
+        return _error(ErrorType.TIMEOUT, f"the run passed its {limits.timeout_ms} ms deadline")
+    if raw.output_exceeded:
+        return _error(
+            ErrorType.OUTPUT_LIMIT,
+            f"result and logs passed the {limits.max_output_bytes}-byte output limit",
+        )
+    if raw.oom_killed:
+        return _error(ErrorType.MEMORY_LIMIT, f"the run passed its {limits.memory_mb} MiB memory limit")
+    if raw.protocol_error is not None:
+        return _error(ErrorType.INVALID_RETURN, raw.protocol_error)
+    frame = raw.result_frame
+    if frame is None:
+        return _error(ErrorType.EXCEPTION, _ended_without_result(raw.exit_code))
+    if frame.get("status") == "ok" and "output" in frame:
+        try:
+            effects = parse_effects(frame.get("effects", []))
+        except EffectsInvalid as exc:
+            return _error(ErrorType.INVALID_RETURN, f"effects rejected: {exc}")
+        if effects and not has_conversation:
+            return _error(ErrorType.INVALID_RETURN, "effects rejected: the run has no conversation")
+        size = len(json.dumps(frame["output"], separators=(",", ":")).encode())
+        if size > limits.max_output_bytes:
+            return _error(ErrorType.OUTPUT_LIMIT, f"the result is {size} bytes, over the limit")
+        return Outcome(status=RunStatus.OK, output=frame["output"], effects=effects)
+    error = frame.get("error")
+    if frame.get("status") == "error" and isinstance(error, dict):
+        type_, message, tb = error.get("type"), error.get("message"), error.get("traceback")
+        if type_ in RUNTIME_ERROR_TYPES and isinstance(message, str) and isinstance(tb, str | None):
+            return _error(ErrorType(type_), message, None if tb is None else tb[:_MAX_TRACEBACK])
+    return _error(ErrorType.INVALID_RETURN, "the sandbox sent a malformed result frame")
+
+
+def _ended_without_result(exit_code: int | None) -> str:
+    if exit_code is not None and exit_code > 128:
+        try:
+            name = signal.Signals(exit_code - 128).name
+        except ValueError:
+            name = f"signal {exit_code - 128}"
+        return f"the script's process died ({name}) before returning a result"
+    return f"the script ended the process (exit code {exit_code}) before returning a result"

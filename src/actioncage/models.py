@@ -1,0 +1,154 @@
+"""Frozen dataclasses and enums shared by every layer. Stdlib only."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class ActionType(enum.StrEnum):
+    PYTHON = "python"
+    API = "api"
+
+
+class RunStatus(enum.StrEnum):
+    OK = "ok"
+    ERROR = "error"
+
+
+class ErrorType(enum.StrEnum):
+    """Exactly the contract's error types."""
+
+    TIMEOUT = "timeout"
+    MEMORY_LIMIT = "memory_limit"
+    OUTPUT_LIMIT = "output_limit"
+    EXCEPTION = "exception"
+    INVALID_RETURN = "invalid_return"
+    INVALID_ARGS = "invalid_args"
+    SANDBOX_ERROR = "sandbox_error"
+
+
+class EffectKind(enum.StrEnum):
+    SET_METADATA = "set_metadata"
+    DELETE_METADATA = "delete_metadata"
+    ADD_TAG = "add_tag"
+    ADD_EVENT = "add_event"
+    HAND_OFF = "hand_off"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Per-action sandbox limits; ``None`` means "the operator's default"."""
+
+    timeout_ms: int | None = None
+    memory_mb: int | None = None
+    cpus: float | None = None
+
+
+@dataclass(frozen=True)
+class EffectiveLimits:
+    """The limits a run actually gets, after clamping to the operator's maxima."""
+
+    timeout_ms: int
+    memory_mb: int
+    cpus: float
+    pids: int
+    tmpfs_mb: int
+    max_output_bytes: int
+    max_host_calls: int
+
+
+@dataclass(frozen=True)
+class Action:
+    id: str
+    org_id: str
+    name: str
+    version: int
+    type: ActionType
+    code: str
+    parameters: dict[str, Any] | None
+    policy: Policy
+    description: str | None
+    created_by: str
+    created_at: datetime
+    updated_by: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    org_id: str
+    metadata: dict[str, Any]
+    tags: tuple[str, ...]
+    events: tuple[Any, ...]
+    messages: tuple[dict[str, Any], ...]
+    handed_off: bool
+    hand_off_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One recorded helper effect, validated; ``data`` holds the kind's fields."""
+
+    kind: EffectKind
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunError:
+    type: ErrorType
+    message: str
+    traceback: str | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    org_id: str
+    action_id: str
+    action_version: int
+    status: RunStatus
+    output: Any
+    error: RunError | None
+    effects: tuple[Effect, ...]
+    effects_applied: bool
+    logs: str
+    duration_ms: int
+    started_at: datetime
+    finished_at: datetime
+    conversation_id: str | None
+    caller_key_id: str | None
+    image_digest: str | None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    org_id: str
+
+
+@dataclass(frozen=True)
+class RawOutcome:
+    """What came out of one container, before any of it is trusted."""
+
+    result_frame: dict[str, Any] | None
+    logs: bytes
+    exit_code: int | None
+    oom_killed: bool
+    timed_out: bool
+    output_exceeded: bool
+    protocol_error: str | None
+    duration_ms: int
+    host_calls: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)

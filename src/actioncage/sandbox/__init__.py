@@ -1,0 +1,1 @@
+"""The sandbox: limits, the channel envelope and the Docker runner."""

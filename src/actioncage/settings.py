@@ -1,0 +1,89 @@
+"""A frozen Settings dataclass plus Settings.from_env(). Stdlib only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from actioncage.errors import ConfigError
+
+_PREFIX = "ACTIONCAGE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the operator can set. Field ``x_y`` is read from ``ACTIONCAGE_X_Y``."""
+
+    database_url: str = "sqlite:///var/actioncage.db"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = None
+    docker_url: str | None = None
+    docker_runtime: str | None = None
+    sandbox_image: str = "actioncage-sandbox:latest"
+    # Per-run limits: the default an action gets, and the most it may ask for.
+    default_timeout_ms: int = 10_000
+    max_timeout_ms: int = 60_000
+    default_memory_mb: int = 256
+    max_memory_mb: int = 1024
+    default_cpus: float = 1.0
+    max_cpus: float = 2.0
+    pids_limit: int = 64
+    tmpfs_mb: int = 16
+    max_output_bytes: int = 1024 * 1024
+    max_host_calls: int = 20
+    max_code_bytes: int = 256 * 1024
+    max_request_bytes: int = 4 * 1024 * 1024
+    # Host calls: an OpenAI-compatible chat-completions API and Google Sheets.
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    host_call_timeout_ms: int = 10_000
+    sheets_credentials_file: str | None = None
+    sheets_base_url: str = "https://sheets.googleapis.com"
+    # Extra labels put on every container (tests mark theirs for cleanup).
+    container_labels: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("default_timeout_ms", 0 < self.default_timeout_ms <= self.max_timeout_ms),
+            ("default_memory_mb", 6 <= self.default_memory_mb <= self.max_memory_mb),
+            ("default_cpus", 0 < self.default_cpus <= self.max_cpus),
+            ("pids_limit", self.pids_limit >= 8),
+            ("tmpfs_mb", self.tmpfs_mb >= 1),
+            ("max_output_bytes", self.max_output_bytes >= 1024),
+            ("max_host_calls", self.max_host_calls >= 0),
+            ("port", 0 <= self.port <= 65535),
+        ]
+        for name, ok in checks:
+            if not ok:
+                raise ConfigError(f"{_PREFIX}{name.upper()}: value out of range")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``ACTIONCAGE_*`` variables; raise ConfigError naming a malformed one."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            var = _PREFIX + f.name.upper()
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(var, raw, str(f.type))
+        return cls(**values)
+
+
+def _parse(var: str, raw: str, type_name: str) -> Any:
+    try:
+        if type_name.startswith("int"):
+            return int(raw)
+        if type_name.startswith("float"):
+            return float(raw)
+        if type_name.startswith("dict"):
+            pairs = [p.split("=", 1) for p in raw.split(",") if p]
+            return {k.strip(): v.strip() for k, v in pairs}
+    except ValueError as exc:
+        raise ConfigError(f"{var}: cannot parse {raw!r} as {type_name}") from exc
+    return raw

@@ -1,0 +1,356 @@
+"""Repositories: they take a session, return models and raise domain errors."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from actioncage.errors import (
+    ActionNotFoundError,
+    ConflictError,
+    ConversationNotFoundError,
+    RunNotFoundError,
+)
+from actioncage.models import (
+    Action,
+    ActionType,
+    ApiKey,
+    Conversation,
+    Effect,
+    EffectKind,
+    ErrorType,
+    Policy,
+    RunError,
+    RunResult,
+    RunStatus,
+)
+from actioncage.store.schema import (
+    ActionRow,
+    ActionVersionRow,
+    ApiKeyRow,
+    ConversationRow,
+    OrgRow,
+    RunRow,
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# --- orgs and keys -------------------------------------------------------------------------
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def ensure_org(session: Session, org_id: str) -> None:
+    """Create the org if it does not exist."""
+    if session.get(OrgRow, org_id) is None:
+        session.add(OrgRow(id=org_id, created_at=now()))
+        session.flush()
+
+
+def create_key(session: Session, org_id: str, secret: str | None = None) -> tuple[ApiKey, str]:
+    """Store a new key for ``org_id`` (hashed). Returns the key and its secret, shown once."""
+    ensure_org(session, org_id)
+    secret = secret or "ac_" + secrets.token_urlsafe(32)
+    existing = session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(secret)))
+    if existing is not None:
+        if existing.org_id != org_id:
+            raise ConflictError("that key already belongs to another org")
+        return ApiKey(id=existing.id, org_id=existing.org_id), secret
+    row = ApiKeyRow(id=new_id("key"), org_id=org_id, key_hash=hash_key(secret), created_at=now())
+    session.add(row)
+    session.flush()
+    return ApiKey(id=row.id, org_id=org_id), secret
+
+
+def find_key(session: Session, secret: str) -> ApiKey | None:
+    """The key whose secret is ``secret``, or None."""
+    row = session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(secret)))
+    return None if row is None else ApiKey(id=row.id, org_id=row.org_id)
+
+
+# --- actions -------------------------------------------------------------------------------
+
+
+def _action(row: ActionRow, version: ActionVersionRow) -> Action:
+    return Action(
+        id=row.id,
+        org_id=row.org_id,
+        name=row.name,
+        version=row.version,
+        type=ActionType(version.type),
+        code=version.code,
+        parameters=version.parameters,
+        policy=Policy(**version.policy),
+        description=version.description,
+        created_by=row.created_by,
+        created_at=_aware(row.created_at),
+        updated_by=row.updated_by,
+        updated_at=_aware(row.updated_at),
+    )
+
+
+def _version_row(
+    action_id: str, version: int, org_id: str, key_id: str, fields: dict[str, Any]
+) -> ActionVersionRow:
+    policy: Policy = fields["policy"]
+    return ActionVersionRow(
+        action_id=action_id,
+        version=version,
+        org_id=org_id,
+        name=fields["name"],
+        type=str(fields["type"]),
+        code=fields["code"],
+        parameters=fields["parameters"],
+        policy={
+            "timeout_ms": policy.timeout_ms,
+            "memory_mb": policy.memory_mb,
+            "cpus": policy.cpus,
+        },
+        description=fields["description"],
+        created_by=key_id,
+        created_at=now(),
+    )
+
+
+def create_action(session: Session, org_id: str, key_id: str, fields: dict[str, Any]) -> Action:
+    """Store version 1 of a new action. Raises ConflictError when the name is taken."""
+    ts = now()
+    row = ActionRow(
+        id=new_id("act"),
+        org_id=org_id,
+        name=fields["name"],
+        version=1,
+        created_by=key_id,
+        created_at=ts,
+        updated_by=key_id,
+        updated_at=ts,
+    )
+    version = _version_row(row.id, 1, org_id, key_id, fields)
+    session.add_all([row, version])
+    _flush_unique(session, fields["name"])
+    return _action(row, version)
+
+
+def _flush_unique(session: Session, name: str) -> None:
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise ConflictError(f"an action named {name!r} already exists") from exc
+
+
+def _find_action_row(session: Session, org_id: str, id_or_name: str) -> ActionRow | None:
+    row = session.get(ActionRow, id_or_name)
+    if row is not None and row.org_id == org_id:
+        return row
+    return session.scalar(
+        select(ActionRow).where(ActionRow.org_id == org_id, ActionRow.name == id_or_name)
+    )
+
+
+def get_action(session: Session, org_id: str, id_or_name: str) -> Action:
+    """The current version of the action with this id or name. Raises ActionNotFoundError."""
+    row = _find_action_row(session, org_id, id_or_name)
+    if row is None:
+        raise ActionNotFoundError(f"no action {id_or_name!r}")
+    version = session.get(ActionVersionRow, (row.id, row.version))
+    assert version is not None
+    return _action(row, version)
+
+
+def list_actions(session: Session, org_id: str) -> list[Action]:
+    """Every live action of the org, by name."""
+    rows = session.scalars(
+        select(ActionRow).where(ActionRow.org_id == org_id).order_by(ActionRow.name)
+    ).all()
+    out = []
+    for row in rows:
+        version = session.get(ActionVersionRow, (row.id, row.version))
+        assert version is not None
+        out.append(_action(row, version))
+    return out
+
+
+def update_action(
+    session: Session, org_id: str, action_id: str, key_id: str, fields: dict[str, Any]
+) -> Action:
+    """Save ``fields`` (the whole new definition) as the next version."""
+    row = _find_action_row(session, org_id, action_id)
+    if row is None or row.id != action_id:
+        raise ActionNotFoundError(f"no action {action_id!r}")
+    row.version += 1
+    row.name = fields["name"]
+    row.updated_by = key_id
+    row.updated_at = now()
+    version = _version_row(row.id, row.version, org_id, key_id, fields)
+    session.add(version)
+    _flush_unique(session, fields["name"])
+    return _action(row, version)
+
+
+def delete_action(session: Session, org_id: str, action_id: str) -> None:
+    """Remove the live action; its versions and runs stay for the audit trail."""
+    row = _find_action_row(session, org_id, action_id)
+    if row is None or row.id != action_id:
+        raise ActionNotFoundError(f"no action {action_id!r}")
+    session.delete(row)
+    session.flush()
+
+
+# --- conversations ---------------------------------------------------------------------------
+
+
+def _conversation(row: ConversationRow) -> Conversation:
+    return Conversation(
+        id=row.id,
+        org_id=row.org_id,
+        metadata=dict(row.metadata_),
+        tags=tuple(row.tags),
+        events=tuple(row.events),
+        messages=tuple(row.messages),
+        handed_off=row.handed_off,
+        hand_off_reason=row.hand_off_reason,
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+    )
+
+
+def create_conversation(
+    session: Session,
+    org_id: str,
+    conversation_id: str | None,
+    messages: list[dict[str, Any]],
+    metadata: dict[str, Any],
+    tags: list[str],
+) -> Conversation:
+    """Store a new conversation. Raises ConflictError when the id is taken."""
+    ts = now()
+    row = ConversationRow(
+        org_id=org_id,
+        id=conversation_id or new_id("conv"),
+        metadata_=metadata,
+        tags=tags,
+        events=[],
+        messages=messages,
+        handed_off=False,
+        hand_off_reason=None,
+        created_at=ts,
+        updated_at=ts,
+    )
+    if session.get(ConversationRow, (org_id, row.id)) is not None:
+        raise ConflictError(f"a conversation with id {row.id!r} already exists")
+    session.add(row)
+    session.flush()
+    return _conversation(row)
+
+
+def _conversation_row(session: Session, org_id: str, conversation_id: str) -> ConversationRow:
+    row = session.get(ConversationRow, (org_id, conversation_id), with_for_update=True)
+    if row is None:
+        raise ConversationNotFoundError(f"no conversation {conversation_id!r}")
+    return row
+
+
+def get_conversation(session: Session, org_id: str, conversation_id: str) -> Conversation:
+    """The conversation. Raises ConversationNotFoundError."""
+    return _conversation(_conversation_row(session, org_id, conversation_id))
+
+
+def apply_to_conversation(
+    session: Session, org_id: str, conversation_id: str, updated: Conversation
+) -> None:
+    """Write the state ``updated`` holds (computed from the row's current state)."""
+    row = _conversation_row(session, org_id, conversation_id)
+    row.metadata_ = dict(updated.metadata)
+    row.tags = list(updated.tags)
+    row.events = list(updated.events)
+    row.handed_off = updated.handed_off
+    row.hand_off_reason = updated.hand_off_reason
+    row.updated_at = now()
+    session.flush()
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+def add_run(session: Session, run: RunResult) -> None:
+    """Store the audit record of one run."""
+    session.add(
+        RunRow(
+            id=run.run_id,
+            org_id=run.org_id,
+            caller_key_id=run.caller_key_id,
+            action_id=run.action_id,
+            action_version=run.action_version,
+            conversation_id=run.conversation_id,
+            status=str(run.status),
+            error_type=None if run.error is None else str(run.error.type),
+            error_message=None if run.error is None else run.error.message,
+            error_traceback=None if run.error is None else run.error.traceback,
+            output=run.output,
+            effects=[{"kind": str(e.kind), **e.data} for e in run.effects],
+            effects_applied=run.effects_applied,
+            logs=run.logs,
+            duration_ms=run.duration_ms,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            image_digest=run.image_digest,
+        )
+    )
+    session.flush()
+
+
+def get_run(session: Session, org_id: str, run_id: str) -> RunResult:
+    """The run's audit record. Raises RunNotFoundError."""
+    row = session.get(RunRow, run_id)
+    if row is None or row.org_id != org_id:
+        raise RunNotFoundError(f"no run {run_id!r}")
+    error = None
+    if row.error_type is not None:
+        error = RunError(
+            type=ErrorType(row.error_type),
+            message=row.error_message or "",
+            traceback=row.error_traceback,
+        )
+    effects = tuple(
+        Effect(kind=EffectKind(e["kind"]), data={k: v for k, v in e.items() if k != "kind"})
+        for e in row.effects
+    )
+    return RunResult(
+        run_id=row.id,
+        org_id=row.org_id,
+        action_id=row.action_id,
+        action_version=row.action_version,
+        status=RunStatus(row.status),
+        output=row.output,
+        error=error,
+        effects=effects,
+        effects_applied=row.effects_applied,
+        logs=row.logs,
+        duration_ms=row.duration_ms,
+        started_at=_aware(row.started_at),
+        finished_at=_aware(row.finished_at),
+        conversation_id=row.conversation_id,
+        caller_key_id=row.caller_key_id,
+        image_digest=row.image_digest,
+    )

@@ -1,0 +1,1 @@
+"""HTTP: the blueprints and the one error table."""

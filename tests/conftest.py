@@ -1,0 +1,137 @@
+"""Fixture chain: settings -> app -> client -> auth_headers; plus the real Docker engine."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+import docker  # noqa: E402
+import docker.errors  # noqa: E402
+from flask import Flask  # noqa: E402
+from flask.testing import FlaskClient  # noqa: E402
+
+from actioncage import create_app  # noqa: E402
+from actioncage.settings import Settings  # noqa: E402
+
+TEST_LABEL = "io.actioncage.test"
+IMAGE = "actioncage-sandbox:latest"
+API_KEY = "test-key-org-default"
+
+
+def _engine() -> docker.DockerClient | None:
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+        return client
+    except docker.errors.DockerException:
+        return None
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """The real engine with the sandbox image built. Skips locally without one; fails in CI."""
+    client = _engine()
+    problem = None
+    if client is None:
+        problem = "no Docker engine answers (run `make test`, which starts one)"
+    else:
+        try:
+            client.images.get(IMAGE)
+        except docker.errors.ImageNotFound:
+            problem = f"image {IMAGE} is missing (run `make image`)"
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the real sandbox: {problem}")
+        pytest.skip(problem)
+    assert client is not None
+    yield client
+    for container in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=true"}):
+        container.remove(force=True)
+    client.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests marked docker get the engine fixture, so they skip or fail with its reason.
+    for item in items:
+        if item.get_closest_marker("docker") and "docker_client" not in getattr(item, "fixturenames", []):
+            item.fixturenames.append("docker_client")  # type: ignore[attr-defined]
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path / 'actioncage.db'}",
+        "api_key": API_KEY,
+        "container_labels": {TEST_LABEL: "true"},
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["actioncage"].store.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def auth_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture
+def make_action(client: FlaskClient, auth_headers: dict[str, str]) -> Any:
+    """Create a Python action from code; returns its JSON."""
+
+    def _make(code: str, name: str = "act", **fields: Any) -> dict[str, Any]:
+        resp = client.post("/v1/actions", json={"name": name, "code": code, **fields}, headers=auth_headers)
+        assert resp.status_code == 201, resp.get_json()
+        body: dict[str, Any] = resp.get_json()
+        return body
+
+    return _make
+
+
+@pytest.fixture
+def execute(client: FlaskClient, auth_headers: dict[str, str]) -> Any:
+    """Execute an action by id or name; returns (status code, JSON)."""
+
+    def _execute(ref: str, args: dict[str, Any] | None = None, conversation_id: str | None = None) -> tuple[int, dict[str, Any]]:
+        body: dict[str, Any] = {"args": args or {}}
+        if conversation_id:
+            body["conversationId"] = conversation_id
+        resp = client.post(f"/v1/actions/{ref}/execute", json=body, headers=auth_headers)
+        return resp.status_code, resp.get_json()
+
+    return _execute
+
+
+@pytest.fixture
+def run_code(make_action: Any, execute: Any) -> Any:
+    """Create an action from code and execute it once; returns the run JSON."""
+
+    def _run(code: str, args: dict[str, Any] | None = None, conversation_id: str | None = None, **fields: Any) -> dict[str, Any]:
+        action = make_action(code, **fields)
+        status, body = execute(action["id"], args, conversation_id)
+        assert status in (200, 422, 503), body
+        result: dict[str, Any] = body
+        return result
+
+    return _run

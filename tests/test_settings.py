@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from actioncage.errors import ConfigError
+from actioncage.settings import Settings
+
+
+def test_from_env_reads_prefixed_variables_with_types() -> None:
+    s = Settings.from_env(
+        {"ACTIONCAGE_PORT": "9090", "ACTIONCAGE_DEFAULT_CPUS": "0.5", "ACTIONCAGE_HOST": "0.0.0.0",
+         "ACTIONCAGE_CONTAINER_LABELS": "a=1,b=2", "OTHER": "x"}
+    )
+    assert (s.port, s.default_cpus, s.host) == (9090, 0.5, "0.0.0.0")
+    assert s.container_labels == {"a": "1", "b": "2"}
+
+
+def test_from_env_names_the_bad_variable() -> None:
+    with pytest.raises(ConfigError, match="ACTIONCAGE_PORT"):
+        Settings.from_env({"ACTIONCAGE_PORT": "eighty"})
+
+
+def test_default_beyond_maximum_is_refused() -> None:
+    with pytest.raises(ConfigError, match="DEFAULT_TIMEOUT_MS"):
+        Settings.from_env({"ACTIONCAGE_DEFAULT_TIMEOUT_MS": "70000"})
+
+
+def test_defaults_are_the_documented_limits() -> None:
+    s = Settings()
+    assert (s.default_timeout_ms, s.max_timeout_ms, s.default_memory_mb, s.default_cpus) == (10_000, 60_000, 256, 1.0)
+    assert (s.pids_limit, s.tmpfs_mb, s.max_output_bytes) == (64, 16, 1024 * 1024)
