@@ -1,0 +1,55 @@
+# actioncage developer tasks (GNU make). `make test` works from a fresh clone on a fresh
+# machine: it makes the venv, starts (or installs) the Docker engine and builds the image.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PY ?= python3
+VENV = .venv
+BIN = $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help venv engine image serve test lint clean
+
+help:
+	@echo "make venv    create .venv and install actioncage[test] (when pyproject.toml changed)"
+	@echo "make engine  make sure a Docker engine answers (start or install it)"
+	@echo "make image   build the sandbox image actioncage-sandbox:latest (skipped when current)"
+	@echo "make serve   run the control plane (ACTIONCAGE_HOST, ACTIONCAGE_PORT)"
+	@echo "make test    run pytest against the real engine and image (PYTEST_ARGS=...)"
+	@echo "make lint    ruff check, ruff format --check and mypy"
+	@echo "make clean   remove .venv, var/ and build artefacts (not Docker images)"
+
+venv: $(VENV)/.installed
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
+	touch $@
+
+engine:
+	bash scripts/ensure-docker.sh
+
+image: engine venv
+	PYTHON=$(abspath $(BIN)/python) bash sandbox-image/build.sh
+
+serve: venv engine image
+	mkdir -p var
+	exec $(BIN)/actioncage serve
+
+test: export TESTCONTAINERS_RYUK_DISABLED = true
+test: venv engine image
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check src runtime tests
+	$(BIN)/ruff format --check src runtime tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) var sandbox-image/wheels sandbox-image/build build dist \
+		.pytest_cache .mypy_cache .ruff_cache
+	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d \
+		-prune -exec rm -rf {} +
