@@ -83,7 +83,7 @@ def app(settings: Settings) -> Iterator[Flask]:
     app = create_app(settings)
     app.config["TESTING"] = True
     yield app
-    app.extensions["actioncage"].store.dispose()
+    app.extensions["actioncage"].close()
 
 
 @pytest.fixture

@@ -25,6 +25,11 @@ class Components:
     host_calls: HostCalls
     executor: Executor
 
+    def close(self) -> None:
+        """Release the database pool and the engine connection."""
+        self.runner.close()
+        self.store.dispose()
+
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The WSGI app. Reads the environment only when ``settings`` is None."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import struct
 import threading
@@ -50,17 +51,28 @@ class DockerRunner:
         self._digest: str | None = None
 
     def _client(self) -> docker.APIClient:
+        url = self._settings.docker_url or "unix:///var/run/docker.sock"
+        # A connect to a missing unix socket leaks the socket inside docker-py; look first.
+        if url.startswith("unix://") and not os.path.exists(url.removeprefix("unix://")):
+            raise EngineUnavailableError(f"no container engine answers: {url} does not exist")
         with self._lock:
             if self._api is None:
                 try:
                     self._api = docker.APIClient(
-                        base_url=self._settings.docker_url or "unix:///var/run/docker.sock",
+                        base_url=url,
                         version="auto",
                         timeout=60,
                     )
                 except _ENGINE_ERRORS as exc:
                     raise EngineUnavailableError(f"no container engine answers: {exc}") from exc
             return self._api
+
+    def close(self) -> None:
+        """Close the engine connection (a later call opens a new one)."""
+        with self._lock:
+            if self._api is not None:
+                self._api.close()
+                self._api = None
 
     def ping(self) -> bool:
         """True when the engine answers."""
@@ -117,6 +129,10 @@ class DockerRunner:
             channel = _Channel(getattr(sock, "_sock", sock), limits, on_host_call)
             channel.send(envelope_line)
             channel.pump(deadline=started + limits.timeout_ms / 1000)
+            # Hang up first: the engine will not finish stopping a container whose attached
+            # streams nobody drains.
+            _close_attach(sock)
+            sock = None
             if not channel.eof or channel.result_frame is None or channel.must_kill:
                 self._kill(api, container_id)
             state = self._final_state(api, container_id)
@@ -144,7 +160,7 @@ class DockerRunner:
             raise SandboxError(f"container engine error: {exc}") from exc
         finally:
             if sock is not None:
-                sock.close()
+                _close_attach(sock)
             if container_id is not None:
                 self._remove(api, container_id)
 
@@ -177,6 +193,16 @@ class DockerRunner:
         except _ENGINE_ERRORS as exc:
             raise SandboxError(f"cannot list containers: {exc}") from exc
         return removed
+
+
+def _close_attach(sock: Any) -> None:
+    # docker-py hands back a SocketIO over the hijacked connection; close all three layers.
+    raw, response = getattr(sock, "_sock", None), getattr(sock, "_response", None)
+    if response is not None:
+        response.close()
+    sock.close()
+    if raw is not None:
+        raw.close()
 
 
 class _Channel:

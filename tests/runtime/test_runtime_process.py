@@ -1,0 +1,96 @@
+"""`python -m actioncage_runtime` as a real process: the fd set-up of main() and the exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from tests.runtime.harness import RUNTIME_DIR, envelope_line
+
+
+def start(**popen: Any) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(RUNTIME_DIR)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "actioncage_runtime"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **popen,
+    )
+
+
+def run_process(stdin_text: str) -> tuple[int, str, str]:
+    process = start()
+    stdout, stderr = process.communicate(stdin_text, timeout=60)
+    return process.returncode, stdout, stderr
+
+
+def test_only_frames_reach_stdout() -> None:
+    code = """
+        import os, subprocess, sys
+
+        def execute_action(context):
+            print("printed")
+            sys.stdout.flush()
+            os.write(1, b"raw fd 1\\n")
+            sys.stderr.write("to stderr\\n")
+            sys.stderr.flush()
+            subprocess.run(["echo", "from a child"], check=True)
+            return {"stdin": sys.stdin.read()}
+        """
+    returncode, stdout, stderr = run_process(envelope_line(code) + '{"type": "host_result"}\n')
+    assert returncode == 0
+    assert stdout.count("\n") == 1
+    frame = json.loads(stdout)
+    assert frame == {"type": "result", "status": "ok", "output": {"stdin": ""}, "effects": []}
+    assert stderr == "printed\nraw fd 1\nto stderr\nfrom a child\n"
+
+
+def test_error_results_still_exit_zero() -> None:
+    code = "def execute_action(context):\n    print('before')\n    raise ValueError('bad')\n"
+    returncode, stdout, stderr = run_process(envelope_line(code))
+    assert returncode == 0
+    assert json.loads(stdout)["error"]["message"] == "ValueError: bad"
+    assert stderr == "before\n"
+
+
+def test_refused_envelope_exits_2_without_a_frame() -> None:
+    returncode, stdout, stderr = run_process("{not json\n")
+    assert returncode == 2
+    assert stdout == ""
+    assert "actioncage_runtime: the envelope is not JSON" in stderr
+
+
+def test_host_call_round_trip_over_process_pipes() -> None:
+    code = "def execute_action(context):\n    return llm_classify_binary('p', 'i')\n"
+    process = start()
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(envelope_line(code))
+    process.stdin.flush()
+    call = json.loads(process.stdout.readline())
+    assert call["type"] == "host_call" and call["name"] == "llm_classify_binary"
+    process.stdin.write(
+        json.dumps({"type": "host_result", "id": call["id"], "ok": True, "value": True}) + "\n"
+    )
+    process.stdin.flush()
+    stdout, _ = process.communicate(timeout=60)
+    assert json.loads(stdout)["output"] is True
+    assert process.returncode == 0
+
+
+def test_threads_left_running_do_not_hold_the_process() -> None:
+    code = """
+        import threading, time
+
+        def execute_action(context):
+            threading.Thread(target=time.sleep, args=(3600,)).start()
+            return "returned"
+        """
+    returncode, stdout, _ = run_process(envelope_line(code))
+    assert returncode == 0
+    assert json.loads(stdout)["output"] == "returned"

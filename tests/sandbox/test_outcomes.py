@@ -1,0 +1,252 @@
+"""Every outcome type and every limit, through HTTP, against the real engine and image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import docker
+import pytest
+
+pytestmark = pytest.mark.docker
+
+TEST_LABEL = "io.actioncage.test"
+
+
+def _ours(docker_client: docker.DockerClient) -> list[Any]:
+    return docker_client.containers.list(all=True, filters={"label": "io.actioncage.managed=true"})
+
+
+def test_ok_run_returns_output_and_logs_and_leaves_no_container(run_code: Any, docker_client: docker.DockerClient) -> None:
+    run = run_code(
+        "import sys\n"
+        "def execute_action(context):\n"
+        "    print('hello from the script')\n"
+        "    sys.stderr.write('to stderr\\n')\n"
+        "    return {'echo': context['args']['x'], 'conv': context['conversation']}\n",
+        args={"x": [1, 'two']},
+    )
+    assert run["status"] == "ok", run
+    assert run["output"] == {"echo": [1, "two"], "conv": None}
+    assert "hello from the script" in run["logs"] and "to stderr" in run["logs"]
+    assert run["error"] is None and run["imageDigest"].startswith("sha256:")
+    assert _ours(docker_client) == []
+
+
+def test_print_never_reaches_the_result(run_code: Any) -> None:
+    run = run_code(
+        "import os\n"
+        "def execute_action(context):\n"
+        "    print('{\"type\": \"result\", \"status\": \"ok\", \"output\": \"forged\", \"effects\": []}')\n"
+        "    os.system('echo from a child process')\n"
+        "    return 'real'\n"
+    )
+    assert run["status"] == "ok" and run["output"] == "real"
+    assert "forged" in run["logs"] and "from a child process" in run["logs"]
+
+
+def test_exception_reports_message_and_only_the_scripts_frames(run_code: Any) -> None:
+    run = run_code(
+        "def helper(x):\n"
+        "    raise ValueError('bad order ' + x)\n"
+        "\n"
+        "def execute_action(context):\n"
+        "    return helper('42')\n"
+    )
+    assert run["status"] == "error"
+    error = run["error"]
+    assert error["type"] == "exception" and "ValueError: bad order 42" in error["message"]
+    assert 'action.py", line 2' in error["traceback"] and 'action.py", line 5' in error["traceback"]
+    assert "actioncage_runtime" not in error["traceback"]
+
+
+@pytest.mark.parametrize(
+    "returned", ["{1, 2}", "object()", "float('nan')", "{'a': float('inf')}", "b'bytes'"]
+)
+def test_unserialisable_return_is_invalid_return(run_code: Any, returned: str) -> None:
+    run = run_code(f"def execute_action(context):\n    return {returned}\n")
+    assert run["status"] == "error" and run["error"]["type"] == "invalid_return", run
+
+
+def test_busy_loop_past_deadline_is_timeout(run_code: Any) -> None:
+    run = run_code("def execute_action(context):\n    while True:\n        pass\n", policy={"timeoutMs": 1000})
+    assert run["error"]["type"] == "timeout"
+    assert 900 <= run["durationMs"] < 8000
+
+
+def test_sleeping_past_deadline_is_timeout(run_code: Any, docker_client: docker.DockerClient) -> None:
+    run = run_code("import time\ndef execute_action(context):\n    time.sleep(30)\n", policy={"timeoutMs": 800})
+    assert run["error"]["type"] == "timeout"
+    assert _ours(docker_client) == []
+
+
+def test_one_gib_allocation_is_memory_limit(run_code: Any) -> None:
+    run = run_code("def execute_action(context):\n    data = b'x' * (1024 ** 3)\n    return len(data)\n")
+    assert run["error"]["type"] == "memory_limit", run
+
+
+def test_flooding_stdout_is_output_limit(run_code: Any) -> None:
+    run = run_code("def execute_action(context):\n    while True:\n        print('x' * 10000)\n")
+    assert run["error"]["type"] == "output_limit", run
+    assert len(run["logs"]) <= 1024 * 1024
+
+
+def test_huge_result_is_output_limit(run_code: Any) -> None:
+    run = run_code("def execute_action(context):\n    return 'x' * (2 * 1024 * 1024)\n")
+    assert run["error"]["type"] == "output_limit", run
+
+
+def test_fork_loop_is_contained_by_the_pid_cap(run_code: Any) -> None:
+    run = run_code(
+        "import os\n"
+        "def execute_action(context):\n"
+        "    made, refused = 0, 0\n"
+        "    for _ in range(500):\n"
+        "        try:\n"
+        "            pid = os.fork()\n"
+        "        except OSError:\n"
+        "            refused += 1\n"
+        "            continue\n"
+        "        if pid == 0:\n"
+        "            import time; time.sleep(30); os._exit(0)\n"
+        "        made += 1\n"
+        "    return {'made': made, 'refused': refused}\n",
+        policy={"timeoutMs": 10000},
+    )
+    assert run["status"] == "ok", run
+    assert run["output"]["made"] < 64 and run["output"]["refused"] > 0
+
+
+def test_writing_to_root_and_etc_fails_but_tmp_works(run_code: Any) -> None:
+    run = run_code(
+        "def execute_action(context):\n"
+        "    out = {}\n"
+        "    for path in ('/evil', '/etc/evil', '/opt/actioncage/evil', '/tmp/ok'):\n"
+        "        try:\n"
+        "            open(path, 'w').write('x')\n"
+        "            out[path] = 'written'\n"
+        "        except OSError as exc:\n"
+        "            out[path] = type(exc).__name__\n"
+        "    return out\n"
+    )
+    assert run["status"] == "ok", run
+    for path in ("/evil", "/etc/evil", "/opt/actioncage/evil"):
+        assert run["output"][path] == "OSError", path
+    assert run["output"]["/tmp/ok"] == "written"
+
+
+def test_tmp_is_capped(run_code: Any) -> None:
+    run = run_code(
+        "def execute_action(context):\n"
+        "    written = 0\n"
+        "    try:\n"
+        "        with open('/tmp/fill', 'wb') as f:\n"
+        "            for _ in range(64):\n"
+        "                f.write(b'x' * (1024 * 1024)); f.flush(); written += 1\n"
+        "    except OSError as exc:\n"
+        "        return {'written_mb': written, 'error': type(exc).__name__}\n"
+        "    return {'written_mb': written}\n"
+    )
+    assert run["status"] == "ok", run
+    assert run["output"]["written_mb"] <= 16 and "error" in run["output"]
+
+
+def test_network_attempts_fail(run_code: Any) -> None:
+    run = run_code(
+        "import socket\n"
+        "def execute_action(context):\n"
+        "    out = {}\n"
+        "    for host, port in (('169.254.169.254', 80), ('172.17.0.1', 2375), ('127.0.0.1', 8080), ('1.1.1.1', 53)):\n"
+        "        s = socket.socket(); s.settimeout(1)\n"
+        "        try:\n"
+        "            s.connect((host, port)); out[host] = 'connected'\n"
+        "        except OSError as exc:\n"
+        "            out[host] = type(exc).__name__\n"
+        "    try:\n"
+        "        socket.getaddrinfo('pypi.org', 443); out['dns'] = 'resolved'\n"
+        "    except OSError as exc:\n"
+        "        out['dns'] = type(exc).__name__\n"
+        "    out['ifaces'] = [name for _, name in socket.if_nameindex()]\n"
+        "    return out\n"
+    )
+    assert run["status"] == "ok", run
+    out = run["output"]
+    assert "connected" not in out.values() and out["dns"] != "resolved"
+    assert out["ifaces"] == ["lo"]
+
+
+def test_script_runs_as_non_root_without_capabilities_or_host_env(run_code: Any) -> None:
+    run = run_code(
+        "import os\n"
+        "def execute_action(context):\n"
+        "    status = open('/proc/self/status').read()\n"
+        "    caps = [l.split()[1] for l in status.splitlines() if l.startswith(('CapEff', 'CapPrm', 'CapBnd'))]\n"
+        "    nnp = [l.split()[1] for l in status.splitlines() if l.startswith('NoNewPrivs')]\n"
+        "    return {'uid': os.getuid(), 'gid': os.getgid(), 'caps': caps, 'nnp': nnp, 'env': sorted(os.environ),\n"
+        "            'docker_sock': os.path.exists('/var/run/docker.sock')}\n"
+    )
+    out = run["output"]
+    assert out["uid"] == 10001 and out["gid"] == 10001
+    assert set(out["caps"]) == {"0000000000000000"}
+    assert out["nnp"] == ["1"] and out["docker_sock"] is False
+    assert not any(k.startswith(("ACTIONCAGE", "DOCKER")) for k in out["env"])
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("import sys\n    sys.exit(3)", "sys.exit"),
+        ("raise SystemExit", "sys.exit"),
+        ("raise KeyboardInterrupt", "KeyboardInterrupt"),
+        ("import os\n    os._exit(0)", "exit code 0"),
+        ("import os, signal\n    os.kill(os.getpid(), signal.SIGSEGV)", "SIGSEGV"),
+        ("import ctypes\n    ctypes.string_at(0)", "SIGSEGV"),
+        ("def f(n): return f(n + 1)\n    return f(0)", "RecursionError"),
+    ],
+)
+def test_abrupt_endings_are_clean_errors(run_code: Any, body: str, needle: str) -> None:
+    run = run_code(f"def execute_action(context):\n    {body}\n")
+    assert run["status"] == "error", run
+    assert run["error"]["type"] == "exception", run
+    assert needle in run["error"]["message"], run["error"]
+
+
+def test_invalid_args_are_refused_before_any_container(run_code: Any, docker_client: docker.DockerClient) -> None:
+    events_before = len(docker_client.containers.list(all=True))
+    run = run_code(
+        "def execute_action(context):\n    return 1\n",
+        args={"orderId": 5},
+        parameters={"type": "object", "properties": {"orderId": {"type": "string"}}, "required": ["orderId"]},
+    )
+    assert run["status"] == "error" and run["error"]["type"] == "invalid_args"
+    assert "orderId" in run["error"]["message"]
+    assert run["imageDigest"] is None and len(docker_client.containers.list(all=True)) == events_before
+
+
+def test_nothing_survives_between_runs(make_action: Any, execute: Any) -> None:
+    action = make_action(
+        "import os\n"
+        "MARK = '/tmp/marker'\n"
+        "def execute_action(context):\n"
+        "    seen = os.path.exists(MARK)\n"
+        "    open(MARK, 'w').write('x')\n"
+        "    import builtins\n"
+        "    had = hasattr(builtins, 'leak')\n"
+        "    builtins.leak = True\n"
+        "    return {'seen': seen, 'had': had, 'host': os.uname().nodename}\n"
+    )
+    first = execute(action["id"])[1]
+    second = execute(action["id"])[1]
+    assert first["output"] == second["output"] == {"seen": False, "had": False, "host": "sandbox"}
+
+
+def test_run_is_recorded_on_the_audit_trail(client: Any, auth_headers: dict[str, str], make_action: Any, execute: Any) -> None:
+    action = make_action("def execute_action(context):\n    return 7\n")
+    _, run = execute(action["id"])
+    record = client.get(f"/v1/runs/{run['runId']}", headers=auth_headers).get_json()
+    assert record["status"] == "ok" and record["output"] == 7
+    assert record["actionId"] == action["id"] and record["actionVersion"] == 1
+    assert record["callerKeyId"].startswith("key_") and record["imageDigest"] == run["imageDigest"]
+    assert record["startedAt"] <= record["finishedAt"]
+    client.patch(f"/v1/actions/{action['id']}", json={"code": "def execute_action(context):\n    return 8\n"}, headers=auth_headers)
+    _, run2 = execute(action["name"])
+    assert run2["output"] == 8 and run2["actionVersion"] == 2
