@@ -109,7 +109,7 @@ def test_is_holiday_uses_the_holidays_package(run_code: Any) -> None:
         "import datetime\n"
         "def execute_action(context):\n"
         "    return [is_holiday('US', check_date='2024-07-04'), is_holiday('US', check_date=datetime.date(2024, 7, 5)),\n"
-        "            is_holiday('DE', state='BY', check_date='2024-08-15'), is_holiday('DE', state='BE', check_date='2024-08-15')]\n"
+        "            is_holiday('DE', state='BY', check_date='2024-01-06'), is_holiday('DE', state='BE', check_date='2024-01-06')]\n"
     )
     assert run["output"] == [True, False, True, False], run
     bad = run_code("def execute_action(context):\n    return is_holiday('XX')\n", name="bad")

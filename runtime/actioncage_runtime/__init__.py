@@ -1,0 +1,1 @@
+"""In-container runtime: runs one user script's execute_action(context) and reports the result."""

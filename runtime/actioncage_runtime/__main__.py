@@ -1,0 +1,312 @@
+"""Reads the envelope, injects the helpers, calls execute_action and writes the result."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import linecache
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from actioncage_runtime.guards import JSONValueError, NotJSONError, SizeLimitError, dump_json
+from actioncage_runtime.helpers import Helpers, HostChannel, Limits, write_frame
+
+PROTOCOL_VERSION = 1
+MAX_ENVELOPE_BYTES = 8 * 1024 * 1024
+SCRIPT_FILENAME = "action.py"
+EXIT_OK = 0
+EXIT_BAD_ENVELOPE = 2
+# Error frames are shrunk step by step until they fit in maxOutputBytes: (message, traceback).
+_ERROR_TEXT_CHARS = ((4096, 32768), (1024, 4096), (256, 0))
+
+
+class EnvelopeError(ValueError):
+    """The first stdin line is not a usable envelope, so no user code ran."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The first stdin line: the user's code, the context it is called with, and the limits."""
+
+    code: str
+    context: dict[str, Any]
+    limits: Limits
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An error result: the contract's ``error.type``, a message, the script's traceback."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+def read_envelope(stdin: TextIO) -> Envelope:
+    """Read and check the envelope line; raises EnvelopeError saying what was wrong."""
+    try:
+        line = stdin.readline(MAX_ENVELOPE_BYTES + 1)
+    except ValueError as exc:  # undecodable input
+        raise EnvelopeError(f"cannot read the envelope: {exc}") from None
+    if not line.strip():
+        raise EnvelopeError("no envelope on stdin")
+    if len(line.encode("utf-8", "surrogatepass")) > MAX_ENVELOPE_BYTES:
+        raise EnvelopeError(f"the envelope is larger than {MAX_ENVELOPE_BYTES} bytes")
+    try:
+        raw = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise EnvelopeError(f"the envelope is not JSON: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("v") != PROTOCOL_VERSION:
+        raise EnvelopeError(f"the envelope is not a version {PROTOCOL_VERSION} object")
+    code, context = raw.get("code"), raw.get("context")
+    if not isinstance(code, str):
+        raise EnvelopeError("envelope.code must be a string")
+    if not isinstance(context, dict):
+        raise EnvelopeError("envelope.context must be an object")
+    conversation = context.get("conversation")
+    if conversation is not None and not isinstance(conversation, dict):
+        raise EnvelopeError("envelope.context.conversation must be an object or null")
+    try:
+        limits = Limits.from_json(raw.get("limits"))
+    except ValueError as exc:
+        raise EnvelopeError(f"envelope.{exc}") from None
+    return Envelope(code=code, context=context, limits=limits)
+
+
+def run(stdin: TextIO, frames_out: TextIO, logs: TextIO | None = None) -> int:
+    """Run the envelope read from ``stdin`` and write its one result frame to ``frames_out``.
+
+    Host-call replies are read from ``stdin`` too. With ``logs`` given, ``sys.stdout`` and
+    ``sys.stderr`` point at it while the script runs; either way they are restored and
+    flushed before the result frame is written. Everything but the fd-level redirection
+    happens here, so tests can drive it in-process with file objects.
+
+    Returns EXIT_OK once the result frame is written, or EXIT_BAD_ENVELOPE when the envelope is
+    refused: then nothing ran, no frame was written, and the reason went to the logs.
+    """
+    try:
+        envelope = read_envelope(stdin)
+    except EnvelopeError as exc:
+        print(f"actioncage_runtime: {exc}", file=logs or sys.stderr, flush=True)
+        return EXIT_BAD_ENVELOPE
+
+    helpers = Helpers(envelope.context, envelope.limits, HostChannel(stdin, frames_out))
+    saved_streams = sys.stdout, sys.stderr
+    if logs is not None:
+        sys.stdout = sys.stderr = logs
+    try:
+        value, failure = execute(envelope.code, envelope.context, helpers)
+    finally:
+        script_streams = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = saved_streams
+
+    max_bytes = envelope.limits.max_output_bytes
+    outcome = failure if failure is not None else _ok_line(value, helpers.effects, max_bytes)
+    line = outcome if isinstance(outcome, str) else _error_line(outcome, max_bytes)
+
+    for stream in (*script_streams, *saved_streams, logs):
+        _flush_quietly(stream)
+    write_frame(frames_out, line)
+    return EXIT_OK
+
+
+def execute(code: str, context: dict[str, Any], helpers: Helpers) -> tuple[Any, Failure | None]:
+    """Compile and run the script, then call its ``execute_action(context)``.
+
+    Returns ``(value, None)`` with what execute_action returned, or ``(None, failure)`` when the
+    script did not compile, raised, exited, or defines no execute_action.
+    """
+    _register_source(code)
+    script_globals: dict[str, Any] = {
+        "__name__": "action",
+        "__file__": SCRIPT_FILENAME,
+        "__builtins__": builtins,
+        **helpers.script_globals(),
+    }
+    recursion_limit = sys.getrecursionlimit()
+    raised: BaseException | None = None
+    value: Any = None
+    function: Any = None
+    try:
+        compiled = compile(code, SCRIPT_FILENAME, "exec", dont_inherit=True)
+        exec(compiled, script_globals)
+        function = script_globals.get("execute_action")
+        if callable(function):
+            value = function(context)
+    except BaseException as exc:  # every way a script can end is an outcome, even SystemExit
+        raised = exc
+    finally:
+        # The script may have lowered the limit; formatting its failure needs the usual one.
+        sys.setrecursionlimit(recursion_limit)
+
+    if raised is not None:
+        return None, _describe_failure(raised)
+    if not callable(function):
+        if "execute_action" not in script_globals:
+            message = "no function execute_action: the script must define execute_action(context)"
+        else:
+            message = (
+                f"no function execute_action: execute_action is a {type(function).__name__}, "
+                "not a function"
+            )
+        return None, Failure("exception", message)
+    return value, None
+
+
+def main() -> None:
+    """Set up the container's fds for the channel, run the envelope, and exit at once.
+
+    Frames go to a private duplicate of fd 1 and host-call replies come from a private
+    duplicate of fd 0. Then fd 1 is pointed at fd 2 and fd 0 at /dev/null, so whatever the
+    script (or a child process) prints lands in the logs and its reads of stdin see end of file.
+    """
+    frames_fd = os.dup(1)
+    replies_fd = os.dup(0)
+    os.dup2(2, 1)
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null_fd, 0)
+    os.close(null_fd)
+
+    frames_out = open(frames_fd, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+    replies = open(replies_fd, encoding="utf-8", errors="replace", newline="\n")  # noqa: SIM115
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stdout = open(  # noqa: SIM115
+        1, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False
+    )
+    sys.stderr = open(  # noqa: SIM115
+        2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False
+    )
+
+    status = run(replies, frames_out)
+    for stream in (sys.stdout, sys.stderr, frames_out):
+        _flush_quietly(stream)
+    # Exit without waiting for threads the script left behind or running its atexit hooks.
+    os._exit(status)
+
+
+def _ok_line(value: Any, effects: list[dict[str, Any]], max_bytes: int) -> str | Failure:
+    """The ok result frame, or the Failure that the return value or the frame's size causes."""
+    try:
+        output = dump_json(value, "return value", max_bytes)
+        line = (
+            '{"type":"result","status":"ok","output":'
+            + output
+            + ',"effects":'
+            + json.dumps(effects, separators=(",", ":"))
+            + "}"
+        )
+    except (NotJSONError, JSONValueError) as exc:
+        return Failure("invalid_return", str(exc))
+    except SizeLimitError as exc:
+        return Failure("output_limit", str(exc))
+    except MemoryError:
+        return Failure("memory_limit", "ran out of memory serialising the return value")
+    if len(line) > max_bytes:
+        return Failure(
+            "output_limit",
+            f"the result with its effects is {len(line)} bytes serialised; "
+            f"the limit is {max_bytes} bytes",
+        )
+    return line
+
+
+def _error_line(failure: Failure, max_bytes: int) -> str:
+    """The error result frame, its texts shortened until it fits in ``max_bytes`` if it can."""
+    line = ""
+    for message_chars, traceback_chars in _ERROR_TEXT_CHARS:
+        error = {
+            "type": failure.type,
+            "message": _head(failure.message, message_chars),
+            "traceback": _tail(failure.traceback, traceback_chars),
+        }
+        frame = {"type": "result", "status": "error", "error": error, "effects": []}
+        line = json.dumps(frame, separators=(",", ":"))
+        if len(line) <= max_bytes:
+            break
+    return line
+
+
+def _describe_failure(exc: BaseException) -> Failure:
+    trace = _script_traceback(exc)
+    if isinstance(exc, MemoryError):
+        return Failure("memory_limit", "MemoryError: the script ran out of memory", trace)
+    if isinstance(exc, SystemExit):
+        code = "" if exc.code is None else repr(exc.code)
+        return Failure("exception", f"script called sys.exit({code})", trace)
+    if isinstance(exc, SyntaxError):
+        return Failure("exception", f"{type(exc).__name__}: line {exc.lineno}: {exc.msg}", trace)
+    detail = _safe_str(exc)
+    message = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return Failure("exception", message, trace)
+
+
+def _script_traceback(exc: BaseException) -> str | None:
+    """The traceback of ``exc`` showing only the script's own frames (and chained causes)."""
+    try:
+        _register_source(None)
+        top = traceback.TracebackException.from_exception(exc)
+        pending, seen = [top], set()
+        while pending:
+            current = pending.pop()
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            current.stack = traceback.StackSummary.from_list(
+                [frame for frame in current.stack if frame.filename == SCRIPT_FILENAME]
+            )
+            chained = [current.__cause__, current.__context__, *(current.exceptions or ())]
+            pending.extend(item for item in chained if item is not None)
+        return "".join(top.format())
+    except Exception:  # a traceback that cannot be formatted must not lose the result
+        return None
+
+
+_source_lines: list[str] = []
+
+
+def _register_source(code: str | None) -> None:
+    """Put the script's source in linecache so tracebacks show its lines.
+
+    Called again before formatting a traceback, in case the script cleared the cache.
+    """
+    if code is not None:
+        _source_lines[:] = code.splitlines(keepends=True)
+    # An mtime of None tells linecache.checkcache never to drop the entry.
+    linecache.cache[SCRIPT_FILENAME] = (
+        sum(map(len, _source_lines)),
+        None,
+        list(_source_lines),
+        SCRIPT_FILENAME,
+    )
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # the script's __str__ may raise anything
+        return f"<unprintable {type(exc).__name__}>"
+
+
+def _head(text: str, max_chars: int) -> str:
+    return text if len(text) <= max_chars else text[: max(max_chars - 15, 0)] + "... [truncated]"
+
+
+def _tail(text: str | None, max_chars: int) -> str | None:
+    if text is None or max_chars == 0:
+        return None
+    return text if len(text) <= max_chars else "[truncated] ..." + text[-(max_chars - 15) :]
+
+
+def _flush_quietly(stream: Any) -> None:
+    # A log stream the script closed or replaced with something odd must not lose the result.
+    with contextlib.suppress(Exception):
+        if stream is not None:
+            stream.flush()
+
+
+if __name__ == "__main__":
+    main()
