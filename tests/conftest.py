@@ -59,7 +59,9 @@ def docker_client() -> Iterator[docker.DockerClient]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Tests marked docker get the engine fixture, so they skip or fail with its reason.
     for item in items:
-        if item.get_closest_marker("docker") and "docker_client" not in getattr(item, "fixturenames", []):
+        if item.get_closest_marker("docker") and "docker_client" not in getattr(
+            item, "fixturenames", []
+        ):
             item.fixturenames.append("docker_client")  # type: ignore[attr-defined]
 
 
@@ -101,7 +103,9 @@ def make_action(client: FlaskClient, auth_headers: dict[str, str]) -> Any:
     """Create a Python action from code; returns its JSON."""
 
     def _make(code: str, name: str = "act", **fields: Any) -> dict[str, Any]:
-        resp = client.post("/v1/actions", json={"name": name, "code": code, **fields}, headers=auth_headers)
+        resp = client.post(
+            "/v1/actions", json={"name": name, "code": code, **fields}, headers=auth_headers
+        )
         assert resp.status_code == 201, resp.get_json()
         body: dict[str, Any] = resp.get_json()
         return body
@@ -113,7 +117,9 @@ def make_action(client: FlaskClient, auth_headers: dict[str, str]) -> Any:
 def execute(client: FlaskClient, auth_headers: dict[str, str]) -> Any:
     """Execute an action by id or name; returns (status code, JSON)."""
 
-    def _execute(ref: str, args: dict[str, Any] | None = None, conversation_id: str | None = None) -> tuple[int, dict[str, Any]]:
+    def _execute(
+        ref: str, args: dict[str, Any] | None = None, conversation_id: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
         body: dict[str, Any] = {"args": args or {}}
         if conversation_id:
             body["conversationId"] = conversation_id
@@ -127,7 +133,12 @@ def execute(client: FlaskClient, auth_headers: dict[str, str]) -> Any:
 def run_code(make_action: Any, execute: Any) -> Any:
     """Create an action from code and execute it once; returns the run JSON."""
 
-    def _run(code: str, args: dict[str, Any] | None = None, conversation_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    def _run(
+        code: str,
+        args: dict[str, Any] | None = None,
+        conversation_id: str | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
         action = make_action(code, **fields)
         status, body = execute(action["id"], args, conversation_id)
         assert status in (200, 422, 503), body

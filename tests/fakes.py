@@ -17,8 +17,21 @@ Route = Callable[["Request"], tuple[int, dict[str, Any]]]
 
 
 class Request:
-    def __init__(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes) -> None:
-        self.method, self.path, self.query, self.headers, self.body = method, path, query, headers, body
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> None:
+        self.method, self.path, self.query, self.headers, self.body = (
+            method,
+            path,
+            query,
+            headers,
+            body,
+        )
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -33,7 +46,13 @@ def serve(route: Route) -> Iterator[tuple[str, list[Request]]]:
         def _handle(self) -> None:
             url = urlparse(self.path)
             length = int(self.headers.get("Content-Length") or 0)
-            req = Request(self.command, url.path, parse_qs(url.query), {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length))
+            req = Request(
+                self.command,
+                url.path,
+                parse_qs(url.query),
+                {k.lower(): v for k, v in self.headers.items()},
+                self.rfile.read(length),
+            )
             seen.append(req)
             status, body = route(req)
             data = json.dumps(body).encode()
@@ -69,7 +88,9 @@ def chat_completions(answer: Callable[[str, str], str]) -> Route:
         if req.path != "/v1/chat/completions" or req.method != "POST":
             return 404, {"error": {"message": "not found", "type": "invalid_request_error"}}
         if req.headers.get("authorization") != f"Bearer {LLM_KEY}":
-            return 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
+            return 401, {
+                "error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}
+            }
         body = req.json()
         messages = {m["role"]: m["content"] for m in body["messages"]}
         content = answer(messages["system"], messages["user"])
@@ -78,7 +99,13 @@ def chat_completions(answer: Callable[[str, str], str]) -> Route:
             "object": "chat.completion",
             "created": 0,
             "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": "stop",
+                }
+            ],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         }
 
@@ -94,16 +121,39 @@ def google_sheets(public_key_pem: bytes, rows: dict[str, list[list[Any]]]) -> Ro
             if form.get("grant_type") != ["urn:ietf:params:oauth:grant-type:jwt-bearer"]:
                 return 400, {"error": "unsupported_grant_type"}
             try:
-                claims = jwt.decode(form["assertion"][0], public_key_pem, algorithms=["RS256"], audience=req.headers["x-token-uri"] if "x-token-uri" in req.headers else None, options={"verify_aud": False})
+                claims = jwt.decode(
+                    form["assertion"][0],
+                    public_key_pem,
+                    algorithms=["RS256"],
+                    options={"verify_aud": False},
+                )
             except jwt.InvalidTokenError:
-                return 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
+                return 400, {
+                    "error": "invalid_grant",
+                    "error_description": "Invalid JWT Signature.",
+                }
+            if not str(claims.get("aud", "")).endswith("/token") or "exp" not in claims:
+                return 400, {
+                    "error": "invalid_grant",
+                    "error_description": "Invalid JWT: aud or exp.",
+                }
             if claims.get("scope") != "https://www.googleapis.com/auth/spreadsheets":
                 return 400, {"error": "invalid_scope"}
             return 200, {"access_token": "ya29.test", "expires_in": 3599, "token_type": "Bearer"}
         prefix = "/v4/spreadsheets/"
-        if req.path.startswith(prefix) and req.path.endswith("/values/A1:append") and req.method == "POST":
+        if (
+            req.path.startswith(prefix)
+            and req.path.endswith("/values/A1:append")
+            and req.method == "POST"
+        ):
             if req.headers.get("authorization") != "Bearer ya29.test":
-                return 401, {"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}}
+                return 401, {
+                    "error": {
+                        "code": 401,
+                        "message": "Request had invalid authentication credentials.",
+                        "status": "UNAUTHENTICATED",
+                    }
+                }
             sheet_id = req.path[len(prefix) : -len("/values/A1:append")]
             values = req.json()["values"]
             table = rows.setdefault(sheet_id, [])
@@ -112,8 +162,20 @@ def google_sheets(public_key_pem: bytes, rows: dict[str, list[list[Any]]]) -> Ro
             return 200, {
                 "spreadsheetId": sheet_id,
                 "tableRange": f"Sheet1!A1:C{n - 1}",
-                "updates": {"spreadsheetId": sheet_id, "updatedRange": f"Sheet1!A{n}:C{n}", "updatedRows": 1, "updatedColumns": len(values[0]), "updatedCells": len(values[0])},
+                "updates": {
+                    "spreadsheetId": sheet_id,
+                    "updatedRange": f"Sheet1!A{n}:C{n}",
+                    "updatedRows": 1,
+                    "updatedColumns": len(values[0]),
+                    "updatedCells": len(values[0]),
+                },
             }
-        return 404, {"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND"}}
+        return 404, {
+            "error": {
+                "code": 404,
+                "message": "Requested entity was not found.",
+                "status": "NOT_FOUND",
+            }
+        }
 
     return route

@@ -14,14 +14,16 @@ def _conversation() -> Conversation:
 
 
 def test_effects_apply_in_order() -> None:
-    effects = parse_effects([
-        {"kind": "set_metadata", "key": "a", "value": {"x": [1]}},
-        {"kind": "delete_metadata", "key": "drop"},
-        {"kind": "add_tag", "tag": "old"},
-        {"kind": "add_tag", "tag": "new"},
-        {"kind": "add_event", "event": {"type": "refund"}},
-        {"kind": "hand_off", "reason": "angry"},
-    ])
+    effects = parse_effects(
+        [
+            {"kind": "set_metadata", "key": "a", "value": {"x": [1]}},
+            {"kind": "delete_metadata", "key": "drop"},
+            {"kind": "add_tag", "tag": "old"},
+            {"kind": "add_tag", "tag": "new"},
+            {"kind": "add_event", "event": {"type": "refund"}},
+            {"kind": "hand_off", "reason": "angry"},
+        ]
+    )
     assert [e.kind for e in effects][:2] == [EffectKind.SET_METADATA, EffectKind.DELETE_METADATA]
     after = apply_effects(_conversation(), effects)
     assert after.metadata == {"keep": 1, "a": {"x": [1]}}

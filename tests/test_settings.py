@@ -8,8 +8,13 @@ from actioncage.settings import Settings
 
 def test_from_env_reads_prefixed_variables_with_types() -> None:
     s = Settings.from_env(
-        {"ACTIONCAGE_PORT": "9090", "ACTIONCAGE_DEFAULT_CPUS": "0.5", "ACTIONCAGE_HOST": "0.0.0.0",
-         "ACTIONCAGE_CONTAINER_LABELS": "a=1,b=2", "OTHER": "x"}
+        {
+            "ACTIONCAGE_PORT": "9090",
+            "ACTIONCAGE_DEFAULT_CPUS": "0.5",
+            "ACTIONCAGE_HOST": "0.0.0.0",
+            "ACTIONCAGE_CONTAINER_LABELS": "a=1,b=2",
+            "OTHER": "x",
+        }
     )
     assert (s.port, s.default_cpus, s.host) == (9090, 0.5, "0.0.0.0")
     assert s.container_labels == {"a": "1", "b": "2"}
@@ -27,5 +32,10 @@ def test_default_beyond_maximum_is_refused() -> None:
 
 def test_defaults_are_the_documented_limits() -> None:
     s = Settings()
-    assert (s.default_timeout_ms, s.max_timeout_ms, s.default_memory_mb, s.default_cpus) == (10_000, 60_000, 256, 1.0)
+    assert (s.default_timeout_ms, s.max_timeout_ms, s.default_memory_mb, s.default_cpus) == (
+        10_000,
+        60_000,
+        256,
+        1.0,
+    )
     assert (s.pids_limit, s.tmpfs_mb, s.max_output_bytes) == (64, 16, 1024 * 1024)

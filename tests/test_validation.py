@@ -43,8 +43,12 @@ def test_bad_names(name: object) -> None:
 
 def test_schema_checks_and_arg_problems_name_the_field() -> None:
     schema = check_schema(
-        {"type": "object", "properties": {"orderId": {"type": "string"}, "n": {"type": "integer"}},
-         "required": ["orderId"], "additionalProperties": False}
+        {
+            "type": "object",
+            "properties": {"orderId": {"type": "string"}, "n": {"type": "integer"}},
+            "required": ["orderId"],
+            "additionalProperties": False,
+        }
     )
     assert args_problems(schema, {"orderId": "1", "n": 2}) == []
     problems = args_problems(schema, {"n": "two", "extra": 1})

@@ -86,8 +86,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if conversation is not None:
         with store.session() as s:
             after = repo.get_conversation(s, "local", conversation.id)
-        out["conversationAfter"] = {"metadata": after.metadata, "tags": list(after.tags),
-                                    "events": list(after.events), "handedOff": after.handed_off}
+        out["conversationAfter"] = {
+            "metadata": after.metadata,
+            "tags": list(after.tags),
+            "events": list(after.events),
+            "handedOff": after.handed_off,
+        }
     print(json.dumps(out, indent=2))
     return 0 if run.status == "ok" else 1
 
@@ -148,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--org", required=True)
     create.set_defaults(func=_keys_create)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = Settings.from_env()
         return int(args.func(args, settings))

@@ -54,7 +54,7 @@ def parse_effects(raw: Any) -> tuple[Effect, ...]:
         if not isinstance(item, dict):
             raise EffectsInvalid(f"{where} must be an object")
         try:
-            kind = EffectKind(item.get("kind"))
+            kind = EffectKind(str(item.get("kind")))
         except ValueError as exc:
             raise EffectsInvalid(f"{where}: unknown kind {item.get('kind')!r}") from exc
         data = {k: v for k, v in item.items() if k != "kind"}

@@ -1,20 +1,20 @@
 """The domain error tree. Stdlib only, no status codes.
 
-    ActioncageError
-    ├── ConfigError            a setting is missing or malformed (stops start-up)
-    ├── AuthError              no key, or a key that matches nothing
-    ├── NotFoundError
-    │   ├── ActionNotFoundError
-    │   ├── ConversationNotFoundError
-    │   └── RunNotFoundError
-    ├── BadRequestError        the request body is not what the route takes
-    ├── ValidationFailedError  a field breaks a rule (names the field)
-    │   ├── InvalidCodeError   the script does not compile or lacks execute_action
-    │   └── PolicyError        a limit asked beyond the operator's maximum
-    ├── ConflictError          a unique name is taken
-    ├── SandboxError           the engine failed us; no run could be produced
-    │   └── EngineUnavailableError   no engine answers at all
-    └── HostCallError          a host call (LLM, Sheets) failed or is not configured
+ActioncageError
+├── ConfigError            a setting is missing or malformed (stops start-up)
+├── AuthError              no key, or a key that matches nothing
+├── NotFoundError
+│   ├── ActionNotFoundError
+│   ├── ConversationNotFoundError
+│   └── RunNotFoundError
+├── BadRequestError        the request body is not what the route takes
+├── ValidationFailedError  a field breaks a rule (names the field)
+│   ├── InvalidCodeError   the script does not compile or lacks execute_action
+│   └── PolicyError        a limit asked beyond the operator's maximum
+├── ConflictError          a unique name is taken
+├── SandboxError           the engine failed us; no run could be produced
+│   └── EngineUnavailableError   no engine answers at all
+└── HostCallError          a host call (LLM, Sheets) failed or is not configured
 """
 
 from __future__ import annotations

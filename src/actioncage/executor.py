@@ -140,7 +140,9 @@ class Executor:
         digest: str | None,
     ) -> RunResult:
         finished_at = repo.now()
-        applied = outcome.status is RunStatus.OK and bool(outcome.effects) and conversation is not None
+        applied = (
+            outcome.status is RunStatus.OK and bool(outcome.effects) and conversation is not None
+        )
         result = RunResult(
             run_id=run_id,
             org_id=action.org_id,
@@ -184,7 +186,9 @@ def classify(raw: RawOutcome, limits: EffectiveLimits, has_conversation: bool) -
             f"result and logs passed the {limits.max_output_bytes}-byte output limit",
         )
     if raw.oom_killed:
-        return _error(ErrorType.MEMORY_LIMIT, f"the run passed its {limits.memory_mb} MiB memory limit")
+        return _error(
+            ErrorType.MEMORY_LIMIT, f"the run passed its {limits.memory_mb} MiB memory limit"
+        )
     if raw.protocol_error is not None:
         return _error(ErrorType.INVALID_RETURN, raw.protocol_error)
     frame = raw.result_frame

@@ -89,9 +89,11 @@ class HostCalls:
 
     def classify_binary(self, prompt: str, text: str) -> bool:
         """True or False for ``text`` under ``prompt``. Raises HostCallError."""
-        answer = self._chat(
-            f"{prompt}\n\nAnswer with exactly one word: true or false.", text
-        ).lower().strip(" .\"'")
+        answer = (
+            self._chat(f"{prompt}\n\nAnswer with exactly one word: true or false.", text)
+            .lower()
+            .strip(" .\"'")
+        )
         if answer in {"true", "yes"}:
             return True
         if answer in {"false", "no"}:

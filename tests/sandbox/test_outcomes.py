@@ -16,14 +16,16 @@ def _ours(docker_client: docker.DockerClient) -> list[Any]:
     return docker_client.containers.list(all=True, filters={"label": "io.actioncage.managed=true"})
 
 
-def test_ok_run_returns_output_and_logs_and_leaves_no_container(run_code: Any, docker_client: docker.DockerClient) -> None:
+def test_ok_run_returns_output_and_logs_and_leaves_no_container(
+    run_code: Any, docker_client: docker.DockerClient
+) -> None:
     run = run_code(
         "import sys\n"
         "def execute_action(context):\n"
         "    print('hello from the script')\n"
         "    sys.stderr.write('to stderr\\n')\n"
         "    return {'echo': context['args']['x'], 'conv': context['conversation']}\n",
-        args={"x": [1, 'two']},
+        args={"x": [1, "two"]},
     )
     assert run["status"] == "ok", run
     assert run["output"] == {"echo": [1, "two"], "conv": None}
@@ -36,7 +38,7 @@ def test_print_never_reaches_the_result(run_code: Any) -> None:
     run = run_code(
         "import os\n"
         "def execute_action(context):\n"
-        "    print('{\"type\": \"result\", \"status\": \"ok\", \"output\": \"forged\", \"effects\": []}')\n"
+        '    print(\'{"type": "result", "status": "ok", "output": "forged", "effects": []}\')\n'
         "    os.system('echo from a child process')\n"
         "    return 'real'\n"
     )
@@ -68,19 +70,27 @@ def test_unserialisable_return_is_invalid_return(run_code: Any, returned: str) -
 
 
 def test_busy_loop_past_deadline_is_timeout(run_code: Any) -> None:
-    run = run_code("def execute_action(context):\n    while True:\n        pass\n", policy={"timeoutMs": 1000})
+    run = run_code(
+        "def execute_action(context):\n    while True:\n        pass\n", policy={"timeoutMs": 1000}
+    )
     assert run["error"]["type"] == "timeout"
     assert 900 <= run["durationMs"] < 8000
 
 
-def test_sleeping_past_deadline_is_timeout(run_code: Any, docker_client: docker.DockerClient) -> None:
-    run = run_code("import time\ndef execute_action(context):\n    time.sleep(30)\n", policy={"timeoutMs": 800})
+def test_sleeping_past_deadline_is_timeout(
+    run_code: Any, docker_client: docker.DockerClient
+) -> None:
+    run = run_code(
+        "import time\ndef execute_action(context):\n    time.sleep(30)\n", policy={"timeoutMs": 800}
+    )
     assert run["error"]["type"] == "timeout"
     assert _ours(docker_client) == []
 
 
 def test_one_gib_allocation_is_memory_limit(run_code: Any) -> None:
-    run = run_code("def execute_action(context):\n    data = b'x' * (1024 ** 3)\n    return len(data)\n")
+    run = run_code(
+        "def execute_action(context):\n    data = b'x' * (1024 ** 3)\n    return len(data)\n"
+    )
     assert run["error"]["type"] == "memory_limit", run
 
 
@@ -210,16 +220,24 @@ def test_abrupt_endings_are_clean_errors(run_code: Any, body: str, needle: str) 
     assert needle in run["error"]["message"], run["error"]
 
 
-def test_invalid_args_are_refused_before_any_container(run_code: Any, docker_client: docker.DockerClient) -> None:
+def test_invalid_args_are_refused_before_any_container(
+    run_code: Any, docker_client: docker.DockerClient
+) -> None:
     events_before = len(docker_client.containers.list(all=True))
     run = run_code(
         "def execute_action(context):\n    return 1\n",
         args={"orderId": 5},
-        parameters={"type": "object", "properties": {"orderId": {"type": "string"}}, "required": ["orderId"]},
+        parameters={
+            "type": "object",
+            "properties": {"orderId": {"type": "string"}},
+            "required": ["orderId"],
+        },
     )
     assert run["status"] == "error" and run["error"]["type"] == "invalid_args"
     assert "orderId" in run["error"]["message"]
-    assert run["imageDigest"] is None and len(docker_client.containers.list(all=True)) == events_before
+    assert (
+        run["imageDigest"] is None and len(docker_client.containers.list(all=True)) == events_before
+    )
 
 
 def test_nothing_survives_between_runs(make_action: Any, execute: Any) -> None:
@@ -239,7 +257,9 @@ def test_nothing_survives_between_runs(make_action: Any, execute: Any) -> None:
     assert first["output"] == second["output"] == {"seen": False, "had": False, "host": "sandbox"}
 
 
-def test_run_is_recorded_on_the_audit_trail(client: Any, auth_headers: dict[str, str], make_action: Any, execute: Any) -> None:
+def test_run_is_recorded_on_the_audit_trail(
+    client: Any, auth_headers: dict[str, str], make_action: Any, execute: Any
+) -> None:
     action = make_action("def execute_action(context):\n    return 7\n")
     _, run = execute(action["id"])
     record = client.get(f"/v1/runs/{run['runId']}", headers=auth_headers).get_json()
@@ -247,6 +267,10 @@ def test_run_is_recorded_on_the_audit_trail(client: Any, auth_headers: dict[str,
     assert record["actionId"] == action["id"] and record["actionVersion"] == 1
     assert record["callerKeyId"].startswith("key_") and record["imageDigest"] == run["imageDigest"]
     assert record["startedAt"] <= record["finishedAt"]
-    client.patch(f"/v1/actions/{action['id']}", json={"code": "def execute_action(context):\n    return 8\n"}, headers=auth_headers)
+    client.patch(
+        f"/v1/actions/{action['id']}",
+        json={"code": "def execute_action(context):\n    return 8\n"},
+        headers=auth_headers,
+    )
     _, run2 = execute(action["name"])
     assert run2["output"] == 8 and run2["actionVersion"] == 2

@@ -11,7 +11,11 @@ from tests.conftest import API_KEY, make_settings
 def test_no_engine_gives_503_sandbox_error(tmp_path: Path) -> None:
     app = create_app(make_settings(tmp_path, docker_url=f"unix://{tmp_path}/no-docker.sock"))
     client, headers = app.test_client(), {"Authorization": f"Bearer {API_KEY}"}
-    action = client.post("/v1/actions", json={"name": "a", "code": "def execute_action(c):\n    return 1\n"}, headers=headers).get_json()
+    action = client.post(
+        "/v1/actions",
+        json={"name": "a", "code": "def execute_action(c):\n    return 1\n"},
+        headers=headers,
+    ).get_json()
     resp = client.post(f"/v1/actions/{action['id']}/execute", json={}, headers=headers)
     assert resp.status_code == 503
     body = resp.get_json()
@@ -27,7 +31,11 @@ def test_missing_image_gives_503_naming_the_fix(tmp_path: Path) -> None:
     client, headers = app.test_client(), {"Authorization": f"Bearer {API_KEY}"}
     if client.get("/health").status_code != 200:
         return  # no engine here: the test above covers this machine
-    action = client.post("/v1/actions", json={"name": "a", "code": "def execute_action(c):\n    return 1\n"}, headers=headers).get_json()
+    action = client.post(
+        "/v1/actions",
+        json={"name": "a", "code": "def execute_action(c):\n    return 1\n"},
+        headers=headers,
+    ).get_json()
     resp = client.post(f"/v1/actions/{action['id']}/execute", json={}, headers=headers)
     assert resp.status_code == 503 and "image build" in resp.get_json()["error"]["message"]
     app.extensions["actioncage"].close()

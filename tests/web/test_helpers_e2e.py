@@ -18,15 +18,25 @@ from tests.conftest import make_settings
 pytestmark = pytest.mark.docker
 
 
-def _conversation(client: FlaskClient, headers: dict[str, str], cid: str = "conv-1", **fields: Any) -> dict[str, Any]:
+def _conversation(
+    client: FlaskClient, headers: dict[str, str], cid: str = "conv-1", **fields: Any
+) -> dict[str, Any]:
     resp = client.post("/v1/conversations", json={"id": cid, **fields}, headers=headers)
     assert resp.status_code == 201
     body: dict[str, Any] = resp.get_json()
     return body
 
 
-def test_conversation_helpers_apply_effects_on_success(client: FlaskClient, auth_headers: dict[str, str], run_code: Any) -> None:
-    _conversation(client, auth_headers, metadata={"plan": "pro", "old": 1}, messages=[{"role": "user", "text": "refund please"}], tags=["vip"])
+def test_conversation_helpers_apply_effects_on_success(
+    client: FlaskClient, auth_headers: dict[str, str], run_code: Any
+) -> None:
+    _conversation(
+        client,
+        auth_headers,
+        metadata={"plan": "pro", "old": 1},
+        messages=[{"role": "user", "text": "refund please"}],
+        tags=["vip"],
+    )
     run = run_code(
         "def execute_action(context):\n"
         "    before = get_conversation_metadata(context, 'plan')\n"
@@ -42,9 +52,20 @@ def test_conversation_helpers_apply_effects_on_success(client: FlaskClient, auth
         conversation_id="conv-1",
     )
     assert run["status"] == "ok", run
-    assert run["output"] == {"before": "pro", "mine": {"amount": 12.5}, "gone": None, "first": "refund please"}
+    assert run["output"] == {
+        "before": "pro",
+        "mine": {"amount": 12.5},
+        "gone": None,
+        "first": "refund please",
+    }
     assert run["effectsApplied"] is True and [e["kind"] for e in run["effects"]] == [
-        "set_metadata", "delete_metadata", "add_tag", "add_event", "add_event", "hand_off"]
+        "set_metadata",
+        "delete_metadata",
+        "add_tag",
+        "add_event",
+        "add_event",
+        "hand_off",
+    ]
     conv = client.get("/v1/conversations/conv-1", headers=auth_headers).get_json()
     assert conv["metadata"] == {"plan": "pro", "refund": {"amount": 12.5}}
     assert conv["tags"] == ["vip", "refunded"]
@@ -52,8 +73,12 @@ def test_conversation_helpers_apply_effects_on_success(client: FlaskClient, auth
     assert conv["handedOff"] is True and conv["handOffReason"] == "needs a human"
 
 
-@pytest.mark.parametrize("ending", ["raise RuntimeError('after effects')", "while True: pass", "return {1}"])
-def test_effects_are_not_applied_when_the_run_fails(client: FlaskClient, auth_headers: dict[str, str], run_code: Any, ending: str) -> None:
+@pytest.mark.parametrize(
+    "ending", ["raise RuntimeError('after effects')", "while True: pass", "return {1}"]
+)
+def test_effects_are_not_applied_when_the_run_fails(
+    client: FlaskClient, auth_headers: dict[str, str], run_code: Any, ending: str
+) -> None:
     _conversation(client, auth_headers, metadata={"keep": True})
     run = run_code(
         "def execute_action(context):\n"
@@ -81,9 +106,13 @@ def test_effects_are_not_applied_when_the_run_fails(client: FlaskClient, auth_he
         ("hand_off_conversation(context, reason=5)", "reason"),
     ],
 )
-def test_bad_helper_calls_raise_clear_errors_in_the_script(client: FlaskClient, auth_headers: dict[str, str], run_code: Any, call: str, needle: str) -> None:
+def test_bad_helper_calls_raise_clear_errors_in_the_script(
+    client: FlaskClient, auth_headers: dict[str, str], run_code: Any, call: str, needle: str
+) -> None:
     _conversation(client, auth_headers)
-    run = run_code(f"def execute_action(context):\n    {call}\n    return 1\n", conversation_id="conv-1")
+    run = run_code(
+        f"def execute_action(context):\n    {call}\n    return 1\n", conversation_id="conv-1"
+    )
     assert run["status"] == "error" and run["error"]["type"] == "exception", run
     assert needle in run["error"]["message"], run["error"]["message"]
 
@@ -93,12 +122,20 @@ def test_conversation_helpers_without_a_conversation_fail_clearly(run_code: Any)
     assert run["error"]["type"] == "exception" and "conversation" in run["error"]["message"]
 
 
-def test_ab_variant_is_sticky_and_stored(client: FlaskClient, auth_headers: dict[str, str], make_action: Any, execute: Any) -> None:
+def test_ab_variant_is_sticky_and_stored(
+    client: FlaskClient, auth_headers: dict[str, str], make_action: Any, execute: Any
+) -> None:
     for cid in ("conv-a", "conv-b"):
         _conversation(client, auth_headers, cid)
-    action = make_action("def execute_action(context):\n    return get_ab_test_variant(context, 'greeting', ['A', 'B'])\n")
-    first = {cid: execute(action["id"], conversation_id=cid)[1]["output"] for cid in ("conv-a", "conv-b")}
-    again = {cid: execute(action["id"], conversation_id=cid)[1]["output"] for cid in ("conv-a", "conv-b")}
+    action = make_action(
+        "def execute_action(context):\n    return get_ab_test_variant(context, 'greeting', ['A', 'B'])\n"
+    )
+    first = {
+        cid: execute(action["id"], conversation_id=cid)[1]["output"] for cid in ("conv-a", "conv-b")
+    }
+    again = {
+        cid: execute(action["id"], conversation_id=cid)[1]["output"] for cid in ("conv-a", "conv-b")
+    }
     assert first == again and set(first.values()) <= {"A", "B"}
     stored = client.get("/v1/conversations/conv-a", headers=auth_headers).get_json()["metadata"]
     assert stored == {"ab_test.greeting": first["conv-a"]}
@@ -125,7 +162,14 @@ def _llm_answer(system: str, user: str) -> str:
 
 def test_llm_helpers_call_the_provider_from_the_host(tmp_path: Path) -> None:
     with fakes.serve(fakes.chat_completions(_llm_answer)) as (url, seen):
-        app = create_app(make_settings(tmp_path, llm_base_url=url + "/v1", llm_api_key=fakes.LLM_KEY, llm_model="test-model"))
+        app = create_app(
+            make_settings(
+                tmp_path,
+                llm_base_url=url + "/v1",
+                llm_api_key=fakes.LLM_KEY,
+                llm_model="test-model",
+            )
+        )
         client, headers = app.test_client(), {"Authorization": "Bearer test-key-org-default"}
         code = (
             "def execute_action(context):\n"
@@ -136,8 +180,12 @@ def test_llm_helpers_call_the_provider_from_the_host(tmp_path: Path) -> None:
             "        'none': llm_classify_category('Which product?', 'my car', ['laptop', 'phone'], fallback='unknown'),\n"
             "    }\n"
         )
-        action = client.post("/v1/actions", json={"name": "llm", "code": code}, headers=headers).get_json()
-        run = client.post(f"/v1/actions/{action['id']}/execute", json={}, headers=headers).get_json()
+        action = client.post(
+            "/v1/actions", json={"name": "llm", "code": code}, headers=headers
+        ).get_json()
+        run = client.post(
+            f"/v1/actions/{action['id']}/execute", json={}, headers=headers
+        ).get_json()
     assert run["status"] == "ok", run
     assert run["output"] == {"refund": True, "other": False, "cat": "phone", "none": "unknown"}
     assert len(seen) == 4 and all(json.loads(r.body)["model"] == "test-model" for r in seen)
@@ -145,19 +193,32 @@ def test_llm_helpers_call_the_provider_from_the_host(tmp_path: Path) -> None:
 
 
 def test_llm_unconfigured_gives_fallback_or_a_clear_error(run_code: Any) -> None:
-    run = run_code("def execute_action(context):\n    return llm_classify_binary('p', 'i', fallback=False)\n")
+    run = run_code(
+        "def execute_action(context):\n    return llm_classify_binary('p', 'i', fallback=False)\n"
+    )
     assert run["status"] == "ok" and run["output"] is False
-    run = run_code("def execute_action(context):\n    return llm_classify_binary('p', 'i')\n", name="nofallback")
+    run = run_code(
+        "def execute_action(context):\n    return llm_classify_binary('p', 'i')\n",
+        name="nofallback",
+    )
     assert run["error"]["type"] == "exception" and "not configured" in run["error"]["message"]
 
 
 def test_host_calls_per_run_are_capped(tmp_path: Path) -> None:
     with fakes.serve(fakes.chat_completions(_llm_answer)) as (url, seen):
-        app = create_app(make_settings(tmp_path, llm_base_url=url + "/v1", llm_api_key=fakes.LLM_KEY, max_host_calls=3))
+        app = create_app(
+            make_settings(
+                tmp_path, llm_base_url=url + "/v1", llm_api_key=fakes.LLM_KEY, max_host_calls=3
+            )
+        )
         client, headers = app.test_client(), {"Authorization": "Bearer test-key-org-default"}
         code = "def execute_action(context):\n    return [llm_classify_binary('p', 'refund', fallback=None) for _ in range(5)]\n"
-        action = client.post("/v1/actions", json={"name": "many", "code": code}, headers=headers).get_json()
-        run = client.post(f"/v1/actions/{action['id']}/execute", json={}, headers=headers).get_json()
+        action = client.post(
+            "/v1/actions", json={"name": "many", "code": code}, headers=headers
+        ).get_json()
+        run = client.post(
+            f"/v1/actions/{action['id']}/execute", json={}, headers=headers
+        ).get_json()
     assert run["status"] == "error" and "3" in run["error"]["message"]
     assert len(seen) == 3
     app.extensions["actioncage"].close()
@@ -165,13 +226,29 @@ def test_host_calls_per_run_are_capped(tmp_path: Path) -> None:
 
 def test_google_sheets_row_is_appended_with_the_hosts_service_account(tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     rows: dict[str, list[list[Any]]] = {}
     with fakes.serve(fakes.google_sheets(public, rows)) as (url, seen):
         creds = tmp_path / "sa.json"
-        creds.write_text(json.dumps({"type": "service_account", "client_email": "bot@proj.iam.gserviceaccount.com", "private_key": pem, "private_key_id": "k1", "token_uri": url + "/token"}))
-        app = create_app(make_settings(tmp_path, sheets_credentials_file=str(creds), sheets_base_url=url))
+        creds.write_text(
+            json.dumps(
+                {
+                    "type": "service_account",
+                    "client_email": "bot@proj.iam.gserviceaccount.com",
+                    "private_key": pem,
+                    "private_key_id": "k1",
+                    "token_uri": url + "/token",
+                }
+            )
+        )
+        app = create_app(
+            make_settings(tmp_path, sheets_credentials_file=str(creds), sheets_base_url=url)
+        )
         client, headers = app.test_client(), {"Authorization": "Bearer test-key-org-default"}
         code = (
             "import os\n"
@@ -180,13 +257,29 @@ def test_google_sheets_row_is_appended_with_the_hosts_service_account(tmp_path: 
             "    b = add_google_sheets_row('sheet_1', {'name': 'Bob', 'n': 4})\n"
             "    return {'a': a, 'b': b, 'env': sorted(os.environ)}\n"
         )
-        action = client.post("/v1/actions", json={"name": "sheet", "code": code}, headers=headers).get_json()
-        run = client.post(f"/v1/actions/{action['id']}/execute", json={}, headers=headers).get_json()
-        bad = client.post("/v1/actions", json={"name": "badsheet", "code": "def execute_action(context):\n    return add_google_sheets_row('../etc', ['x'])\n"}, headers=headers).get_json()
-        bad_run = client.post(f"/v1/actions/{bad['id']}/execute", json={}, headers=headers).get_json()
+        action = client.post(
+            "/v1/actions", json={"name": "sheet", "code": code}, headers=headers
+        ).get_json()
+        run = client.post(
+            f"/v1/actions/{action['id']}/execute", json={}, headers=headers
+        ).get_json()
+        bad = client.post(
+            "/v1/actions",
+            json={
+                "name": "badsheet",
+                "code": "def execute_action(context):\n    return add_google_sheets_row('../etc', ['x'])\n",
+            },
+            headers=headers,
+        ).get_json()
+        bad_run = client.post(
+            f"/v1/actions/{bad['id']}/execute", json={}, headers=headers
+        ).get_json()
     assert run["status"] == "ok", run
     assert rows == {"sheet_1": [["Ann", 3, True], ["Bob", 4]]}
-    assert run["output"]["a"]["updatedRows"] == 1 and run["output"]["b"]["updatedRange"] == "Sheet1!A2:C2"
+    assert (
+        run["output"]["a"]["updatedRows"] == 1
+        and run["output"]["b"]["updatedRange"] == "Sheet1!A2:C2"
+    )
     assert "private" not in json.dumps(run)  # the credential never reached the script
     assert [r.path for r in seen].count("/token") == 1  # the token is cached
     assert bad_run["error"]["type"] == "exception" and "sheet_id" in bad_run["error"]["message"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -34,6 +35,8 @@ HostCallHandler = Callable[[dict[str, Any]], bytes]
 _STDOUT, _STDERR = 1, 2
 # After the result frame, how long we keep reading for late logs before we stop waiting.
 _AFTER_RESULT_GRACE_S = 2.0
+# Host calls past the limit are refused; a sandbox that keeps asking is cut off.
+_HOST_CALL_SLACK = 10
 _ENGINE_ERRORS = (
     docker.errors.DockerException,
     requests.exceptions.RequestException,
@@ -165,10 +168,8 @@ class DockerRunner:
                 self._remove(api, container_id)
 
     def _kill(self, api: docker.APIClient, container_id: str) -> None:
-        try:
+        with contextlib.suppress(docker.errors.APIError):  # already stopped: as wanted
             api.kill(container_id)
-        except docker.errors.APIError:
-            pass  # already stopped: that is what we wanted
 
     def _final_state(self, api: docker.APIClient, container_id: str) -> dict[str, Any]:
         api.wait(container_id, timeout=30)
@@ -213,12 +214,13 @@ class _Channel:
     ) -> None:
         self._sock = sock
         self._on_host_call = on_host_call
+        # Logs and the result frame share the output cap; each frame line is capped on its
+        # own, and host calls are bounded in number, so nothing read here is unbounded.
         self._cap = limits.max_output_bytes + FRAME_ALLOWANCE_BYTES
         self._log_cap = limits.max_output_bytes
         self._max_host_calls = limits.max_host_calls
         self._pending = bytearray()  # undemuxed bytes
         self._stdout = bytearray()  # an incomplete frame line
-        self._total = 0
         self.logs = bytearray()
         self.result_frame: dict[str, Any] | None = None
         self.timed_out = False
@@ -262,13 +264,10 @@ class _Channel:
                 return
             payload = bytes(self._pending[8 : 8 + size])
             del self._pending[: 8 + size]
-            self._total += size
-            if self._total > self._cap:
-                self.output_exceeded = True
-                return
             if stream == _STDERR:
-                self.logs += payload[: max(0, self._log_cap - len(self.logs))]
-                if len(self.logs) >= self._log_cap and size:
+                room = self._log_cap - len(self.logs)
+                self.logs += payload[: max(0, room)]
+                if size > room:
                     self.output_exceeded = True
             elif stream == _STDOUT:
                 self._take_stdout(payload)
@@ -279,6 +278,8 @@ class _Channel:
             line, _, rest = bytes(self._stdout).partition(b"\n")
             self._stdout = bytearray(rest)
             self._take_frame(line)
+        if len(self._stdout) > self._cap:
+            self.output_exceeded = True
 
     def _take_frame(self, line: bytes) -> None:
         if self.result_frame is not None:
@@ -289,9 +290,14 @@ class _Channel:
             self.protocol_error = "the sandbox wrote a malformed frame"
             return
         if frame["type"] == "result":
+            if len(line) + len(self.logs) > self._cap:
+                self.output_exceeded = True
             self.result_frame = frame
             return
         self.host_calls += 1
+        if self.host_calls > self._max_host_calls + _HOST_CALL_SLACK:
+            self.protocol_error = "the sandbox kept asking for host calls past its limit"
+            return
         if self.host_calls > self._max_host_calls:
             reply = envelope.host_reply(
                 frame.get("id"), False, error=f"at most {self._max_host_calls} host calls per run"

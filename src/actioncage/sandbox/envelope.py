@@ -12,7 +12,9 @@ MAX_METADATA_VALUE_BYTES = 64 * 1024
 MAX_EVENT_BYTES = 64 * 1024
 MAX_TAGS_PER_RUN = 100
 MAX_EVENTS_PER_RUN = 100
-HOST_CALL_NAMES = frozenset({"llm_classify_binary", "llm_classify_category", "add_google_sheets_row"})
+HOST_CALL_NAMES = frozenset(
+    {"llm_classify_binary", "llm_classify_category", "add_google_sheets_row"}
+)
 RUNTIME_ERROR_TYPES = frozenset({"exception", "invalid_return", "output_limit", "memory_limit"})
 
 

@@ -15,7 +15,11 @@ bp = Blueprint("meta", __name__)
 def health() -> tuple[Response, int]:
     runner = current_app.extensions["actioncage"].runner
     engine = runner.ping()
-    body = {"status": "ok" if engine else "degraded", "engine": engine, "version": actioncage.__version__}
+    body = {
+        "status": "ok" if engine else "degraded",
+        "engine": engine,
+        "version": actioncage.__version__,
+    }
     return jsonify(body), 200 if engine else 503
 
 
@@ -40,10 +44,15 @@ _ERRORS = {
 }
 
 
-def _op(summary: str, responses: dict[str, Any], body: str | None = None, **extra: Any) -> dict[str, Any]:
+def _op(
+    summary: str, responses: dict[str, Any], body: str | None = None, **extra: Any
+) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {**responses, **_ERRORS}, **extra}
     if body:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
     return op
 
 
@@ -93,8 +102,15 @@ def openapi_document() -> dict[str, Any]:
                         "name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]{0,63}$"},
                         "type": {"type": "string", "enum": ["python"]},
                         "code": {"type": "string"},
-                        "parameters": {"oneOf": [{"type": "object"}, {"type": "boolean", "enum": [False]}]},
-                        "description": {"type": "string", "minLength": 1, "maxLength": 512, "nullable": True},
+                        "parameters": {
+                            "oneOf": [{"type": "object"}, {"type": "boolean", "enum": [False]}]
+                        },
+                        "description": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 512,
+                            "nullable": True,
+                        },
                         "policy": _ref("Policy"),
                     },
                 },
@@ -140,8 +156,13 @@ def openapi_document() -> dict[str, Any]:
                                 "type": {
                                     "type": "string",
                                     "enum": [
-                                        "timeout", "memory_limit", "output_limit", "exception",
-                                        "invalid_return", "invalid_args", "sandbox_error",
+                                        "timeout",
+                                        "memory_limit",
+                                        "output_limit",
+                                        "exception",
+                                        "invalid_return",
+                                        "invalid_args",
+                                        "sandbox_error",
                                     ],
                                 },
                                 "message": {"type": "string"},
@@ -168,7 +189,10 @@ def openapi_document() -> dict[str, Any]:
                             "items": {
                                 "type": "object",
                                 "required": ["role", "text"],
-                                "properties": {"role": {"type": "string"}, "text": {"type": "string"}},
+                                "properties": {
+                                    "role": {"type": "string"},
+                                    "text": {"type": "string"},
+                                },
                             },
                         },
                         "metadata": {"type": "object"},
@@ -197,19 +221,33 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Liveness and engine reachability",
                     "security": [],
-                    "responses": {"200": {"description": "Engine answers"}, "503": {"description": "No engine"}},
+                    "responses": {
+                        "200": {"description": "Engine answers"},
+                        "503": {"description": "No engine"},
+                    },
                 }
             },
             "/openapi.json": {
-                "get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI"}}}
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": {"description": "OpenAPI"}},
+                }
             },
             "/v1/actions": {
-                "post": _op("Create an action", {"201": _json(_ref("Action"), "Created")}, "ActionInput"),
+                "post": _op(
+                    "Create an action", {"201": _json(_ref("Action"), "Created")}, "ActionInput"
+                ),
                 "get": _op(
                     "List actions",
                     {
                         "200": _json(
-                            {"type": "object", "properties": {"actions": {"type": "array", "items": _ref("Action")}}},
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "actions": {"type": "array", "items": _ref("Action")}
+                                },
+                            },
                             "Actions",
                         )
                     },
@@ -217,8 +255,12 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/actions/{actionRef}": {
                 "parameters": action_ref,
-                "get": _op("Get an action by id or name", {"200": _json(_ref("Action"), "The action")}),
-                "patch": _op("Save a new version", {"200": _json(_ref("Action"), "Updated")}, "ActionInput"),
+                "get": _op(
+                    "Get an action by id or name", {"200": _json(_ref("Action"), "The action")}
+                ),
+                "patch": _op(
+                    "Save a new version", {"200": _json(_ref("Action"), "Updated")}, "ActionInput"
+                ),
                 "delete": _op("Delete an action (runs stay)", {"204": {"description": "Deleted"}}),
             },
             "/v1/actions/{actionRef}/execute": {
@@ -233,11 +275,17 @@ def openapi_document() -> dict[str, Any]:
                 ),
             },
             "/v1/conversations": {
-                "post": _op("Create a conversation", {"201": _json(_ref("Conversation"), "Created")}, "ConversationInput"),
+                "post": _op(
+                    "Create a conversation",
+                    {"201": _json(_ref("Conversation"), "Created")},
+                    "ConversationInput",
+                ),
             },
             "/v1/conversations/{conversationId}": {
                 "parameters": [_path_param("conversationId")],
-                "get": _op("Get a conversation", {"200": _json(_ref("Conversation"), "The conversation")}),
+                "get": _op(
+                    "Get a conversation", {"200": _json(_ref("Conversation"), "The conversation")}
+                ),
             },
             "/v1/runs/{runId}": {
                 "parameters": [_path_param("runId")],

@@ -37,7 +37,9 @@ def _unknown(body: dict[str, Any], allowed: set[str], where: str = "") -> None:
 # --- actions -------------------------------------------------------------------------------
 
 
-def action_fields(body: dict[str, Any], current: Action | None, max_code_bytes: int) -> dict[str, Any]:
+def action_fields(
+    body: dict[str, Any], current: Action | None, max_code_bytes: int
+) -> dict[str, Any]:
     """The full definition an action create (``current`` None) or patch asks for, validated.
 
     Raises ValidationFailedError (InvalidCodeError for code) naming the field.
@@ -96,7 +98,9 @@ def policy(raw: Any) -> Policy:
             continue
         ok_type = (int, float) if name == "cpus" else (int,)
         if isinstance(value, bool) or not isinstance(value, ok_type):
-            raise ValidationFailedError(f"policy.{wire_name} must be a number", f"policy.{wire_name}")
+            raise ValidationFailedError(
+                f"policy.{wire_name} must be a number", f"policy.{wire_name}"
+            )
         values[name] = value
     return Policy(**values)
 
@@ -182,7 +186,9 @@ def conversation_in(body: dict[str, Any]) -> dict[str, Any]:
     _unknown(body, {"id", "messages", "metadata", "tags"})
     messages = body.get("messages", [])
     if not isinstance(messages, list) or len(messages) > _MAX_MESSAGES:
-        raise ValidationFailedError(f"messages must be a list of at most {_MAX_MESSAGES}", "messages")
+        raise ValidationFailedError(
+            f"messages must be a list of at most {_MAX_MESSAGES}", "messages"
+        )
     for i, m in enumerate(messages):
         if (
             not isinstance(m, dict)
@@ -196,7 +202,9 @@ def conversation_in(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise ValidationFailedError("metadata must be an object", "metadata")
     tags = body.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 128 for t in tags):
+    if not isinstance(tags, list) or not all(
+        isinstance(t, str) and 0 < len(t) <= 128 for t in tags
+    ):
         raise ValidationFailedError("tags must be a list of strings of 1-128 characters", "tags")
     return {
         "conversation_id": conversation_id(body.get("id"), "id"),

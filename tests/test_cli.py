@@ -1,0 +1,126 @@
+"""The ``actioncage`` command, run as a real process: serve over real HTTP, run, keys create."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+ACTIONCAGE = [sys.executable, "-m", "actioncage.cli"]
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONCAGE_")}
+    env.update(
+        ACTIONCAGE_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
+        ACTIONCAGE_CONTAINER_LABELS="io.actioncage.test=true",
+        **extra,
+    )
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    env = _env(tmp_path, ACTIONCAGE_PORT=str(port), ACTIONCAGE_API_KEY="quickstart-key")
+    proc = subprocess.Popen([*ACTIONCAGE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"serve exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            try:
+                requests.get(base + "/health", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("serve did not answer within 30 s")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+@pytest.mark.docker
+def test_readme_walkthrough_over_real_http(server: str) -> None:
+    h = {"Authorization": "Bearer quickstart-key"}
+    code = (
+        "def execute_action(context):\n"
+        "    add_conversation_tag(context, 'greeted')\n"
+        "    set_conversation_metadata(context, 'greeting', 'hello ' + context['args']['name'])\n"
+        "    return {'message': 'hello ' + context['args']['name']}\n"
+    )
+    action = requests.post(f"{server}/v1/actions", headers=h, json={"name": "greet", "code": code}, timeout=10)
+    assert action.status_code == 201
+    conv = requests.post(f"{server}/v1/conversations", headers=h, json={"id": "demo-1"}, timeout=10)
+    assert conv.status_code == 201
+    run = requests.post(f"{server}/v1/actions/greet/execute", headers=h, json={"args": {"name": "Ada"}, "conversationId": "demo-1"}, timeout=30)
+    assert run.status_code == 200 and run.json()["output"] == {"message": "hello Ada"}
+    assert run.headers["Content-Type"] == "application/json"
+    after = requests.get(f"{server}/v1/conversations/demo-1", headers=h, timeout=10).json()
+    assert after["tags"] == ["greeted"] and after["metadata"] == {"greeting": "hello Ada"}
+    assert requests.get(f"{server}/v1/actions", timeout=10).status_code == 401
+
+
+def test_keys_create_prints_a_working_key(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    out = subprocess.run([*ACTIONCAGE, "keys", "create", "--org", "acme"], env=env, capture_output=True, text=True, check=True)
+    secret = out.stdout.strip()
+    assert secret.startswith("ac_") and "acme" in out.stderr
+
+    from actioncage.store import Store, repo
+
+    store = Store(env["ACTIONCAGE_DATABASE_URL"])
+    with store.session() as s:
+        key = repo.find_key(s, secret)
+    store.dispose()
+    assert key is not None and key.org_id == "acme"
+
+
+@pytest.mark.docker
+def test_run_executes_a_local_script_in_the_sandbox(tmp_path: Path) -> None:
+    script = tmp_path / "greet.py"
+    script.write_text(
+        "def execute_action(context):\n"
+        "    set_conversation_metadata(context, 'seen', True)\n"
+        "    return {'hi': context['args']['who'], 'conv': context['conversation']['id']}\n"
+    )
+    out = subprocess.run(
+        [*ACTIONCAGE, "run", str(script), "--args", '{"who": "Bo"}', "--conversation", '{"id": "c9"}'],
+        env=_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["status"] == "ok" and result["output"] == {"hi": "Bo", "conv": "c9"}
+    assert result["conversationAfter"]["metadata"] == {"seen": True}
+
+
+def test_run_refuses_a_script_with_a_syntax_error(tmp_path: Path) -> None:
+    script = tmp_path / "bad.py"
+    script.write_text("def execute_action(context):\n    return (\n")
+    out = subprocess.run([*ACTIONCAGE, "run", str(script)], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "line 2" in out.stderr
+
+
+def test_bad_setting_stops_the_process_naming_the_variable(tmp_path: Path) -> None:
+    out = subprocess.run([*ACTIONCAGE, "serve"], env=_env(tmp_path, ACTIONCAGE_PORT="eighty"), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "ACTIONCAGE_PORT" in out.stderr
