@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from actioncage import create_app  # noqa: E402
 from actioncage.settings import Settings  # noqa: E402
 
 TEST_LABEL = "io.actioncage.test"
-IMAGE = "actioncage-sandbox:latest"
+# Unique per test session, so parallel sessions on one engine never remove each other's.
+SESSION = uuid.uuid4().hex[:12]
+IMAGE = os.environ.get("ACTIONCAGE_SANDBOX_IMAGE") or "actioncage-sandbox:latest"
 API_KEY = "test-key-org-default"
 
 
@@ -51,7 +54,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
         pytest.skip(problem)
     assert client is not None
     yield client
-    for container in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=true"}):
+    for container in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={SESSION}"}):
         container.remove(force=True)
     client.close()
 
@@ -69,7 +72,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": f"sqlite:///{tmp_path / 'actioncage.db'}",
         "api_key": API_KEY,
-        "container_labels": {TEST_LABEL: "true"},
+        "container_labels": {TEST_LABEL: SESSION},
+        "sandbox_image": IMAGE,
     }
     values.update(overrides)
     return Settings(**values)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest import IMAGE, SESSION, TEST_LABEL
+
 ACTIONCAGE = [sys.executable, "-m", "actioncage.cli"]
 
 
@@ -21,7 +23,8 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONCAGE_")}
     env.update(
         ACTIONCAGE_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
-        ACTIONCAGE_CONTAINER_LABELS="io.actioncage.test=true",
+        ACTIONCAGE_CONTAINER_LABELS=f"{TEST_LABEL}={SESSION}",
+        ACTIONCAGE_SANDBOX_IMAGE=IMAGE,
         **extra,
     )
     return env
@@ -38,7 +41,9 @@ def _free_port() -> int:
 def server(tmp_path: Path) -> Iterator[str]:
     port = _free_port()
     env = _env(tmp_path, ACTIONCAGE_PORT=str(port), ACTIONCAGE_API_KEY="quickstart-key")
-    proc = subprocess.Popen([*ACTIONCAGE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*ACTIONCAGE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     try:
@@ -69,11 +74,18 @@ def test_readme_walkthrough_over_real_http(server: str) -> None:
         "    set_conversation_metadata(context, 'greeting', 'hello ' + context['args']['name'])\n"
         "    return {'message': 'hello ' + context['args']['name']}\n"
     )
-    action = requests.post(f"{server}/v1/actions", headers=h, json={"name": "greet", "code": code}, timeout=10)
+    action = requests.post(
+        f"{server}/v1/actions", headers=h, json={"name": "greet", "code": code}, timeout=10
+    )
     assert action.status_code == 201
     conv = requests.post(f"{server}/v1/conversations", headers=h, json={"id": "demo-1"}, timeout=10)
     assert conv.status_code == 201
-    run = requests.post(f"{server}/v1/actions/greet/execute", headers=h, json={"args": {"name": "Ada"}, "conversationId": "demo-1"}, timeout=30)
+    run = requests.post(
+        f"{server}/v1/actions/greet/execute",
+        headers=h,
+        json={"args": {"name": "Ada"}, "conversationId": "demo-1"},
+        timeout=30,
+    )
     assert run.status_code == 200 and run.json()["output"] == {"message": "hello Ada"}
     assert run.headers["Content-Type"] == "application/json"
     after = requests.get(f"{server}/v1/conversations/demo-1", headers=h, timeout=10).json()
@@ -83,7 +95,13 @@ def test_readme_walkthrough_over_real_http(server: str) -> None:
 
 def test_keys_create_prints_a_working_key(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    out = subprocess.run([*ACTIONCAGE, "keys", "create", "--org", "acme"], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [*ACTIONCAGE, "keys", "create", "--org", "acme"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     secret = out.stdout.strip()
     assert secret.startswith("ac_") and "acme" in out.stderr
 
@@ -105,8 +123,19 @@ def test_run_executes_a_local_script_in_the_sandbox(tmp_path: Path) -> None:
         "    return {'hi': context['args']['who'], 'conv': context['conversation']['id']}\n"
     )
     out = subprocess.run(
-        [*ACTIONCAGE, "run", str(script), "--args", '{"who": "Bo"}', "--conversation", '{"id": "c9"}'],
-        env=_env(tmp_path), capture_output=True, text=True, timeout=60,
+        [
+            *ACTIONCAGE,
+            "run",
+            str(script),
+            "--args",
+            '{"who": "Bo"}',
+            "--conversation",
+            '{"id": "c9"}',
+        ],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -117,10 +146,22 @@ def test_run_executes_a_local_script_in_the_sandbox(tmp_path: Path) -> None:
 def test_run_refuses_a_script_with_a_syntax_error(tmp_path: Path) -> None:
     script = tmp_path / "bad.py"
     script.write_text("def execute_action(context):\n    return (\n")
-    out = subprocess.run([*ACTIONCAGE, "run", str(script)], env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*ACTIONCAGE, "run", str(script)],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "line 2" in out.stderr
 
 
 def test_bad_setting_stops_the_process_naming_the_variable(tmp_path: Path) -> None:
-    out = subprocess.run([*ACTIONCAGE, "serve"], env=_env(tmp_path, ACTIONCAGE_PORT="eighty"), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*ACTIONCAGE, "serve"],
+        env=_env(tmp_path, ACTIONCAGE_PORT="eighty"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "ACTIONCAGE_PORT" in out.stderr

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import docker
 import pytest
 
-pytestmark = pytest.mark.docker
+from tests.conftest import SESSION, TEST_LABEL
 
-TEST_LABEL = "io.actioncage.test"
+pytestmark = pytest.mark.docker
 
 
 def _ours(docker_client: docker.DockerClient) -> list[Any]:
-    return docker_client.containers.list(all=True, filters={"label": "io.actioncage.managed=true"})
+    """This session's containers (parallel sessions may share the engine)."""
+    return docker_client.containers.list(
+        all=True, filters={"label": ["io.actioncage.managed=true", f"{TEST_LABEL}={SESSION}"]}
+    )
 
 
 def test_ok_run_returns_output_and_logs_and_leaves_no_container(
@@ -223,7 +227,7 @@ def test_abrupt_endings_are_clean_errors(run_code: Any, body: str, needle: str) 
 def test_invalid_args_are_refused_before_any_container(
     run_code: Any, docker_client: docker.DockerClient
 ) -> None:
-    events_before = len(docker_client.containers.list(all=True))
+    since = int(time.time()) - 60
     run = run_code(
         "def execute_action(context):\n    return 1\n",
         args={"orderId": 5},
@@ -234,10 +238,14 @@ def test_invalid_args_are_refused_before_any_container(
         },
     )
     assert run["status"] == "error" and run["error"]["type"] == "invalid_args"
-    assert "orderId" in run["error"]["message"]
-    assert (
-        run["imageDigest"] is None and len(docker_client.containers.list(all=True)) == events_before
+    assert "orderId" in run["error"]["message"] and run["imageDigest"] is None
+    created = docker_client.events(
+        since=since,
+        until=int(time.time()) + 1,
+        filters={"type": "container", "label": f"io.actioncage.run-id={run['runId']}"},
+        decode=True,
     )
+    assert list(created) == []
 
 
 def test_nothing_survives_between_runs(make_action: Any, execute: Any) -> None:
