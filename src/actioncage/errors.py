@@ -84,5 +84,9 @@ class EngineUnavailableError(SandboxError):
     """No container engine answers."""
 
 
+class EgressRefusedError(ActioncageError):
+    """An outbound connection the egress policy does not allow; the message says why."""
+
+
 class HostCallError(ActioncageError):
     """A host call (LLM, Google Sheets) failed or is not configured."""
