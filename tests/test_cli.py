@@ -165,3 +165,22 @@ def test_bad_setting_stops_the_process_naming_the_variable(tmp_path: Path) -> No
         timeout=60,
     )
     assert out.returncode == 2 and "ACTIONCAGE_PORT" in out.stderr
+
+
+@pytest.mark.docker
+def test_image_build_is_a_no_op_when_current_and_prints_the_digest(tmp_path: Path) -> None:
+    import docker
+
+    out = subprocess.run(
+        [*ACTIONCAGE, "image", "build"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    client = docker.from_env()
+    try:
+        assert out.stdout.strip().splitlines()[-1] == client.images.get(IMAGE).id
+    finally:
+        client.close()

@@ -280,5 +280,11 @@ def test_run_is_recorded_on_the_audit_trail(
         json={"code": "def execute_action(context):\n    return 8\n"},
         headers=auth_headers,
     )
+    from actioncage.store import repo
+
+    with client.application.extensions["actioncage"].store.session() as s:
+        _, other_secret = repo.create_key(s, "org-b")
+    other = {"Authorization": f"Bearer {other_secret}"}
+    assert client.get(f"/v1/runs/{run['runId']}", headers=other).status_code == 404
     _, run2 = execute(action["name"])
     assert run2["output"] == 8 and run2["actionVersion"] == 2
