@@ -326,9 +326,16 @@ class _TooLargeError(Exception):
 class HttpActionRunner:
     """Makes API actions' calls through the egress guard."""
 
-    def __init__(self, settings: Settings, guard: EgressGuard | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        guard: EgressGuard | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._settings = settings
         self._guard = guard or EgressGuard(allowed_cidrs=settings.egress_allowed_cidr_list)
+        # Verifies the chain against the system CAs and the name we were given, not the IP.
+        self._tls = tls or ssl.create_default_context()
 
     def call(self, endpoint: dict[str, Any], args: dict[str, Any]) -> CallResult:
         """Make the call; failures are outcomes (``error`` set), never raised."""
@@ -380,9 +387,8 @@ class HttpActionRunner:
         try:
             if req.scheme == "https":
                 # Certificate and SNI are checked for the name, though we dialled the address.
-                context = ssl.create_default_context()
-                sock = context.wrap_socket(sock, server_hostname=req.host)
-                conn = http.client.HTTPSConnection(req.host, req.port, context=context)
+                sock = self._tls.wrap_socket(sock, server_hostname=req.host)
+                conn = http.client.HTTPSConnection(req.host, req.port, context=self._tls)
             else:
                 conn = http.client.HTTPConnection(req.host, req.port)
             conn.sock = sock
