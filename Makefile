@@ -9,11 +9,12 @@ VENV = .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv engine image serve test lint clean
+.PHONY: help venv engine image browser serve test lint clean
 
 help:
 	@echo "make venv    create .venv and install actioncage[test] (when pyproject.toml changed)"
 	@echo "make engine  make sure a Docker engine answers (start or install it)"
+	@echo "make browser  install Debian's chromium for the dashboard tests (when missing)"
 	@echo "make image   build the sandbox image actioncage-sandbox:latest (skipped when current)"
 	@echo "make serve   run the control plane (ACTIONCAGE_HOST, ACTIONCAGE_PORT)"
 	@echo "make test    run pytest against the real engine and image (PYTEST_ARGS=...)"
@@ -35,12 +36,22 @@ engine:
 image: engine venv
 	PYTHON=$(abspath $(BIN)/python) bash sandbox-image/build.sh
 
+# The dashboard tests drive Debian's chromium through Playwright (its own browser download
+# cannot work here). Skipped when /usr/bin/chromium exists; needs root for apt.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "make browser: installing chromium" >&2; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			chromium fonts-liberation; \
+	fi
+
 serve: venv engine image
 	mkdir -p var
 	exec $(BIN)/actioncage serve
 
 test: export TESTCONTAINERS_RYUK_DISABLED = true
-test: venv engine image
+test: venv engine image browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv

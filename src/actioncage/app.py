@@ -12,7 +12,7 @@ from actioncage.host_calls import HostCalls
 from actioncage.sandbox.docker_runner import DockerRunner
 from actioncage.settings import Settings
 from actioncage.store import Store, repo
-from actioncage.web import errors, meta, native
+from actioncage.web import dashboard, errors, meta, native
 
 log = logging.getLogger(__name__)
 
@@ -55,4 +55,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.register(app)
     app.register_blueprint(meta.bp)
     app.register_blueprint(native.bp)
+    dashboard.register(app, settings)
     return app

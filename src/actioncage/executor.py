@@ -13,6 +13,7 @@ from typing import Any
 from actioncage.effects import EffectsInvalid, apply_effects, parse_effects
 from actioncage.errors import SandboxError, ValidationFailedError
 from actioncage.host_calls import HostCalls
+from actioncage.http_actions import HttpActionRunner
 from actioncage.models import (
     Action,
     ActionType,
@@ -72,6 +73,7 @@ class Executor:
         self._store = store
         self._runner = runner
         self._host_calls = host_calls
+        self._http = HttpActionRunner(settings)
 
     def execute(
         self,
@@ -80,10 +82,12 @@ class Executor:
         action_ref: str,
         args: dict[str, Any],
         conversation_id: str | None = None,
+        dry_run: bool = False,
     ) -> RunResult:
         """Run the action named by id or name and record the run.
 
-        Returns the RunResult (a failing script is an outcome). Raises ActionNotFoundError
+        ``dry_run`` (the dashboard's test panel): effects are validated and returned, not
+        applied. Returns the RunResult (a failing script is an outcome). Raises ActionNotFoundError
         or ConversationNotFoundError before anything runs.
         """
         with self._store.session() as s:
@@ -91,7 +95,7 @@ class Executor:
             conversation = (
                 repo.get_conversation(s, org_id, conversation_id) if conversation_id else None
             )
-        return self.run_action(action, key_id, args, conversation)
+        return self.run_action(action, key_id, args, conversation, dry_run=dry_run)
 
     def run_action(
         self,
@@ -99,15 +103,25 @@ class Executor:
         key_id: str | None,
         args: dict[str, Any],
         conversation: Conversation | None,
+        dry_run: bool = False,
     ) -> RunResult:
         """Run a loaded action against a loaded conversation and record the run."""
         run_id = repo.new_id("run")
         started_at = repo.now()
         digest: str | None = None
         raw: RawOutcome | None = None
+        api_logs: str | None = None
         problems = args_problems(action.parameters, args)
         if problems:
             outcome = _error(ErrorType.INVALID_ARGS, "; ".join(problems))
+        elif action.type is ActionType.API and action.endpoint is not None:
+            call = self._http.call(action.endpoint, args)
+            api_logs = call.logs
+            outcome = (
+                Outcome(status=RunStatus.OK, output=call.output)
+                if call.error is None
+                else _error(call.error.type, call.error.message)
+            )
         elif action.type is not ActionType.PYTHON:
             raise ValidationFailedError(f"actions of type {action.type} cannot run yet", "type")
         else:
@@ -124,8 +138,9 @@ class Executor:
             except SandboxError as exc:
                 log.warning("run %s: %s", run_id, exc)
                 outcome = _error(ErrorType.SANDBOX_ERROR, str(exc))
+        logs = raw_logs(raw) if api_logs is None else api_logs
         return self._record(
-            run_id, action, key_id, conversation, outcome, raw_logs(raw), started_at, digest
+            run_id, action, key_id, conversation, outcome, logs, started_at, digest, dry_run
         )
 
     def _record(
@@ -138,10 +153,14 @@ class Executor:
         logs: str,
         started_at: datetime,
         digest: str | None,
+        dry_run: bool = False,
     ) -> RunResult:
         finished_at = repo.now()
         applied = (
-            outcome.status is RunStatus.OK and bool(outcome.effects) and conversation is not None
+            not dry_run
+            and outcome.status is RunStatus.OK
+            and bool(outcome.effects)
+            and conversation is not None
         )
         result = RunResult(
             run_id=run_id,

@@ -75,6 +75,8 @@ class Action:
     created_at: datetime
     updated_by: str
     updated_at: datetime
+    # type "api" only: {url, method, headers, query, payload, timeoutMs} (see http_actions).
+    endpoint: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -43,6 +44,13 @@ class Settings:
     host_call_timeout_ms: int = 10_000
     sheets_credentials_file: str | None = None
     sheets_base_url: str = "https://sheets.googleapis.com"
+    # API actions: CIDRs the operator allows despite the private/metadata ban (comma-separated,
+    # e.g. "10.1.0.0/16"); response bodies past max_api_response_bytes fail the run.
+    egress_allowed_cidrs: str = ""
+    max_api_response_bytes: int = 1024 * 1024
+    # Signs the dashboard's session cookie. Unset: a random key per process (sessions end at
+    # restart and are not shared between processes).
+    secret_key: str | None = None
     # Extra labels put on every container (tests mark theirs for cleanup).
     container_labels: dict[str, str] = field(default_factory=dict)
 
@@ -56,10 +64,17 @@ class Settings:
             ("max_output_bytes", self.max_output_bytes >= 1024),
             ("max_host_calls", self.max_host_calls >= 0),
             ("port", 0 <= self.port <= 65535),
+            ("max_api_response_bytes", self.max_api_response_bytes >= 1024),
+            ("egress_allowed_cidrs", _cidrs_ok(self.egress_allowed_cidrs)),
         ]
         for name, ok in checks:
             if not ok:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: value out of range")
+
+    @property
+    def egress_allowed_cidr_list(self) -> tuple[str, ...]:
+        """``egress_allowed_cidrs`` split on commas."""
+        return tuple(c.strip() for c in self.egress_allowed_cidrs.split(",") if c.strip())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -73,6 +88,16 @@ class Settings:
                 continue
             values[f.name] = _parse(var, raw, str(f.type))
         return cls(**values)
+
+
+def _cidrs_ok(raw: str) -> bool:
+    try:
+        for cidr in raw.split(","):
+            if cidr.strip():
+                ipaddress.ip_network(cidr.strip(), strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _parse(var: str, raw: str, type_name: str) -> Any:

@@ -107,6 +107,7 @@ def _action(row: ActionRow, version: ActionVersionRow) -> Action:
         created_at=_aware(row.created_at),
         updated_by=row.updated_by,
         updated_at=_aware(row.updated_at),
+        endpoint=version.endpoint,
     )
 
 
@@ -130,6 +131,7 @@ def _version_row(
         description=fields["description"],
         created_by=key_id,
         created_at=now(),
+        endpoint=fields.get("endpoint"),
     )
 
 
@@ -354,3 +356,27 @@ def get_run(session: Session, org_id: str, run_id: str) -> RunResult:
         caller_key_id=row.caller_key_id,
         image_digest=row.image_digest,
     )
+
+
+def find_key_by_id(session: Session, key_id: str) -> ApiKey | None:
+    """The key with this id (the dashboard's session holds ids, never secrets), or None."""
+    row = session.get(ApiKeyRow, key_id)
+    return None if row is None else ApiKey(id=row.id, org_id=row.org_id)
+
+
+def list_action_runs(
+    session: Session,
+    org_id: str,
+    action_id: str,
+    status: str | None = None,
+    error_type: str | None = None,
+    limit: int = 100,
+) -> list[RunResult]:
+    """The action's newest runs first, optionally only one status or error type."""
+    query = select(RunRow.id).where(RunRow.org_id == org_id, RunRow.action_id == action_id)
+    if status is not None:
+        query = query.where(RunRow.status == status)
+    if error_type is not None:
+        query = query.where(RunRow.error_type == error_type)
+    ids = session.scalars(query.order_by(RunRow.started_at.desc()).limit(limit)).all()
+    return [get_run(session, org_id, run_id) for run_id in ids]

@@ -58,6 +58,7 @@ class ActionVersionRow(Base):
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_by: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    endpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class ConversationRow(Base):

@@ -100,7 +100,7 @@ def openapi_document() -> dict[str, Any]:
                     "additionalProperties": False,
                     "properties": {
                         "name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_]{0,63}$"},
-                        "type": {"type": "string", "enum": ["python"]},
+                        "type": {"type": "string", "enum": ["python", "api"]},
                         "code": {"type": "string"},
                         "parameters": {
                             "oneOf": [{"type": "object"}, {"type": "boolean", "enum": [False]}]
@@ -112,6 +112,25 @@ def openapi_document() -> dict[str, Any]:
                             "nullable": True,
                         },
                         "policy": _ref("Policy"),
+                        "endpoint": _ref("Endpoint"),
+                    },
+                },
+                "Endpoint": {
+                    "type": "object",
+                    "description": "type api only; $variables become required arguments",
+                    "additionalProperties": False,
+                    "required": ["url"],
+                    "properties": {
+                        "url": {"type": "string", "maxLength": 2048},
+                        "method": {"type": "string", "enum": ["GET", "POST", "PUT", "DELETE"]},
+                        "headers": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                            "description": "secret values read back as ***; *** keeps them",
+                        },
+                        "query": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "payload": {},
+                        "timeoutMs": {"type": "integer", "minimum": 1, "nullable": True},
                     },
                 },
                 "Action": {
@@ -126,6 +145,7 @@ def openapi_document() -> dict[str, Any]:
                         "parameters": {},
                         "description": {"type": "string", "nullable": True},
                         "policy": _ref("Policy"),
+                        "endpoint": {"allOf": [_ref("Endpoint")], "nullable": True},
                         "createdBy": {"type": "string"},
                         "createdAt": {"type": "string", "format": "date-time"},
                         "updatedBy": {"type": "string"},

@@ -31,7 +31,9 @@ def _status_for_run(run: RunResult) -> int:
 @bp.post("/actions")
 def create_action() -> tuple[Response, int]:
     c, key = _components(), current_key()
-    fields = wire.action_fields(wire.json_body(), None, c.settings.max_code_bytes)
+    fields = wire.action_fields(
+        wire.json_body(), None, c.settings.max_code_bytes, c.settings.max_timeout_ms
+    )
     check_policy(fields["policy"], c.settings)
     with c.store.session() as s:
         action = repo.create_action(s, key.org_id, key.id, fields)
@@ -60,7 +62,9 @@ def update_action(action_id: str) -> Response:
     body = wire.json_body()
     with c.store.session() as s:
         current = repo.get_action(s, key.org_id, action_id)
-        fields = wire.action_fields(body, current, c.settings.max_code_bytes)
+        fields = wire.action_fields(
+            body, current, c.settings.max_code_bytes, c.settings.max_timeout_ms
+        )
         check_policy(fields["policy"], c.settings)
         action = repo.update_action(s, key.org_id, current.id, key.id, fields)
     return jsonify(wire.action_out(action))

@@ -7,11 +7,12 @@ from typing import Any
 
 from flask import request
 
+from actioncage import http_actions
 from actioncage.errors import BadRequestError, ValidationFailedError
 from actioncage.models import Action, ActionType, Conversation, Policy, RunResult
 from actioncage.validation import CONVERSATION_ID_RE, check_code, check_name, check_schema
 
-_ACTION_FIELDS = {"name", "type", "code", "parameters", "description", "policy"}
+_ACTION_FIELDS = {"name", "type", "code", "parameters", "description", "policy", "endpoint"}
 _POLICY_FIELDS = {"timeoutMs": "timeout_ms", "memoryMb": "memory_mb", "cpus": "cpus"}
 _MAX_MESSAGES = 1000
 
@@ -38,7 +39,10 @@ def _unknown(body: dict[str, Any], allowed: set[str], where: str = "") -> None:
 
 
 def action_fields(
-    body: dict[str, Any], current: Action | None, max_code_bytes: int
+    body: dict[str, Any],
+    current: Action | None,
+    max_code_bytes: int,
+    max_timeout_ms: int = 60_000,
 ) -> dict[str, Any]:
     """The full definition an action create (``current`` None) or patch asks for, validated.
 
@@ -54,8 +58,10 @@ def action_fields(
             "parameters": current.parameters,
             "description": current.description,
             "policy": current.policy,
+            "endpoint": current.endpoint,
         }
-    for required in ("name", "code"):
+    is_api = body.get("type", base.get("type")) == ActionType.API
+    for required in ("name",) if is_api else ("name", "code"):
         if current is None and required not in body:
             raise ValidationFailedError(f"{required} is required", field=required)
     fields = dict(base)
@@ -65,12 +71,16 @@ def action_fields(
     try:
         fields["type"] = ActionType(type_value)
     except ValueError as exc:
-        raise ValidationFailedError("type must be 'python'", field="type") from exc
-    if fields["type"] is not ActionType.PYTHON:
-        raise ValidationFailedError("only type 'python' is supported so far", field="type")
-    if "code" in body:
+        raise ValidationFailedError("type must be 'python' or 'api'", field="type") from exc
+    is_api = fields["type"] is ActionType.API
+    if is_api:
+        _api_action_fields(body, current, fields, max_timeout_ms)
+    else:
+        _python_only(body, current)
+        fields["endpoint"] = None
+    if "code" in body and not is_api:
         fields["code"] = check_code(body["code"], max_code_bytes)
-    if "parameters" in body or current is None:
+    if ("parameters" in body or current is None) and not is_api:
         fields["parameters"] = check_schema(body.get("parameters"))
     if "description" in body or current is None:
         description = body.get("description")
@@ -82,6 +92,30 @@ def action_fields(
     if "policy" in body or current is None:
         fields["policy"] = policy(body.get("policy"))
     return fields
+
+
+def _api_action_fields(
+    body: dict[str, Any], current: Action | None, fields: dict[str, Any], max_timeout_ms: int
+) -> None:
+    """Set an API action's ``endpoint``, empty ``code`` and the schema made from the endpoint."""
+    if body.get("code"):
+        raise ValidationFailedError("code is only for type 'python'", field="code")
+    fields["code"] = ""
+    stored = current.endpoint if current is not None else None
+    if "endpoint" in body:
+        fields["endpoint"] = http_actions.check_endpoint(body["endpoint"], stored, max_timeout_ms)
+    elif stored is None:
+        raise ValidationFailedError("endpoint is required for type 'api'", field="endpoint")
+    refined = check_schema(body["parameters"]) if "parameters" in body else None
+    was = current.parameters if current is not None else None
+    fields["parameters"] = http_actions.parameters_for(fields["endpoint"], refined, was)
+
+
+def _python_only(body: dict[str, Any], current: Action | None) -> None:
+    if "endpoint" in body:
+        raise ValidationFailedError("endpoint is only for type 'api'", field="endpoint")
+    if current is not None and current.type is not ActionType.PYTHON and "code" not in body:
+        raise ValidationFailedError("code is required", field="code")
 
 
 def policy(raw: Any) -> Policy:
@@ -115,6 +149,7 @@ def action_out(action: Action) -> dict[str, Any]:
         "code": action.code,
         "parameters": action.parameters if action.parameters is not None else False,
         "description": action.description,
+        "endpoint": http_actions.masked(action.endpoint),
         "policy": {
             wire: getattr(action.policy, name)
             for wire, name in _POLICY_FIELDS.items()

@@ -1,0 +1,132 @@
+"""The dashboard over Flask's test client: sign-in, CSRF, pages, dry-run tests, run history."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from tests.conftest import API_KEY
+
+PY = "def execute_action(context):\n    return context['args'].get('who')\n"
+
+
+def _csrf(client: FlaskClient, path: str = "/login") -> str:
+    html = client.get(path).get_data(as_text=True)
+    match = re.search(r'name="csrf-token" content="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
+def _sign_in(client: FlaskClient) -> str:
+    token = _csrf(client)
+    resp = client.post("/login", data={"api_key": API_KEY, "csrf": token})
+    assert resp.status_code == 302 and resp.headers["Location"] == "/"
+    return _csrf(client, "/")  # a fresh token after sign-in
+
+
+def test_pages_redirect_to_sign_in_and_json_calls_get_401(client: FlaskClient) -> None:
+    resp = client.get("/")
+    assert resp.status_code == 302 and resp.headers["Location"] == "/login"
+    token = _csrf(client)
+    resp = client.post("/ui/actions", json={}, headers={"X-CSRF-Token": token})
+    assert resp.status_code == 401 and resp.get_json()["error"]["type"] == "unauthorized"
+
+
+def test_a_wrong_key_is_refused_and_the_key_never_lands_in_the_cookie(
+    client: FlaskClient,
+) -> None:
+    token = _csrf(client)
+    resp = client.post("/login", data={"api_key": "nope", "csrf": token})
+    assert resp.status_code == 401 and "matches nothing" in resp.get_data(as_text=True)
+    _sign_in(client)
+    cookie = client.get_cookie("session")
+    assert cookie is not None and API_KEY not in cookie.value
+    assert "HttpOnly" in client.get("/").headers.get("Set-Cookie", "HttpOnly")
+
+
+def test_posts_without_the_csrf_token_are_refused(client: FlaskClient) -> None:
+    _sign_in(client)
+    resp = client.post("/ui/actions", json={"name": "x", "code": PY})
+    assert resp.status_code == 403 and "CSRF" in resp.get_json()["error"]["message"]
+    resp = client.post(
+        "/ui/actions", json={"name": "x", "code": PY}, headers={"X-CSRF-Token": "no"}
+    )
+    assert resp.status_code == 403
+    assert client.post("/logout").status_code == 403
+
+
+def test_save_errors_carry_the_line(client: FlaskClient) -> None:
+    token = _sign_in(client)
+    resp = client.post(
+        "/ui/actions",
+        json={"name": "bad", "code": "def execute_action(context):\n    return (\n"},
+        headers={"X-CSRF-Token": token},
+    )
+    assert resp.status_code == 422 and resp.get_json()["error"]["line"] == 2
+
+
+def test_pages_render_with_a_strict_csp_and_test_args_detected(client: FlaskClient) -> None:
+    token = _sign_in(client)
+    created = client.post(
+        "/ui/actions", json={"name": "who", "code": PY}, headers={"X-CSRF-Token": token}
+    ).get_json()
+    index = client.get("/")
+    assert index.status_code == 200 and 'data-action="who"' in index.get_data(as_text=True)
+    assert "script-src 'self'" in index.headers["Content-Security-Policy"]
+    page = client.get(f"/actions/{created['id']}").get_data(as_text=True)
+    assert 'data-arg="who"' in page
+    assert client.get("/actions/new?type=api").status_code == 200
+    assert client.get("/actions/nope").status_code == 404
+    assert client.get(f"/actions/{created['id']}/runs?status=bogus").status_code == 422
+
+
+def test_a_test_run_records_a_run_seen_in_history_with_filters(
+    client: FlaskClient, auth_headers: dict[str, str]
+) -> None:
+    # An API action needs no engine: its call is refused by the egress guard (loopback).
+    token = _sign_in(client)
+    h = {"X-CSRF-Token": token}
+    action: dict[str, Any] = client.post(
+        "/ui/actions",
+        json={"name": "api", "type": "api", "endpoint": {"url": "http://127.0.0.1:9/x/$id"}},
+        headers=h,
+    ).get_json()
+    run = client.post(
+        f"/ui/actions/{action['id']}/test", json={"args": {"id": "1"}}, headers=h
+    ).get_json()
+    assert run["status"] == "error" and "egress refused" in run["error"]["message"]
+    invalid = client.post(f"/ui/actions/{action['id']}/test", json={"args": {}}, headers=h)
+    assert invalid.status_code == 200 and invalid.get_json()["error"]["type"] == "invalid_args"
+    history = client.get(f"/actions/{action['id']}/runs").get_data(as_text=True)
+    assert run["runId"] in history and invalid.get_json()["runId"] in history
+    only_invalid = client.get(f"/actions/{action['id']}/runs?status=invalid_args")
+    assert run["runId"] not in only_invalid.get_data(as_text=True)
+    assert (
+        client.get(f"/actions/{action['id']}/runs?status=ok")
+        .get_data(as_text=True)
+        .count("data-run=")
+        == 0
+    )
+    page = client.get(f"/runs/{run['runId']}").get_data(as_text=True)
+    assert "egress refused" in page
+    # The test runs are on the audit trail like any run.
+    assert client.get(f"/v1/runs/{run['runId']}", headers=auth_headers).status_code == 200
+
+
+def test_bad_test_bodies_are_json_4xx(client: FlaskClient) -> None:
+    token = _sign_in(client)
+    h = {"X-CSRF-Token": token}
+    created = client.post("/ui/actions", json={"name": "who", "code": PY}, headers=h).get_json()
+    url = f"/ui/actions/{created['id']}/test"
+    assert client.post(url, json={"applyEffects": "yes"}, headers=h).status_code == 422
+    assert client.post(url, json={"args": 3}, headers=h).status_code == 422
+    assert client.post(url, json={"conversationId": "nope"}, headers=h).status_code == 404
+    assert client.post(url, data="x", headers=h).status_code == 400
+
+
+def test_sign_out_ends_the_session(client: FlaskClient) -> None:
+    token = _sign_in(client)
+    assert client.post("/logout", data={"csrf": token}).status_code == 302
+    assert client.get("/").status_code == 302
