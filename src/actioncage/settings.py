@@ -43,6 +43,17 @@ class Settings:
     host_call_timeout_ms: int = 10_000
     sheets_credentials_file: str | None = None
     sheets_base_url: str = "https://sheets.googleapis.com"
+    # Outbound calls (callbacks, API actions): CIDRs allowed despite being private, comma-separated.
+    egress_allowed_cidrs: str = ""
+    # Runs that outlast a call's waitMs go on in a bounded pool of background workers.
+    background_workers: int = 4
+    background_max_pending: int = 64
+    # Run callbacks: attempts, first back-off (doubling), per-attempt timeout.
+    callback_max_attempts: int = 5
+    callback_backoff_ms: int = 500
+    callback_timeout_ms: int = 5_000
+    # How long an Idempotency-Key's answer is kept.
+    idempotency_ttl_s: int = 24 * 3600
     # Extra labels put on every container (tests mark theirs for cleanup).
     container_labels: dict[str, str] = field(default_factory=dict)
 
@@ -56,6 +67,12 @@ class Settings:
             ("max_output_bytes", self.max_output_bytes >= 1024),
             ("max_host_calls", self.max_host_calls >= 0),
             ("port", 0 <= self.port <= 65535),
+            ("background_workers", self.background_workers >= 1),
+            ("background_max_pending", self.background_max_pending >= 1),
+            ("callback_max_attempts", self.callback_max_attempts >= 1),
+            ("callback_backoff_ms", self.callback_backoff_ms >= 0),
+            ("callback_timeout_ms", self.callback_timeout_ms >= 1),
+            ("idempotency_ttl_s", self.idempotency_ttl_s >= 1),
         ]
         for name, ok in checks:
             if not ok:

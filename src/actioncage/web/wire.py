@@ -8,10 +8,28 @@ from typing import Any
 from flask import request
 
 from actioncage.errors import BadRequestError, ValidationFailedError
-from actioncage.models import Action, ActionType, Conversation, Policy, RunResult
+from actioncage.models import (
+    Action,
+    ActionType,
+    Conversation,
+    InvocationTrigger,
+    Policy,
+    RunResult,
+    RunStatus,
+)
 from actioncage.validation import CONVERSATION_ID_RE, check_code, check_name, check_schema
 
 _ACTION_FIELDS = {"name", "type", "code", "parameters", "description", "policy"}
+# Fields of the common "create action" APIs, snake_case name by wire name.
+_RECORD_FIELDS = {
+    "endpoint": "endpoint",
+    "userWaitingText": "user_waiting_text",
+    "userSuccessText": "user_success_text",
+    "userErrorText": "user_error_text",
+    "invocationTrigger": "invocation_trigger",
+}
+_MAX_USER_TEXT = 2048
+_ENDPOINT_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 _POLICY_FIELDS = {"timeoutMs": "timeout_ms", "memoryMb": "memory_mb", "cpus": "cpus"}
 _MAX_MESSAGES = 1000
 
@@ -44,7 +62,7 @@ def action_fields(
 
     Raises ValidationFailedError (InvalidCodeError for code) naming the field.
     """
-    _unknown(body, _ACTION_FIELDS)
+    _unknown(body, _ACTION_FIELDS | set(_RECORD_FIELDS))
     base: dict[str, Any] = {}
     if current is not None:
         base = {
@@ -54,22 +72,28 @@ def action_fields(
             "parameters": current.parameters,
             "description": current.description,
             "policy": current.policy,
+            **{name: getattr(current, name) for name in _RECORD_FIELDS.values()},
         }
-    for required in ("name", "code"):
-        if current is None and required not in body:
-            raise ValidationFailedError(f"{required} is required", field=required)
-    fields = dict(base)
-    if "name" in body:
-        fields["name"] = check_name(body["name"])
     type_value = body.get("type", base.get("type", "python"))
     try:
-        fields["type"] = ActionType(type_value)
+        fields_type = ActionType(type_value)
     except ValueError as exc:
-        raise ValidationFailedError("type must be 'python'", field="type") from exc
-    if fields["type"] is not ActionType.PYTHON:
-        raise ValidationFailedError("only type 'python' is supported so far", field="type")
-    if "code" in body:
+        raise ValidationFailedError("type must be 'python' or 'api'", field="type") from exc
+    required = ("name", "code") if fields_type is ActionType.PYTHON else ("name", "endpoint")
+    for name in required:
+        if name not in body and (current is None or not base.get(name)):
+            raise ValidationFailedError(f"{name} is required", field=name)
+    fields = dict(base)
+    fields["type"] = fields_type
+    if "name" in body:
+        fields["name"] = check_name(body["name"])
+    if "code" in body and fields_type is ActionType.PYTHON:
         fields["code"] = check_code(body["code"], max_code_bytes)
+    elif "code" in body:
+        raise ValidationFailedError("api actions take an endpoint, not code", field="code")
+    elif fields_type is ActionType.API:
+        fields["code"] = ""
+    record_fields(body, fields, current is None)
     if "parameters" in body or current is None:
         fields["parameters"] = check_schema(body.get("parameters"))
     if "description" in body or current is None:
@@ -82,6 +106,73 @@ def action_fields(
     if "policy" in body or current is None:
         fields["policy"] = policy(body.get("policy"))
     return fields
+
+
+def record_fields(body: dict[str, Any], fields: dict[str, Any], creating: bool) -> None:
+    """Validate the record fields (endpoint, user texts, trigger) into ``fields``."""
+    for wire_name, name in _RECORD_FIELDS.items():
+        if wire_name not in body and not creating:
+            continue
+        value = body.get(wire_name)
+        if wire_name == "endpoint":
+            fields[name] = None if value is None else endpoint(value)
+        elif wire_name == "invocationTrigger":
+            try:
+                fields[name] = InvocationTrigger(value or InvocationTrigger.USER_QUERY)
+            except ValueError as exc:
+                raise ValidationFailedError(
+                    "invocationTrigger must be one of "
+                    + ", ".join(t.value for t in InvocationTrigger),
+                    field=wire_name,
+                ) from exc
+        else:
+            if value is not None and (not isinstance(value, str) or len(value) > _MAX_USER_TEXT):
+                raise ValidationFailedError(
+                    f"{wire_name} must be a string of at most {_MAX_USER_TEXT} characters",
+                    field=wire_name,
+                )
+            fields[name] = value
+
+
+def endpoint(raw: Any) -> dict[str, Any]:
+    """An API action's endpoint ``{url, method, headers, payload}``, validated."""
+    if not isinstance(raw, dict):
+        raise ValidationFailedError("endpoint must be an object", field="endpoint")
+    _unknown(raw, {"url", "method", "headers", "payload"}, "endpoint.")
+    url = raw.get("url")
+    if (
+        not isinstance(url, str)
+        or len(url) > 2048
+        or not url.lower().startswith(("http://", "https://"))
+    ):
+        raise ValidationFailedError(
+            "endpoint.url must be an http(s) URL of at most 2048 characters", "endpoint.url"
+        )
+    method = raw.get("method", "POST")
+    if not isinstance(method, str) or method.upper() not in _ENDPOINT_METHODS:
+        raise ValidationFailedError(
+            "endpoint.method must be one of " + ", ".join(sorted(_ENDPOINT_METHODS)),
+            "endpoint.method",
+        )
+    headers = raw.get("headers")
+    # The common APIs document headers both as an object and as a bare content type.
+    if (
+        headers is not None
+        and not isinstance(headers, str)
+        and (
+            not isinstance(headers, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        )
+    ):
+        raise ValidationFailedError(
+            "endpoint.headers must be an object of strings", "endpoint.headers"
+        )
+    out: dict[str, Any] = {"url": url, "method": method.upper()}
+    if headers is not None:
+        out["headers"] = headers
+    if "payload" in raw:
+        out["payload"] = raw["payload"]
+    return out
 
 
 def policy(raw: Any) -> Policy:
@@ -124,6 +215,11 @@ def action_out(action: Action) -> dict[str, Any]:
         "createdAt": iso(action.created_at),
         "updatedBy": action.updated_by,
         "updatedAt": iso(action.updated_at),
+        "endpoint": action.endpoint,
+        "userWaitingText": action.user_waiting_text,
+        "userSuccessText": action.user_success_text,
+        "userErrorText": action.user_error_text,
+        "invocationTrigger": str(action.invocation_trigger),
     }
 
 
@@ -132,13 +228,26 @@ def action_out(action: Action) -> dict[str, Any]:
 
 def execute_request(body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """``(args, conversationId)`` from an execute body. Raises ValidationFailedError."""
-    _unknown(body, {"args", "conversationId"})
+    _unknown(body, {"args", "conversationId", "waitMs", "callbackUrl"})
     args = body.get("args", {})
     if args is None:
         args = {}
     if not isinstance(args, dict):
         raise ValidationFailedError("args must be an object", field="args")
     return args, conversation_id(body.get("conversationId"), "conversationId")
+
+
+def execute_options(body: dict[str, Any]) -> tuple[int | None, str | None]:
+    """``(waitMs, callbackUrl)`` from an execute body. Raises ValidationFailedError."""
+    wait_ms = body.get("waitMs")
+    if wait_ms is not None and (
+        isinstance(wait_ms, bool) or not isinstance(wait_ms, int) or not 0 <= wait_ms <= 600_000
+    ):
+        raise ValidationFailedError("waitMs must be an integer of 0-600000", field="waitMs")
+    callback_url = body.get("callbackUrl")
+    if callback_url is not None and not isinstance(callback_url, str):
+        raise ValidationFailedError("callbackUrl must be a URL string", field="callbackUrl")
+    return wait_ms, callback_url
 
 
 def conversation_id(value: Any, field: str) -> str | None:
@@ -172,10 +281,15 @@ def run_out(run: RunResult) -> dict[str, Any]:
         "durationMs": run.duration_ms,
         "logs": run.logs,
         "startedAt": iso(run.started_at),
-        "finishedAt": iso(run.finished_at),
+        "finishedAt": None if run.status is RunStatus.RUNNING else iso(run.finished_at),
         "imageDigest": run.image_digest,
         "callerKeyId": run.caller_key_id,
     }
+
+
+def run_ids(runs: list[RunResult]) -> list[dict[str, Any]]:
+    """Short references to runs a call set off (triggers)."""
+    return [{"runId": r.run_id, "actionId": r.action_id, "status": str(r.status)} for r in runs]
 
 
 # --- conversations -------------------------------------------------------------------------
@@ -225,4 +339,5 @@ def conversation_out(c: Conversation) -> dict[str, Any]:
         "handOffReason": c.hand_off_reason,
         "createdAt": iso(c.created_at),
         "updatedAt": iso(c.updated_at),
+        "endedAt": None if c.ended_at is None else iso(c.ended_at),
     }
