@@ -16,6 +16,7 @@ from actioncage.errors import (
     ActionNotFoundError,
     ConflictError,
     ConversationNotFoundError,
+    IdempotencyInProgressError,
     RunNotFoundError,
 )
 from actioncage.models import (
@@ -470,14 +471,16 @@ def claim_idempotency_key(
         try:
             session.flush()
         except IntegrityError as exc:
-            raise ConflictError(
+            raise IdempotencyInProgressError(
                 "a request with this Idempotency-Key is still being processed"
             ) from exc
         return None
     if row.fingerprint != fingerprint:
         raise ConflictError("this Idempotency-Key was already used with a different request")
     if row.status_code is None:
-        raise ConflictError("a request with this Idempotency-Key is still being processed")
+        raise IdempotencyInProgressError(
+            "a request with this Idempotency-Key is still being processed"
+        )
     return IdempotentResponse(status_code=row.status_code, body=row.body)
 
 
