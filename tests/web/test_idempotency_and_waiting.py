@@ -189,9 +189,7 @@ def test_wait_ms_long_enough_answers_the_run(
     client: FlaskClient, auth_headers: dict[str, str], make_action: Any
 ) -> None:
     make_action("def execute_action(context):\n    return 7\n", name="quick")
-    resp = client.post(
-        "/v1/actions/quick/execute", json={"waitMs": 60000}, headers=auth_headers
-    )
+    resp = client.post("/v1/actions/quick/execute", json={"waitMs": 60000}, headers=auth_headers)
     assert resp.status_code == 200 and resp.get_json()["output"] == 7
 
 

@@ -106,7 +106,9 @@ def test_failures_answer_the_way_rasa_expects(client: FlaskClient, make_action: 
         name="action_strict",
         parameters={"type": "object", "required": ["order_id"]},
     )
-    failed = client.post("/webhook", json=_call("action_fail", {}, "hi", [], domain=DOMAIN), headers=h)
+    failed = client.post(
+        "/webhook", json=_call("action_fail", {}, "hi", [], domain=DOMAIN), headers=h
+    )
     assert failed.status_code == 200
     dispatcher = CollectingDispatcher()
     dispatcher.utter_message(text="Sorry, that did not work")
@@ -123,7 +125,9 @@ def test_failures_answer_the_way_rasa_expects(client: FlaskClient, make_action: 
     assert rejected.status_code == 400
     assert rejected.get_json()["action_name"] == "action_strict"
 
-    unknown = client.post("/webhook", json=_call("action_nope", {}, "hi", [], domain=DOMAIN), headers=h)
+    unknown = client.post(
+        "/webhook", json=_call("action_nope", {}, "hi", [], domain=DOMAIN), headers=h
+    )
     assert unknown.status_code == 404
     assert unknown.get_json()["action_name"] == "action_nope"
     assert "error" in unknown.get_json()
@@ -144,7 +148,9 @@ def test_domain_digest_without_a_known_domain_answers_449_then_is_cached(
     assert first.status_code == 449
     assert first.get_json()["action_name"] == "action_set"
     with_domain = client.post(
-        "/webhook", json=_call("action_set", {}, "hi", [], domain_digest="d1", domain=DOMAIN), headers=h
+        "/webhook",
+        json=_call("action_set", {}, "hi", [], domain_digest="d1", domain=DOMAIN),
+        headers=h,
     )
     assert with_domain.status_code == 200
     again = client.post("/webhook", json=digest_only, headers=h)
