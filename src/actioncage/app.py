@@ -7,12 +7,14 @@ from dataclasses import dataclass
 
 from flask import Flask
 
+from actioncage.background import BackgroundRuns
+from actioncage.callbacks import CallbackSender
 from actioncage.executor import Executor
 from actioncage.host_calls import HostCalls
 from actioncage.sandbox.docker_runner import DockerRunner
 from actioncage.settings import Settings
 from actioncage.store import Store, repo
-from actioncage.web import dashboard, errors, meta, native
+from actioncage.web import botpress, dashboard, errors, meta, native, rasa
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +26,13 @@ class Components:
     runner: DockerRunner
     host_calls: HostCalls
     executor: Executor
+    background: BackgroundRuns
+    callbacks: CallbackSender
 
     def close(self) -> None:
-        """Release the database pool and the engine connection."""
+        """Finish background runs, then release the database pool and the engine connection."""
+        self.callbacks.close()
+        self.background.close()
         self.runner.close()
         self.store.dispose()
 
@@ -47,6 +53,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         runner=runner,
         host_calls=host_calls,
         executor=Executor(settings, store, runner, host_calls),
+        background=BackgroundRuns(settings.background_workers, settings.background_max_pending),
+        callbacks=CallbackSender(settings),
     )
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
@@ -56,4 +64,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(meta.bp)
     app.register_blueprint(native.bp)
     dashboard.register(app, settings)
+    app.register_blueprint(rasa.bp)
+    app.register_blueprint(botpress.bp)
     return app

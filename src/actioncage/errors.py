@@ -12,9 +12,11 @@ ActioncageError
 │   ├── InvalidCodeError   the script does not compile or lacks execute_action
 │   └── PolicyError        a limit asked beyond the operator's maximum
 ├── ConflictError          a unique name is taken
+│   └── IdempotencyInProgressError   the first call with this Idempotency-Key still runs
 ├── SandboxError           the engine failed us; no run could be produced
 │   └── EngineUnavailableError   no engine answers at all
-└── HostCallError          a host call (LLM, Sheets) failed or is not configured
+├── HostCallError          a host call (LLM, Sheets) failed or is not configured
+└── BusyError              the background run queue is full
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ class ConflictError(ActioncageError):
     """A unique value (an action name) is already taken."""
 
 
+class IdempotencyInProgressError(ConflictError):
+    """The first call made with this Idempotency-Key has not answered yet."""
+
+
 class SandboxError(ActioncageError):
     """The container engine failed; no run could be produced."""
 
@@ -90,3 +96,7 @@ class EgressRefusedError(ActioncageError):
 
 class HostCallError(ActioncageError):
     """A host call (LLM, Google Sheets) failed or is not configured."""
+
+
+class BusyError(ActioncageError):
+    """The bounded background run queue is full; try again later."""

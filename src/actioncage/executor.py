@@ -104,9 +104,13 @@ class Executor:
         args: dict[str, Any],
         conversation: Conversation | None,
         dry_run: bool = False,
+        run_id: str | None = None,
     ) -> RunResult:
-        """Run a loaded action against a loaded conversation and record the run."""
-        run_id = repo.new_id("run")
+        """Run a loaded action against a loaded conversation and record the run.
+
+        ``run_id`` names a "running" placeholder record to complete (a background run).
+        """
+        run_id = run_id or repo.new_id("run")
         started_at = repo.now()
         digest: str | None = None
         raw: RawOutcome | None = None

@@ -16,6 +16,14 @@ class ActionType(enum.StrEnum):
 class RunStatus(enum.StrEnum):
     OK = "ok"
     ERROR = "error"
+    # Only a run record can be "running" (a call that answered 202); never a run's outcome.
+    RUNNING = "running"
+
+
+class InvocationTrigger(enum.StrEnum):
+    USER_QUERY = "user_query"
+    CONVERSATION_START = "webhook.conversation_start"
+    CONVERSATION_END = "webhook.conversation_end"
 
 
 class ErrorType(enum.StrEnum):
@@ -75,8 +83,13 @@ class Action:
     created_at: datetime
     updated_by: str
     updated_at: datetime
-    # type "api" only: {url, method, headers, query, payload, timeoutMs} (see http_actions).
+    # type "api": {url, method, headers, query, payload, timeoutMs} (see http_actions).
     endpoint: dict[str, Any] | None = None
+    # Texts a bot shows the user while waiting, on success and on failure.
+    user_waiting_text: str | None = None
+    user_success_text: str | None = None
+    user_error_text: str | None = None
+    invocation_trigger: InvocationTrigger = InvocationTrigger.USER_QUERY
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,7 @@ class Conversation:
     hand_off_reason: str | None
     created_at: datetime
     updated_at: datetime
+    ended_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -154,3 +168,11 @@ class RawOutcome:
     duration_ms: int
     host_calls: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IdempotentResponse:
+    """A stored answer to an execute call made with an Idempotency-Key."""
+
+    status_code: int
+    body: Any

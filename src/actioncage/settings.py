@@ -44,13 +44,23 @@ class Settings:
     host_call_timeout_ms: int = 10_000
     sheets_credentials_file: str | None = None
     sheets_base_url: str = "https://sheets.googleapis.com"
-    # API actions: CIDRs the operator allows despite the private/metadata ban (comma-separated,
-    # e.g. "10.1.0.0/16"); response bodies past max_api_response_bytes fail the run.
+    # Outbound calls (API actions, callbacks): CIDRs the operator allows despite the
+    # private/metadata ban (comma-separated, e.g. "10.1.0.0/16"); API response bodies past
+    # max_api_response_bytes fail the run.
     egress_allowed_cidrs: str = ""
     max_api_response_bytes: int = 1024 * 1024
     # Signs the dashboard's session cookie. Unset: a random key per process (sessions end at
     # restart and are not shared between processes).
     secret_key: str | None = None
+    # Runs that outlast a call's waitMs go on in a bounded pool of background workers.
+    background_workers: int = 4
+    background_max_pending: int = 64
+    # Run callbacks: attempts, first back-off (doubling), per-attempt timeout.
+    callback_max_attempts: int = 5
+    callback_backoff_ms: int = 500
+    callback_timeout_ms: int = 5_000
+    # How long an Idempotency-Key's answer is kept.
+    idempotency_ttl_s: int = 24 * 3600
     # Extra labels put on every container (tests mark theirs for cleanup).
     container_labels: dict[str, str] = field(default_factory=dict)
 
@@ -66,6 +76,12 @@ class Settings:
             ("port", 0 <= self.port <= 65535),
             ("max_api_response_bytes", self.max_api_response_bytes >= 1024),
             ("egress_allowed_cidrs", _cidrs_ok(self.egress_allowed_cidrs)),
+            ("background_workers", self.background_workers >= 1),
+            ("background_max_pending", self.background_max_pending >= 1),
+            ("callback_max_attempts", self.callback_max_attempts >= 1),
+            ("callback_backoff_ms", self.callback_backoff_ms >= 0),
+            ("callback_timeout_ms", self.callback_timeout_ms >= 1),
+            ("idempotency_ttl_s", self.idempotency_ttl_s >= 1),
         ]
         for name, ok in checks:
             if not ok:

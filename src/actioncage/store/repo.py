@@ -16,6 +16,7 @@ from actioncage.errors import (
     ActionNotFoundError,
     ConflictError,
     ConversationNotFoundError,
+    IdempotencyInProgressError,
     RunNotFoundError,
 )
 from actioncage.models import (
@@ -26,6 +27,8 @@ from actioncage.models import (
     Effect,
     EffectKind,
     ErrorType,
+    IdempotentResponse,
+    InvocationTrigger,
     Policy,
     RunError,
     RunResult,
@@ -36,6 +39,7 @@ from actioncage.store.schema import (
     ActionVersionRow,
     ApiKeyRow,
     ConversationRow,
+    IdempotencyRow,
     OrgRow,
     RunRow,
 )
@@ -108,6 +112,10 @@ def _action(row: ActionRow, version: ActionVersionRow) -> Action:
         updated_by=row.updated_by,
         updated_at=_aware(row.updated_at),
         endpoint=version.endpoint,
+        user_waiting_text=version.user_waiting_text,
+        user_success_text=version.user_success_text,
+        user_error_text=version.user_error_text,
+        invocation_trigger=InvocationTrigger(version.invocation_trigger or "user_query"),
     )
 
 
@@ -132,6 +140,10 @@ def _version_row(
         created_by=key_id,
         created_at=now(),
         endpoint=fields.get("endpoint"),
+        user_waiting_text=fields.get("user_waiting_text"),
+        user_success_text=fields.get("user_success_text"),
+        user_error_text=fields.get("user_error_text"),
+        invocation_trigger=str(fields.get("invocation_trigger") or InvocationTrigger.USER_QUERY),
     )
 
 
@@ -193,6 +205,13 @@ def list_actions(session: Session, org_id: str) -> list[Action]:
     return out
 
 
+def list_triggered_actions(
+    session: Session, org_id: str, trigger: InvocationTrigger
+) -> list[Action]:
+    """The org's live actions whose invocation trigger is ``trigger``, by name."""
+    return [a for a in list_actions(session, org_id) if a.invocation_trigger is trigger]
+
+
 def update_action(
     session: Session, org_id: str, action_id: str, key_id: str, fields: dict[str, Any]
 ) -> Action:
@@ -234,7 +253,24 @@ def _conversation(row: ConversationRow) -> Conversation:
         hand_off_reason=row.hand_off_reason,
         created_at=_aware(row.created_at),
         updated_at=_aware(row.updated_at),
+        ended_at=None if row.ended_at is None else _aware(row.ended_at),
     )
+
+
+def find_conversation(session: Session, org_id: str, conversation_id: str) -> Conversation | None:
+    """The conversation, or None."""
+    row = session.get(ConversationRow, (org_id, conversation_id))
+    return None if row is None else _conversation(row)
+
+
+def end_conversation(session: Session, org_id: str, conversation_id: str) -> Conversation:
+    """Mark the conversation ended. Raises ConversationNotFoundError, ConflictError if ended."""
+    row = _conversation_row(session, org_id, conversation_id)
+    if row.ended_at is not None:
+        raise ConflictError(f"conversation {conversation_id!r} has already ended")
+    row.ended_at = row.updated_at = now()
+    session.flush()
+    return _conversation(row)
 
 
 def create_conversation(
@@ -296,8 +332,8 @@ def apply_to_conversation(
 
 
 def add_run(session: Session, run: RunResult) -> None:
-    """Store the audit record of one run."""
-    session.add(
+    """Store the audit record of one run (replacing its "running" placeholder, if any)."""
+    session.merge(
         RunRow(
             id=run.run_id,
             org_id=run.org_id,
@@ -320,6 +356,44 @@ def add_run(session: Session, run: RunResult) -> None:
         )
     )
     session.flush()
+
+
+def add_running_run(
+    session: Session,
+    run_id: str,
+    action: Action,
+    key_id: str | None,
+    conversation_id: str | None,
+) -> None:
+    """Store a "running" placeholder for a run that finishes in the background."""
+    ts = now()
+    session.add(
+        RunRow(
+            id=run_id,
+            org_id=action.org_id,
+            caller_key_id=key_id,
+            action_id=action.id,
+            action_version=action.version,
+            conversation_id=conversation_id,
+            status=str(RunStatus.RUNNING),
+            output=None,
+            effects=[],
+            effects_applied=False,
+            logs="",
+            duration_ms=0,
+            started_at=ts,
+            finished_at=ts,
+        )
+    )
+    session.flush()
+
+
+def discard_running_run(session: Session, org_id: str, run_id: str) -> None:
+    """Remove a "running" placeholder whose run never started."""
+    row = session.get(RunRow, run_id)
+    if row is not None and row.org_id == org_id and row.status == str(RunStatus.RUNNING):
+        session.delete(row)
+        session.flush()
 
 
 def get_run(session: Session, org_id: str, run_id: str) -> RunResult:
@@ -380,3 +454,82 @@ def list_action_runs(
         query = query.where(RunRow.error_type == error_type)
     ids = session.scalars(query.order_by(RunRow.started_at.desc()).limit(limit)).all()
     return [get_run(session, org_id, run_id) for run_id in ids]
+
+
+# --- org webhook secret ----------------------------------------------------------------------
+
+
+def webhook_secret(session: Session, org_id: str) -> str:
+    """The org's webhook signing secret, made on first use."""
+    ensure_org(session, org_id)
+    row = session.get(OrgRow, org_id, with_for_update=True)
+    assert row is not None
+    if row.webhook_secret is None:
+        row.webhook_secret = "whsec_" + secrets.token_urlsafe(32)
+        session.flush()
+    return row.webhook_secret
+
+
+# --- idempotency keys ----------------------------------------------------------------------
+
+
+def claim_idempotency_key(
+    session: Session, org_id: str, key: str, fingerprint: str, ttl_s: int
+) -> IdempotentResponse | None:
+    """Claim ``key`` for a call whose route and body hash to ``fingerprint``.
+
+    Returns None when this call now holds the key (it must run, then ``finish_idempotency_key``),
+    or the stored answer of the earlier call. Raises ConflictError when the key was used with
+    another request, or when the earlier call is still running.
+    """
+    ensure_org(session, org_id)
+    row = session.get(IdempotencyRow, (org_id, key))
+    if row is not None and (now() - _aware(row.created_at)).total_seconds() > ttl_s:
+        session.delete(row)
+        session.flush()
+        row = None
+    if row is None:
+        session.add(
+            IdempotencyRow(org_id=org_id, key=key, fingerprint=fingerprint, created_at=now())
+        )
+        try:
+            session.flush()
+        except IntegrityError as exc:
+            raise IdempotencyInProgressError(
+                "a request with this Idempotency-Key is still being processed"
+            ) from exc
+        return None
+    if row.fingerprint != fingerprint:
+        raise ConflictError("this Idempotency-Key was already used with a different request")
+    if row.status_code is None:
+        raise IdempotencyInProgressError(
+            "a request with this Idempotency-Key is still being processed"
+        )
+    return IdempotentResponse(status_code=row.status_code, body=row.body)
+
+
+def peek_idempotency_key(session: Session, org_id: str, key: str) -> IdempotentResponse | None:
+    """The stored answer for ``key`` once its call finished, else None."""
+    row = session.get(IdempotencyRow, (org_id, key))
+    if row is None or row.status_code is None:
+        return None
+    return IdempotentResponse(status_code=row.status_code, body=row.body)
+
+
+def finish_idempotency_key(
+    session: Session, org_id: str, key: str, response: IdempotentResponse
+) -> None:
+    """Store the answer of the call holding ``key``."""
+    row = session.get(IdempotencyRow, (org_id, key))
+    if row is not None:
+        row.status_code = response.status_code
+        row.body = response.body
+        session.flush()
+
+
+def release_idempotency_key(session: Session, org_id: str, key: str) -> None:
+    """Forget a claim whose call produced no answer worth replaying (the caller's mistake)."""
+    row = session.get(IdempotencyRow, (org_id, key))
+    if row is not None and row.status_code is None:
+        session.delete(row)
+        session.flush()

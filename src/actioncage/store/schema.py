@@ -17,6 +17,8 @@ class OrgRow(Base):
     __tablename__ = "orgs"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Signs run callbacks; made on first use.
+    webhook_secret: Mapped[str | None] = mapped_column(String(80), nullable=True)
 
 
 class ApiKeyRow(Base):
@@ -59,6 +61,10 @@ class ActionVersionRow(Base):
     created_by: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     endpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    user_waiting_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    user_success_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    user_error_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    invocation_trigger: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class ConversationRow(Base):
@@ -73,6 +79,7 @@ class ConversationRow(Base):
     hand_off_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class RunRow(Base):
@@ -97,3 +104,17 @@ class RunRow(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     image_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
+
+
+class IdempotencyRow(Base):
+    """One Idempotency-Key of one org: the request it was first used with and its answer."""
+
+    __tablename__ = "idempotency_keys"
+    org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # sha256 of the route and the canonical request body.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    # None while the first call is still running.
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    body: Mapped[Any] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

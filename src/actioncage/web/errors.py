@@ -24,6 +24,7 @@ STATUS: list[tuple[type[errors.ActioncageError], int, str]] = [
     (errors.EngineUnavailableError, 503, "engine_unavailable"),
     (errors.SandboxError, 503, "sandbox_error"),
     (errors.HostCallError, 502, "host_call_failed"),
+    (errors.BusyError, 503, "busy"),
     (errors.ActioncageError, 500, "internal_error"),
 ]
 

@@ -60,6 +60,160 @@ def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+_RECORD_INPUT: dict[str, Any] = {
+    "endpoint": {"$ref": "#/components/schemas/Endpoint"},
+    "userWaitingText": {"type": "string", "maxLength": 2048, "nullable": True},
+    "userSuccessText": {"type": "string", "maxLength": 2048, "nullable": True},
+    "userErrorText": {"type": "string", "maxLength": 2048, "nullable": True},
+    "invocationTrigger": {
+        "type": "string",
+        "enum": ["user_query", "webhook.conversation_start", "webhook.conversation_end"],
+    },
+}
+
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Same key and body within 24 h: the stored answer, not a new run",
+    "schema": {"type": "string", "maxLength": 255},
+}
+
+_WAITING = {
+    "type": "object",
+    "properties": {
+        "runId": {"type": "string"},
+        "status": {"type": "string", "enum": ["running"]},
+        "userWaitingText": {"type": "string", "nullable": True},
+    },
+}
+
+_ANY_OBJECT = {"type": "object", "additionalProperties": True}
+
+
+def _front_door_paths() -> dict[str, Any]:
+    """Conversation end, the webhook secret, and the Rasa and Botpress front doors."""
+    rasa_error = _json(
+        {
+            "type": "object",
+            "properties": {"error": {"type": "string"}, "action_name": {"type": "string"}},
+        },
+        "Rasa error",
+    )
+    botpress_error = _json(
+        {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "code": {"type": "integer"},
+                "type": {"type": "string"},
+                "message": {"type": "string"},
+            },
+        },
+        "Botpress error",
+    )
+    token = {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}}
+
+    def header(name: str, required: bool) -> dict[str, Any]:
+        return {"name": name, "in": "header", "required": required, "schema": {"type": "string"}}
+
+    return {
+        "/v1/conversations/{conversationId}/end": {
+            "parameters": [_path_param("conversationId")],
+            "post": _op(
+                "End a conversation; its webhook.conversation_end actions run",
+                {"200": _json(_ref("Conversation"), "Ended, with triggeredRuns")},
+            ),
+        },
+        "/v1/webhook-secret": {
+            "get": _op(
+                "The org's secret for callback signatures (X-Actioncage-Signature)",
+                {"200": _json(_ANY_OBJECT, "The secret")},
+            )
+        },
+        "/webhook": {
+            "post": {
+                "summary": "Rasa action server: run next_action",
+                "parameters": [token, _IDEMPOTENCY_KEY],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ANY_OBJECT}},
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "events": {"type": "array", "items": _ANY_OBJECT},
+                                "responses": {"type": "array", "items": _ANY_OBJECT},
+                            },
+                        },
+                        "Events and responses",
+                    ),
+                    "400": rasa_error,
+                    "401": rasa_error,
+                    "404": rasa_error,
+                    "409": rasa_error,
+                    "449": rasa_error,
+                },
+            }
+        },
+        "/actions": {
+            "get": {
+                "summary": "Rasa action server: the action names",
+                "parameters": [token],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ANY_OBJECT}, "Actions"),
+                    "401": rasa_error,
+                },
+            }
+        },
+        "/v1/chat/actions": {
+            "post": {
+                "summary": "Botpress runtime callAction",
+                "parameters": [
+                    header("x-bot-id", True),
+                    header("x-integration-id", False),
+                    header("x-integration-alias", False),
+                    _IDEMPOTENCY_KEY,
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["type", "input"],
+                                "properties": {
+                                    "type": {"type": "string", "maxLength": 200},
+                                    "input": _ANY_OBJECT,
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "output": _ANY_OBJECT,
+                                "meta": {
+                                    "type": "object",
+                                    "properties": {"cached": {"type": "boolean"}},
+                                },
+                            },
+                        },
+                        "The action's output",
+                    ),
+                    "default": botpress_error,
+                },
+            }
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """A real OpenAPI 3 document of every route."""
     action_ref = [_path_param("actionRef")]
@@ -112,7 +266,7 @@ def openapi_document() -> dict[str, Any]:
                             "nullable": True,
                         },
                         "policy": _ref("Policy"),
-                        "endpoint": _ref("Endpoint"),
+                        **_RECORD_INPUT,
                     },
                 },
                 "Endpoint": {
@@ -145,6 +299,7 @@ def openapi_document() -> dict[str, Any]:
                         "parameters": {},
                         "description": {"type": "string", "nullable": True},
                         "policy": _ref("Policy"),
+                        **_RECORD_INPUT,
                         "endpoint": {"allOf": [_ref("Endpoint")], "nullable": True},
                         "createdBy": {"type": "string"},
                         "createdAt": {"type": "string", "format": "date-time"},
@@ -158,6 +313,8 @@ def openapi_document() -> dict[str, Any]:
                     "properties": {
                         "args": {"type": "object"},
                         "conversationId": {"type": "string", "nullable": True},
+                        "waitMs": {"type": "integer", "minimum": 0, "maximum": 600000},
+                        "callbackUrl": {"type": "string", "format": "uri"},
                     },
                 },
                 "Run": {
@@ -167,7 +324,7 @@ def openapi_document() -> dict[str, Any]:
                         "actionId": {"type": "string"},
                         "actionVersion": {"type": "integer"},
                         "conversationId": {"type": "string", "nullable": True},
-                        "status": {"type": "string", "enum": ["ok", "error"]},
+                        "status": {"type": "string", "enum": ["ok", "error", "running"]},
                         "output": {},
                         "error": {
                             "type": "object",
@@ -290,8 +447,11 @@ def openapi_document() -> dict[str, Any]:
                     {
                         "200": _json(_ref("Run"), "The run (ok or a script failure)"),
                         "503": _json(_ref("Run"), "No run could be produced (sandbox_error)"),
+                        "202": _json(_WAITING, "Still running after waitMs"),
+                        "409": {"$ref": "#/components/responses/Error"},
                     },
                     "ExecuteRequest",
+                    parameters=[_IDEMPOTENCY_KEY],
                 ),
             },
             "/v1/conversations": {
@@ -307,6 +467,7 @@ def openapi_document() -> dict[str, Any]:
                     "Get a conversation", {"200": _json(_ref("Conversation"), "The conversation")}
                 ),
             },
+            **_front_door_paths(),
             "/v1/runs/{runId}": {
                 "parameters": [_path_param("runId")],
                 "get": _op("Get a run's audit record", {"200": _json(_ref("Run"), "The run")}),

@@ -6,10 +6,12 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from actioncage.models import ErrorType, RunResult
+from actioncage import triggers
+from actioncage.callbacks import SIGNATURE_HEADER
+from actioncage.models import InvocationTrigger, RunResult
 from actioncage.sandbox.limits import check_policy
 from actioncage.store import repo
-from actioncage.web import wire
+from actioncage.web import calls, wire
 from actioncage.web.auth import current_key, require_key
 
 bp = Blueprint("native", __name__, url_prefix="/v1")
@@ -21,11 +23,7 @@ def _components() -> Any:
 
 
 def _status_for_run(run: RunResult) -> int:
-    if run.error is not None and run.error.type is ErrorType.INVALID_ARGS:
-        return 422  # the caller's mistake; nothing ran
-    if run.error is not None and run.error.type is ErrorType.SANDBOX_ERROR:
-        return 503  # no run could be produced
-    return 200
+    return calls.status_for_run(run)
 
 
 @bp.post("/actions")
@@ -82,18 +80,72 @@ def delete_action(action_id: str) -> tuple[str, int]:
 @bp.post("/actions/<action_ref>/execute")
 def execute(action_ref: str) -> tuple[Response, int]:
     c, key = _components(), current_key()
-    args, conversation_id = wire.execute_request(wire.json_body())
-    run = c.executor.execute(key.org_id, key.id, action_ref, args, conversation_id)
-    return jsonify(wire.run_out(run)), _status_for_run(run)
+    body = wire.json_body()
+    args, conversation_id = wire.execute_request(body)
+    wait_ms, callback_url = wire.execute_options(body)
+
+    def answer() -> calls.Answer:
+        if wait_ms is None and callback_url is None:
+            run = c.executor.execute(key.org_id, key.id, action_ref, args, conversation_id)
+            return wire.run_out(run), _status_for_run(run)
+        with c.store.session() as s:
+            action = repo.get_action(s, key.org_id, action_ref)
+            conversation = (
+                repo.get_conversation(s, key.org_id, conversation_id) if conversation_id else None
+            )
+        done, run_id = calls.run_with_wait(action, args, conversation, wait_ms, callback_url)
+        if done is None:
+            return calls.waiting_body(run_id, action), 202
+        return wire.run_out(done), _status_for_run(done)
+
+    out, status, replayed = calls.idempotent(f"native:{action_ref}", body, answer)
+    response = jsonify(out)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response, status
 
 
 @bp.post("/conversations")
 def create_conversation() -> tuple[Response, int]:
-    key = current_key()
+    c, key = _components(), current_key()
     fields = wire.conversation_in(wire.json_body())
-    with _components().store.session() as s:
+    with c.store.session() as s:
         conversation = repo.create_conversation(s, key.org_id, **fields)
-    return jsonify(wire.conversation_out(conversation)), 201
+    runs = triggers.run_triggered(
+        c.executor,
+        c.store,
+        key.org_id,
+        key.id,
+        InvocationTrigger.CONVERSATION_START,
+        conversation.id,
+    )
+    if runs:
+        with c.store.session() as s:
+            conversation = repo.get_conversation(s, key.org_id, conversation.id)
+    return jsonify(
+        {**wire.conversation_out(conversation), "triggeredRuns": wire.run_ids(runs)}
+    ), 201
+
+
+@bp.post("/conversations/<conversation_id>/end")
+def end_conversation(conversation_id: str) -> Response:
+    c, key = _components(), current_key()
+    with c.store.session() as s:
+        conversation = repo.end_conversation(s, key.org_id, conversation_id)
+    runs = triggers.run_triggered(
+        c.executor, c.store, key.org_id, key.id, InvocationTrigger.CONVERSATION_END, conversation.id
+    )
+    with c.store.session() as s:
+        conversation = repo.get_conversation(s, key.org_id, conversation_id)
+    return jsonify({**wire.conversation_out(conversation), "triggeredRuns": wire.run_ids(runs)})
+
+
+@bp.get("/webhook-secret")
+def webhook_secret() -> Response:
+    key = current_key()
+    with _components().store.session() as s:
+        secret = repo.webhook_secret(s, key.org_id)
+    return jsonify({"webhookSecret": secret, "signatureHeader": SIGNATURE_HEADER})
 
 
 @bp.get("/conversations/<conversation_id>")

@@ -9,10 +9,27 @@ from flask import request
 
 from actioncage import http_actions
 from actioncage.errors import BadRequestError, ValidationFailedError
-from actioncage.models import Action, ActionType, Conversation, Policy, RunResult
+from actioncage.models import (
+    Action,
+    ActionType,
+    Conversation,
+    InvocationTrigger,
+    Policy,
+    RunResult,
+    RunStatus,
+)
 from actioncage.validation import CONVERSATION_ID_RE, check_code, check_name, check_schema
 
 _ACTION_FIELDS = {"name", "type", "code", "parameters", "description", "policy", "endpoint"}
+# Fields of the common "create action" APIs, snake_case name by wire name (endpoint: see
+# http_actions, which owns API actions).
+_RECORD_FIELDS = {
+    "userWaitingText": "user_waiting_text",
+    "userSuccessText": "user_success_text",
+    "userErrorText": "user_error_text",
+    "invocationTrigger": "invocation_trigger",
+}
+_MAX_USER_TEXT = 2048
 _POLICY_FIELDS = {"timeoutMs": "timeout_ms", "memoryMb": "memory_mb", "cpus": "cpus"}
 _MAX_MESSAGES = 1000
 
@@ -48,7 +65,7 @@ def action_fields(
 
     Raises ValidationFailedError (InvalidCodeError for code) naming the field.
     """
-    _unknown(body, _ACTION_FIELDS)
+    _unknown(body, _ACTION_FIELDS | set(_RECORD_FIELDS))
     base: dict[str, Any] = {}
     if current is not None:
         base = {
@@ -59,6 +76,7 @@ def action_fields(
             "description": current.description,
             "policy": current.policy,
             "endpoint": current.endpoint,
+            **{name: getattr(current, name) for name in _RECORD_FIELDS.values()},
         }
     is_api = body.get("type", base.get("type")) == ActionType.API
     for required in ("name",) if is_api else ("name", "code"):
@@ -69,10 +87,11 @@ def action_fields(
         fields["name"] = check_name(body["name"])
     type_value = body.get("type", base.get("type", "python"))
     try:
-        fields["type"] = ActionType(type_value)
+        fields_type = ActionType(type_value)
     except ValueError as exc:
         raise ValidationFailedError("type must be 'python' or 'api'", field="type") from exc
-    is_api = fields["type"] is ActionType.API
+    fields["type"] = fields_type
+    is_api = fields_type is ActionType.API
     if is_api:
         _api_action_fields(body, current, fields, max_timeout_ms)
     else:
@@ -80,6 +99,7 @@ def action_fields(
         fields["endpoint"] = None
     if "code" in body and not is_api:
         fields["code"] = check_code(body["code"], max_code_bytes)
+    record_fields(body, fields, current is None)
     if ("parameters" in body or current is None) and not is_api:
         fields["parameters"] = check_schema(body.get("parameters"))
     if "description" in body or current is None:
@@ -116,6 +136,30 @@ def _python_only(body: dict[str, Any], current: Action | None) -> None:
         raise ValidationFailedError("endpoint is only for type 'api'", field="endpoint")
     if current is not None and current.type is not ActionType.PYTHON and "code" not in body:
         raise ValidationFailedError("code is required", field="code")
+
+
+def record_fields(body: dict[str, Any], fields: dict[str, Any], creating: bool) -> None:
+    """Validate the record fields (user texts, trigger) into ``fields``."""
+    for wire_name, name in _RECORD_FIELDS.items():
+        if wire_name not in body and not creating:
+            continue
+        value = body.get(wire_name)
+        if wire_name == "invocationTrigger":
+            try:
+                fields[name] = InvocationTrigger(value or InvocationTrigger.USER_QUERY)
+            except ValueError as exc:
+                raise ValidationFailedError(
+                    "invocationTrigger must be one of "
+                    + ", ".join(t.value for t in InvocationTrigger),
+                    field=wire_name,
+                ) from exc
+        else:
+            if value is not None and (not isinstance(value, str) or len(value) > _MAX_USER_TEXT):
+                raise ValidationFailedError(
+                    f"{wire_name} must be a string of at most {_MAX_USER_TEXT} characters",
+                    field=wire_name,
+                )
+            fields[name] = value
 
 
 def policy(raw: Any) -> Policy:
@@ -159,6 +203,10 @@ def action_out(action: Action) -> dict[str, Any]:
         "createdAt": iso(action.created_at),
         "updatedBy": action.updated_by,
         "updatedAt": iso(action.updated_at),
+        "userWaitingText": action.user_waiting_text,
+        "userSuccessText": action.user_success_text,
+        "userErrorText": action.user_error_text,
+        "invocationTrigger": str(action.invocation_trigger),
     }
 
 
@@ -167,13 +215,26 @@ def action_out(action: Action) -> dict[str, Any]:
 
 def execute_request(body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """``(args, conversationId)`` from an execute body. Raises ValidationFailedError."""
-    _unknown(body, {"args", "conversationId"})
+    _unknown(body, {"args", "conversationId", "waitMs", "callbackUrl"})
     args = body.get("args", {})
     if args is None:
         args = {}
     if not isinstance(args, dict):
         raise ValidationFailedError("args must be an object", field="args")
     return args, conversation_id(body.get("conversationId"), "conversationId")
+
+
+def execute_options(body: dict[str, Any]) -> tuple[int | None, str | None]:
+    """``(waitMs, callbackUrl)`` from an execute body. Raises ValidationFailedError."""
+    wait_ms = body.get("waitMs")
+    if wait_ms is not None and (
+        isinstance(wait_ms, bool) or not isinstance(wait_ms, int) or not 0 <= wait_ms <= 600_000
+    ):
+        raise ValidationFailedError("waitMs must be an integer of 0-600000", field="waitMs")
+    callback_url = body.get("callbackUrl")
+    if callback_url is not None and not isinstance(callback_url, str):
+        raise ValidationFailedError("callbackUrl must be a URL string", field="callbackUrl")
+    return wait_ms, callback_url
 
 
 def conversation_id(value: Any, field: str) -> str | None:
@@ -207,10 +268,15 @@ def run_out(run: RunResult) -> dict[str, Any]:
         "durationMs": run.duration_ms,
         "logs": run.logs,
         "startedAt": iso(run.started_at),
-        "finishedAt": iso(run.finished_at),
+        "finishedAt": None if run.status is RunStatus.RUNNING else iso(run.finished_at),
         "imageDigest": run.image_digest,
         "callerKeyId": run.caller_key_id,
     }
+
+
+def run_ids(runs: list[RunResult]) -> list[dict[str, Any]]:
+    """Short references to runs a call set off (triggers)."""
+    return [{"runId": r.run_id, "actionId": r.action_id, "status": str(r.status)} for r in runs]
 
 
 # --- conversations -------------------------------------------------------------------------
@@ -260,4 +326,5 @@ def conversation_out(c: Conversation) -> dict[str, Any]:
         "handOffReason": c.hand_off_reason,
         "createdAt": iso(c.created_at),
         "updatedAt": iso(c.updated_at),
+        "endedAt": None if c.ended_at is None else iso(c.ended_at),
     }

@@ -1,0 +1,126 @@
+"""POSTs a finished run to the caller's callbackUrl: signed, retried with back-off, and only
+to addresses the egress guard allows."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import threading
+import urllib.parse
+
+import urllib3
+
+from actioncage.egress_guard import EgressGuard
+from actioncage.errors import EgressRefusedError, ValidationFailedError
+from actioncage.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Actioncage-Signature"
+_MAX_BACKOFF_MS = 60_000
+
+
+def sign(body: bytes, secret: str) -> str:
+    """The signature header's value: ``sha256=<hex HMAC-SHA256 of the body>``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class CallbackSender:
+    """Delivers run results to callback URLs."""
+
+    def __init__(self, settings: Settings, guard: EgressGuard | None = None) -> None:
+        self._settings = settings
+        self._guard = guard or EgressGuard(allowed_cidrs=settings.egress_allowed_cidr_list)
+        self._closed = threading.Event()
+
+    def check_url(self, url: object) -> str:
+        """The URL, if it is http(s) and its host resolves to allowed addresses.
+
+        Raises ValidationFailedError naming callbackUrl.
+        """
+        try:
+            self._target(url)
+        except EgressRefusedError as exc:
+            raise ValidationFailedError(f"callbackUrl refused: {exc}", "callbackUrl") from exc
+        assert isinstance(url, str)
+        return url
+
+    def _target(self, url: object) -> tuple[urllib.parse.SplitResult, str, int, str]:
+        if not isinstance(url, str) or len(url) > 2048:
+            raise ValidationFailedError(
+                "callbackUrl must be an http(s) URL of at most 2048 characters", "callbackUrl"
+            )
+        parts = urllib.parse.urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValidationFailedError("callbackUrl has a bad port", "callbackUrl") from exc
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+            raise ValidationFailedError(
+                "callbackUrl must be an http(s) URL with a host and no credentials", "callbackUrl"
+            )
+        port = port or (443 if parts.scheme == "https" else 80)
+        ip = self._guard.resolve(parts.hostname, port, None)
+        return parts, parts.hostname, port, str(ip)
+
+    def deliver(self, url: str, body: bytes, secret: str) -> bool:
+        """POST ``body`` to ``url`` until a 2xx answer or the attempts run out.
+
+        Retries network failures, 429 and 5xx with doubling back-off; other answers and
+        refused addresses end it. Returns whether the callback was accepted. Never raises.
+        """
+        delay_ms = self._settings.callback_backoff_ms
+        for attempt in range(1, self._settings.callback_max_attempts + 1):
+            try:
+                status = self._post(url, body, secret)
+            except (EgressRefusedError, ValidationFailedError) as exc:
+                log.warning("callback to %s refused: %s", url, exc)
+                return False
+            except urllib3.exceptions.HTTPError as exc:
+                log.info("callback to %s attempt %d failed: %s", url, attempt, exc)
+                status = None
+            if status is not None and 200 <= status < 300:
+                return True
+            if status is not None and status != 429 and status < 500:
+                log.warning("callback to %s answered %d; not retrying", url, status)
+                return False
+            if attempt < self._settings.callback_max_attempts and self._closed.wait(
+                delay_ms / 1000
+            ):
+                return False
+            delay_ms = min(delay_ms * 2, _MAX_BACKOFF_MS)
+        log.warning("callback to %s gave up after %d attempts", url, attempt)
+        return False
+
+    def _post(self, url: str, body: bytes, secret: str) -> int:
+        parts, host, port, ip = self._target(url)
+        # Connect to the address the guard checked; the name is only for Host and TLS.
+        address = f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
+        timeout = urllib3.Timeout(total=self._settings.callback_timeout_ms / 1000)
+        pool: urllib3.HTTPConnectionPool
+        if parts.scheme == "https":
+            pool = urllib3.HTTPSConnectionPool(
+                address, port, timeout=timeout, server_hostname=host, assert_hostname=host
+            )
+        else:
+            pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {
+            "Host": parts.netloc.rpartition("@")[2],
+            "Content-Type": "application/json",
+            "User-Agent": "actioncage-callback",
+            SIGNATURE_HEADER: sign(body, secret),
+        }
+        try:
+            response = pool.urlopen(
+                "POST", path, body=body, headers=headers, retries=False, redirect=False
+            )
+            return int(response.status)
+        finally:
+            pool.close()
+
+    def close(self) -> None:
+        """Stop waiting between attempts."""
+        self._closed.set()

@@ -1,0 +1,248 @@
+"""The Rasa action server's HTTP API: POST /webhook, GET /actions (GET /health is meta's).
+
+Errors answer ``{"error", "action_name"}`` like the Rasa SDK: 404 unknown action, 400 a
+rejected run (Rasa then predicts another action), 449 when the domain is needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from actioncage import errors
+from actioncage.models import (
+    Action,
+    Conversation,
+    EffectKind,
+    ErrorType,
+    InvocationTrigger,
+    RunResult,
+    RunStatus,
+)
+from actioncage.store import repo
+from actioncage.triggers import run_triggered
+from actioncage.validation import CONVERSATION_ID_RE
+from actioncage.web import calls
+from actioncage.web.auth import authenticate, current_key, key_from_request
+from actioncage.web.errors import status_for
+
+bp = Blueprint("rasa", __name__)
+
+_DOMAIN_CACHE_SIZE = 256
+_domains: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+_domains_lock = threading.Lock()
+
+
+class DomainNeededError(errors.ActioncageError):
+    """Rasa sent a domain_digest we have no domain for; it resends with the domain on 449."""
+
+
+class RasaRejectedError(errors.ActioncageError):
+    """The run was refused (invalid args); Rasa treats 400 as ActionExecutionRejection."""
+
+
+@bp.before_request
+def _auth() -> None:
+    g.rasa_action_name = None
+    authenticate(key_from_request() or request.args.get("token"))
+
+
+@bp.errorhandler(errors.ActioncageError)
+def _error(exc: errors.ActioncageError) -> tuple[Response, int]:
+    if isinstance(exc, DomainNeededError):
+        status = 449
+    elif isinstance(exc, RasaRejectedError):
+        status = 400
+    else:
+        status, _ = status_for(exc)
+    return jsonify({"error": str(exc), "action_name": g.get("rasa_action_name")}), status
+
+
+@bp.get("/actions")
+def list_actions() -> Response:
+    key = current_key()
+    with current_app.extensions["actioncage"].store.session() as s:
+        actions = repo.list_actions(s, key.org_id)
+    return jsonify([{"name": a.name} for a in actions])
+
+
+@bp.post("/webhook")
+def webhook() -> tuple[Response, int]:
+    c, key = current_app.extensions["actioncage"], current_key()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise errors.BadRequestError("the request body must be a JSON object")
+    name = body.get("next_action")
+    if not isinstance(name, str) or not name:
+        raise errors.BadRequestError("next_action must be the name of an action")
+    g.rasa_action_name = name
+    sender_id = body.get("sender_id")
+    tracker = body.get("tracker")
+    if not isinstance(tracker, dict):
+        raise errors.BadRequestError("tracker must be an object")
+    if not isinstance(sender_id, str):
+        sender_id = tracker.get("sender_id")
+    if not isinstance(sender_id, str) or not CONVERSATION_ID_RE.match(sender_id):
+        raise errors.BadRequestError(
+            "sender_id must be 1-128 letters, digits or _.:@+- starting with a letter or digit"
+        )
+    domain = _domain(key.org_id, body, name)
+    with c.store.session() as s:
+        action = repo.get_action(s, key.org_id, name)
+
+    def answer() -> calls.Answer:
+        conversation = _conversation(key.org_id, key.id, sender_id, tracker)
+        run = c.executor.run_action(action, key.id, _args(action, tracker), conversation)
+        return _response(action, run, domain), 200
+
+    out, status, _ = calls.idempotent(f"rasa:{name}", body, answer)
+    return jsonify(out), status
+
+
+def _domain(org_id: str, body: dict[str, Any], name: str) -> dict[str, Any]:
+    """The request's domain, or the one cached under its digest. Raises DomainNeededError."""
+    domain = body.get("domain")
+    digest = body.get("domain_digest")
+    if domain is not None and not isinstance(domain, dict):
+        raise errors.BadRequestError("domain must be an object")
+    with _domains_lock:
+        if isinstance(domain, dict):
+            if isinstance(digest, str) and digest:
+                _domains[(org_id, digest)] = domain
+                _domains.move_to_end((org_id, digest))
+                while len(_domains) > _DOMAIN_CACHE_SIZE:
+                    _domains.popitem(last=False)
+            return domain
+        if isinstance(digest, str) and (org_id, digest) in _domains:
+            return _domains[(org_id, digest)]
+    if digest is None:
+        return {}  # old Rasa without a domain at all: no slots to map
+    raise DomainNeededError(f"action {name!r} needs the domain; send it with the request")
+
+
+def _args(action: Action, tracker: dict[str, Any]) -> dict[str, Any]:
+    """Filled slots, then the latest message's entities (they are newer)."""
+    args: dict[str, Any] = {}
+    slots = tracker.get("slots")
+    if isinstance(slots, dict):
+        args.update({k: v for k, v in slots.items() if isinstance(k, str) and v is not None})
+    latest = tracker.get("latest_message")
+    if isinstance(latest, dict) and isinstance(latest.get("entities"), list):
+        for entity in latest["entities"]:
+            if isinstance(entity, dict) and isinstance(entity.get("entity"), str):
+                args[entity["entity"]] = entity.get("value")
+    schema = action.parameters
+    # Rasa trackers carry bookkeeping slots; a closed schema only gets the slots it names.
+    if schema is not None and schema.get("additionalProperties") is False:
+        names = set(schema.get("properties", {}))
+        args = {k: v for k, v in args.items() if k in names}
+    return args
+
+
+def _messages(tracker: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    events = tracker.get("events")
+    for event in events if isinstance(events, list) else []:
+        if not isinstance(event, dict) or not isinstance(event.get("text"), str):
+            continue
+        if event.get("event") == "user":
+            out.append({"role": "user", "text": event["text"]})
+        elif event.get("event") == "bot":
+            out.append({"role": "bot", "text": event["text"]})
+    latest = tracker.get("latest_message")
+    if isinstance(latest, dict) and isinstance(latest.get("text"), str):
+        last_user = next((m for m in reversed(out) if m["role"] == "user"), None)
+        if last_user is None or last_user["text"] != latest["text"]:
+            out.append({"role": "user", "text": latest["text"]})
+    return out
+
+
+def _conversation(
+    org_id: str, key_id: str, sender_id: str, tracker: dict[str, Any]
+) -> Conversation:
+    """Our conversation ``sender_id`` (made, and its start triggers run, when new) with the
+    tracker's messages."""
+    c = current_app.extensions["actioncage"]
+    messages = _messages(tracker)
+    with c.store.session() as s:
+        conversation = repo.find_conversation(s, org_id, sender_id)
+        created = conversation is None
+        if conversation is None:
+            conversation = repo.create_conversation(s, org_id, sender_id, messages, {}, [])
+    if created and run_triggered(
+        c.executor, c.store, org_id, key_id, InvocationTrigger.CONVERSATION_START, sender_id
+    ):
+        with c.store.session() as s:
+            conversation = repo.get_conversation(s, org_id, sender_id)
+    return dataclasses.replace(conversation, messages=tuple(messages))
+
+
+def _text(text: str) -> dict[str, Any]:
+    return _message(text=text)
+
+
+def _message(text: str | None = None, custom: dict[str, Any] | None = None) -> dict[str, Any]:
+    # The shape of the Rasa SDK's CollectingDispatcher.utter_message.
+    return {
+        "text": text,
+        "buttons": [],
+        "elements": [],
+        "custom": custom or {},
+        "template": None,
+        "response": None,
+        "image": None,
+        "attachment": None,
+    }
+
+
+def _slot(name: str, value: Any) -> dict[str, Any]:
+    return {"event": "slot", "timestamp": None, "name": name, "value": value}
+
+
+def _response(action: Action, run: RunResult, domain: dict[str, Any]) -> dict[str, Any]:
+    """``{events, responses}`` for a run. Raises RasaRejectedError for invalid args."""
+    if run.error is not None and run.error.type is ErrorType.INVALID_ARGS:
+        raise RasaRejectedError(run.error.message)
+    events: list[dict[str, Any]] = []
+    responses: list[dict[str, Any]] = []
+    if run.status is not RunStatus.OK:
+        # The bot goes on: no events, and the action's error text when it has one.
+        if action.user_error_text:
+            responses.append(_text(action.user_error_text))
+        return {"events": events, "responses": responses}
+    raw_slots = domain.get("slots")
+    slots: dict[str, Any] = raw_slots if isinstance(raw_slots, dict) else {}
+    for effect in run.effects:
+        if effect.kind is EffectKind.SET_METADATA and effect.data.get("key") in slots:
+            events.append(_slot(effect.data["key"], effect.data.get("value")))
+        elif effect.kind is EffectKind.DELETE_METADATA and effect.data.get("key") in slots:
+            events.append(_slot(effect.data["key"], None))
+        elif effect.kind is EffectKind.HAND_OFF:
+            responses.append(_message(custom={"handoff": {"reason": effect.data.get("reason")}}))
+    output = run.output
+    if isinstance(output, dict) and output and set(output) <= {"events", "responses"}:
+        passed_events, passed_responses = _rasa_output(output)
+        events.extend(passed_events)
+        responses.extend(passed_responses)
+    elif isinstance(output, str) and output:
+        responses.append(_text(output))
+    if action.user_success_text:
+        responses.append(_text(action.user_success_text))
+    return {"events": events, "responses": responses}
+
+
+def _rasa_output(output: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A script's own ``{events, responses}``, checked. Raises RasaRejectedError."""
+    events = output.get("events", [])
+    responses = output.get("responses", [])
+    if not isinstance(events, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("event"), str) and e["event"] for e in events
+    ):
+        raise RasaRejectedError("the script's events must be a list of Rasa events")
+    if not isinstance(responses, list) or not all(isinstance(r, dict) for r in responses):
+        raise RasaRejectedError("the script's responses must be a list of objects")
+    return events, responses
