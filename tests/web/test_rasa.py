@@ -164,3 +164,29 @@ def test_actions_lists_names_and_health_answers(client: FlaskClient, make_action
     assert resp.status_code == 200 and resp.get_json() == [{"name": "action_one"}]
     assert client.get("/actions").status_code == 401
     assert "status" in client.get("/health").get_json()
+
+
+@pytest.mark.docker
+def test_a_retried_webhook_with_the_same_idempotency_key_runs_once(
+    client: FlaskClient, make_action: Any
+) -> None:
+    make_action(
+        "def execute_action(context):\n"
+        "    n = (get_conversation_metadata(context, 'refunds') or 0) + 1\n"
+        "    set_conversation_metadata(context, 'refunds', n)\n"
+        "    return {'responses': [{'text': f'refund {n} issued'}]}\n",
+        name="action_refund",
+    )
+    call = _call("action_refund", {}, "refund please", [], domain=DOMAIN)
+    headers = {"Authorization": f"Bearer {API_KEY}", "Idempotency-Key": "rasa-retry-1"}
+    first = client.post("/webhook", json=call, headers=headers)
+    again = client.post("/webhook", json=call, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert first.get_json() == again.get_json()
+    assert first.get_json()["responses"] == [{"text": "refund 1 issued"}]
+    conv = client.get(
+        "/v1/conversations/user42", headers={"Authorization": f"Bearer {API_KEY}"}
+    ).get_json()
+    assert conv["metadata"] == {"refunds": 1}
+    changed = client.post("/webhook", json={**call, "version": "3.9.0"}, headers=headers)
+    assert changed.status_code == 409 and changed.get_json()["action_name"] == "action_refund"
