@@ -12,6 +12,7 @@ ActioncageError
 │   ├── InvalidCodeError   the script does not compile or lacks execute_action
 │   └── PolicyError        a limit asked beyond the operator's maximum
 ├── ConflictError          a unique name is taken
+├── RateLimitedError       an org or key is over its runs-per-minute or concurrency limit
 ├── SandboxError           the engine failed us; no run could be produced
 │   └── EngineUnavailableError   no engine answers at all
 └── HostCallError          a host call (LLM, Sheets) failed or is not configured
@@ -74,6 +75,14 @@ class PolicyError(ValidationFailedError):
 
 class ConflictError(ActioncageError):
     """A unique value (an action name) is already taken."""
+
+
+class RateLimitedError(ActioncageError):
+    """An org or key is over a rate or concurrency limit; retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class SandboxError(ActioncageError):

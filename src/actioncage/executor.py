@@ -27,9 +27,10 @@ from actioncage.models import (
 )
 from actioncage.sandbox.docker_runner import DockerRunner
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
-from actioncage.sandbox.limits import effective_limits
+from actioncage.sandbox.limits import effective_limits, policy_hash
 from actioncage.settings import Settings
 from actioncage.store import Store, repo
+from actioncage.tenant_limits import TenantLimiter
 from actioncage.validation import args_problems
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,18 @@ class Executor:
     """Runs actions for every front door; HTTP-free."""
 
     def __init__(
-        self, settings: Settings, store: Store, runner: DockerRunner, host_calls: HostCalls
+        self,
+        settings: Settings,
+        store: Store,
+        runner: DockerRunner,
+        host_calls: HostCalls,
+        limiter: TenantLimiter | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._runner = runner
         self._host_calls = host_calls
+        self._limiter = limiter or TenantLimiter(settings)
 
     def execute(
         self,
@@ -83,15 +90,17 @@ class Executor:
     ) -> RunResult:
         """Run the action named by id or name and record the run.
 
-        Returns the RunResult (a failing script is an outcome). Raises ActionNotFoundError
-        or ConversationNotFoundError before anything runs.
+        Returns the RunResult (a failing script is an outcome). Raises ActionNotFoundError,
+        ConversationNotFoundError or RateLimitedError before anything runs.
         """
         with self._store.session() as s:
             action = repo.get_action(s, org_id, action_ref)
             conversation = (
                 repo.get_conversation(s, org_id, conversation_id) if conversation_id else None
             )
-        return self.run_action(action, key_id, args, conversation)
+            org = repo.find_org_policy(s, org_id)
+        with self._limiter.admit(org_id, key_id, org):
+            return self.run_action(action, key_id, args, conversation)
 
     def run_action(
         self,
@@ -104,6 +113,7 @@ class Executor:
         run_id = repo.new_id("run")
         started_at = repo.now()
         digest: str | None = None
+        hashed: str | None = None
         raw: RawOutcome | None = None
         problems = args_problems(action.parameters, args)
         if problems:
@@ -111,7 +121,10 @@ class Executor:
         elif action.type is not ActionType.PYTHON:
             raise ValidationFailedError(f"actions of type {action.type} cannot run yet", "type")
         else:
-            limits = effective_limits(action.policy, self._settings)
+            with self._store.session() as s:
+                org = repo.find_org_policy(s, action.org_id)
+            limits = effective_limits(action.policy, self._settings, org)
+            hashed = policy_hash(limits, self._settings)
             try:
                 digest = self._runner.image_digest()
                 raw = self._runner.run(
@@ -125,7 +138,7 @@ class Executor:
                 log.warning("run %s: %s", run_id, exc)
                 outcome = _error(ErrorType.SANDBOX_ERROR, str(exc))
         return self._record(
-            run_id, action, key_id, conversation, outcome, raw_logs(raw), started_at, digest
+            run_id, action, key_id, conversation, outcome, raw_logs(raw), started_at, digest, hashed
         )
 
     def _record(
@@ -138,6 +151,7 @@ class Executor:
         logs: str,
         started_at: datetime,
         digest: str | None,
+        hashed: str | None = None,
     ) -> RunResult:
         finished_at = repo.now()
         applied = (
@@ -160,6 +174,7 @@ class Executor:
             conversation_id=None if conversation is None else conversation.id,
             caller_key_id=key_id,
             image_digest=digest,
+            policy_hash=hashed,
         )
         # Effects and the audit record land together or not at all.
         with self._store.session() as s:

@@ -130,6 +130,20 @@ class RunResult:
     conversation_id: str | None
     caller_key_id: str | None
     image_digest: str | None
+    # sha256 of the effective sandbox settings the run ran under (limits, flags, seccomp).
+    policy_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class OrgPolicy:
+    """The operator's ceilings for one org; ``None`` means "the operator-wide maximum"."""
+
+    max_timeout_ms: int | None = None
+    max_memory_mb: int | None = None
+    max_cpus: float | None = None
+    restricted: bool = False
+    runs_per_minute: int | None = None
+    concurrent_runs: int | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,9 @@ class Settings:
     host_call_timeout_ms: int = 10_000
     sheets_credentials_file: str | None = None
     sheets_base_url: str = "https://sheets.googleapis.com"
+    # Per API key, in this process (0: unlimited); per-org limits live in the org's policy.
+    key_runs_per_minute: int = 0
+    key_concurrent_runs: int = 0
     # Extra labels put on every container (tests mark theirs for cleanup).
     container_labels: dict[str, str] = field(default_factory=dict)
 
@@ -55,6 +58,8 @@ class Settings:
             ("tmpfs_mb", self.tmpfs_mb >= 1),
             ("max_output_bytes", self.max_output_bytes >= 1024),
             ("max_host_calls", self.max_host_calls >= 0),
+            ("key_runs_per_minute", self.key_runs_per_minute >= 0),
+            ("key_concurrent_runs", self.key_concurrent_runs >= 0),
             ("port", 0 <= self.port <= 65535),
         ]
         for name, ok in checks:

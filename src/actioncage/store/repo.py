@@ -26,6 +26,7 @@ from actioncage.models import (
     Effect,
     EffectKind,
     ErrorType,
+    OrgPolicy,
     Policy,
     RunError,
     RunResult,
@@ -36,6 +37,7 @@ from actioncage.store.schema import (
     ActionVersionRow,
     ApiKeyRow,
     ConversationRow,
+    OrgPolicyRow,
     OrgRow,
     RunRow,
 )
@@ -315,6 +317,7 @@ def add_run(session: Session, run: RunResult) -> None:
             started_at=run.started_at,
             finished_at=run.finished_at,
             image_digest=run.image_digest,
+            policy_hash=run.policy_hash,
         )
     )
     session.flush()
@@ -325,6 +328,10 @@ def get_run(session: Session, org_id: str, run_id: str) -> RunResult:
     row = session.get(RunRow, run_id)
     if row is None or row.org_id != org_id:
         raise RunNotFoundError(f"no run {run_id!r}")
+    return _run(row)
+
+
+def _run(row: RunRow) -> RunResult:
     error = None
     if row.error_type is not None:
         error = RunError(
@@ -353,4 +360,68 @@ def get_run(session: Session, org_id: str, run_id: str) -> RunResult:
         conversation_id=row.conversation_id,
         caller_key_id=row.caller_key_id,
         image_digest=row.image_digest,
+        policy_hash=row.policy_hash,
     )
+
+
+def list_runs(
+    session: Session,
+    org_id: str,
+    action_id: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    before: tuple[datetime, str] | None = None,
+) -> list[RunResult]:
+    """The org's runs, newest first, optionally for one action or status.
+
+    ``before`` is the (started_at, id) of the last run of the previous page: keyset paging,
+    so runs recorded meanwhile neither repeat nor go missing.
+    """
+    query = select(RunRow).where(RunRow.org_id == org_id)
+    if action_id is not None:
+        query = query.where(RunRow.action_id == action_id)
+    if status is not None:
+        query = query.where(RunRow.status == status)
+    if before is not None:
+        started, run_id = before
+        query = query.where(
+            (RunRow.started_at < started) | ((RunRow.started_at == started) & (RunRow.id < run_id))
+        )
+    query = query.order_by(RunRow.started_at.desc(), RunRow.id.desc()).limit(limit)
+    return [_run(row) for row in session.scalars(query).all()]
+
+
+# --- org policies --------------------------------------------------------------------------
+
+
+def find_org_policy(session: Session, org_id: str) -> OrgPolicy | None:
+    """The operator's ceilings for the org, or None when none were set."""
+    row = session.get(OrgPolicyRow, org_id)
+    if row is None:
+        return None
+    return OrgPolicy(
+        max_timeout_ms=row.max_timeout_ms,
+        max_memory_mb=row.max_memory_mb,
+        max_cpus=row.max_cpus,
+        restricted=row.restricted,
+        runs_per_minute=row.runs_per_minute,
+        concurrent_runs=row.concurrent_runs,
+    )
+
+
+def set_org_policy(session: Session, org_id: str, policy: OrgPolicy) -> OrgPolicy:
+    """Store the org's ceilings (replacing any). Returns them."""
+    ensure_org(session, org_id)
+    row = session.get(OrgPolicyRow, org_id)
+    if row is None:
+        row = OrgPolicyRow(org_id=org_id)
+        session.add(row)
+    row.max_timeout_ms = policy.max_timeout_ms
+    row.max_memory_mb = policy.max_memory_mb
+    row.max_cpus = policy.max_cpus
+    row.restricted = policy.restricted
+    row.runs_per_minute = policy.runs_per_minute
+    row.concurrent_runs = policy.concurrent_runs
+    row.updated_at = now()
+    session.flush()
+    return policy

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Any
 
 from flask import request
 
 from actioncage.errors import BadRequestError, ValidationFailedError
-from actioncage.models import Action, ActionType, Conversation, Policy, RunResult
+from actioncage.models import Action, ActionType, Conversation, OrgPolicy, Policy, RunResult
 from actioncage.validation import CONVERSATION_ID_RE, check_code, check_name, check_schema
 
 _ACTION_FIELDS = {"name", "type", "code", "parameters", "description", "policy"}
@@ -174,7 +175,91 @@ def run_out(run: RunResult) -> dict[str, Any]:
         "startedAt": iso(run.started_at),
         "finishedAt": iso(run.finished_at),
         "imageDigest": run.image_digest,
+        "policyHash": run.policy_hash,
         "callerKeyId": run.caller_key_id,
+    }
+
+
+_RUN_STATUSES = {"ok", "error"}
+MAX_RUNS_PAGE = 200
+
+
+def runs_query(query: dict[str, str]) -> dict[str, Any]:
+    """Filters and paging from ``GET /v1/runs?actionId=&status=&limit=&cursor=``.
+
+    Raises ValidationFailedError naming the parameter.
+    """
+    _unknown(query, {"actionId", "status", "limit", "cursor"})
+    status = query.get("status")
+    if status is not None and status not in _RUN_STATUSES:
+        raise ValidationFailedError("status must be 'ok' or 'error'", field="status")
+    raw_limit = query.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_RUNS_PAGE:
+        raise ValidationFailedError(f"limit must be 1-{MAX_RUNS_PAGE}", field="limit")
+    before = None
+    if "cursor" in query:
+        before = _decode_cursor(query["cursor"])
+    return {
+        "action_id": query.get("actionId") or None,
+        "status": status,
+        "limit": int(raw_limit),
+        "before": before,
+    }
+
+
+def runs_cursor(run: RunResult) -> str:
+    """The opaque cursor that continues a listing after ``run``."""
+    text = f"{run.started_at.isoformat()}|{run.run_id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        started, run_id = text.split("|", 1)
+        return datetime.fromisoformat(started), run_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationFailedError("cursor is not one this API gave out", "cursor") from exc
+
+
+def org_policy_out(org: OrgPolicy | None) -> dict[str, Any] | None:
+    if org is None:
+        return None
+    return {
+        "maxTimeoutMs": org.max_timeout_ms,
+        "maxMemoryMb": org.max_memory_mb,
+        "maxCpus": org.max_cpus,
+        "restricted": org.restricted,
+        "runsPerMinute": org.runs_per_minute,
+        "concurrentRuns": org.concurrent_runs,
+    }
+
+
+def policy_out(description: dict[str, Any], org: OrgPolicy | None, digest: str) -> dict[str, Any]:
+    """``GET /v1/policy``: the effective sandbox settings, container options as the engine
+    takes them (snake_case, as docker's API client names them)."""
+    limits = description["limits"]
+    maxima = description["maxima"]
+    return {
+        "limits": {
+            "timeoutMs": limits["timeout_ms"],
+            "memoryMb": limits["memory_mb"],
+            "cpus": limits["cpus"],
+            "pids": limits["pids"],
+            "tmpfsMb": limits["tmpfs_mb"],
+            "maxOutputBytes": limits["max_output_bytes"],
+            "maxHostCalls": limits["max_host_calls"],
+        },
+        "maxima": {
+            "timeoutMs": maxima["timeout_ms"],
+            "memoryMb": maxima["memory_mb"],
+            "cpus": maxima["cpus"],
+        },
+        "container": description["container"],
+        "seccompSha256": description["seccomp_sha256"],
+        "policyHash": description["policy_hash"],
+        "imageDigest": digest,
+        "orgPolicy": org_policy_out(org),
     }
 
 
