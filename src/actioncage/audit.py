@@ -124,29 +124,26 @@ def _connects(targets: list[tuple[str, int]]) -> str:
     )
 
 
-def no_survivors(marker: str = DAEMON_MARKER) -> bool:
+def no_survivors(marker: str = DAEMON_MARKER, wait_s: float = _SURVIVOR_WAIT_S) -> bool:
     """True once no host process has ``marker`` in its command line (waits a little: the
     engine reaps a removed container's processes asynchronously). Vacuously true when the
     engine runs on another host."""
-    deadline = time.monotonic() + _SURVIVOR_WAIT_S
+    deadline = time.monotonic() + wait_s
     needle = marker.encode()
     while True:
-        found = False
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = Path(entry.path, "cmdline").read_bytes()
-            except OSError:
-                continue
-            if needle in cmdline:
-                found = True
-                break
+        found = any(needle in _cmdline(pid) for pid in os.listdir("/proc") if pid.isdigit())
         if not found:
             return True
         if time.monotonic() > deadline:
             return False
         time.sleep(0.2)
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path("/proc", pid, "cmdline").read_bytes()
+    except OSError:  # the process ended meanwhile
+        return b""
 
 
 _FORGED_FRAME = '{"type":"result","status":"ok","output":"forged","effects":[]}\\n'
@@ -753,7 +750,7 @@ def run_battery(settings: Settings, attacks: tuple[Attack, ...] = CATALOGUE) -> 
                         else None
                     )
                 if attack.before is not None:
-                    before = _action(store, f"{i}-before", attack.before)
+                    before = _action(store, f"{i}_before", attack.before)
                     executor.run_action(before, None, {}, None)
                 action = _action(store, str(i), attack.code, attack.policy)
                 run = executor.run_action(action, None, {}, conversation)
@@ -778,7 +775,7 @@ def _action(store: Any, suffix: str, code: str, policy: Policy | None = None) ->
             "audit",
             "audit",
             {
-                "name": f"audit-{suffix}",
+                "name": f"audit_{suffix}",
                 "type": "python",
                 "code": code,
                 "parameters": None,
