@@ -25,6 +25,7 @@ from actioncage.models import (
     RunResult,
     RunStatus,
 )
+from actioncage.restricted import IMPORT_ALLOWLIST
 from actioncage.sandbox.docker_runner import DockerRunner
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
 from actioncage.sandbox.limits import effective_limits, policy_hash
@@ -127,9 +128,16 @@ class Executor:
             hashed = policy_hash(limits, self._settings)
             try:
                 digest = self._runner.image_digest()
+                restricted = IMPORT_ALLOWLIST if org is not None and org.restricted else None
                 raw = self._runner.run(
                     run_id,
-                    build_envelope(action.code, args, conversation_context(conversation), limits),
+                    build_envelope(
+                        action.code,
+                        args,
+                        conversation_context(conversation),
+                        limits,
+                        restricted,
+                    ),
                     limits,
                     self._host_calls.answer,
                 )

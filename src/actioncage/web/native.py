@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from actioncage.models import ErrorType, RunResult
+from actioncage.restricted import check_restricted
 from actioncage.sandbox.limits import check_policy, policy_description
 from actioncage.store import repo
 from actioncage.web import wire
@@ -33,7 +34,10 @@ def create_action() -> tuple[Response, int]:
     c, key = _components(), current_key()
     fields = wire.action_fields(wire.json_body(), None, c.settings.max_code_bytes)
     with c.store.session() as s:
-        check_policy(fields["policy"], c.settings, repo.find_org_policy(s, key.org_id))
+        org = repo.find_org_policy(s, key.org_id)
+        check_policy(fields["policy"], c.settings, org)
+        if org is not None and org.restricted:
+            check_restricted(fields["code"])
         action = repo.create_action(s, key.org_id, key.id, fields)
     return jsonify(wire.action_out(action)), 201
 
@@ -61,7 +65,10 @@ def update_action(action_id: str) -> Response:
     with c.store.session() as s:
         current = repo.get_action(s, key.org_id, action_id)
         fields = wire.action_fields(body, current, c.settings.max_code_bytes)
-        check_policy(fields["policy"], c.settings, repo.find_org_policy(s, key.org_id))
+        org = repo.find_org_policy(s, key.org_id)
+        check_policy(fields["policy"], c.settings, org)
+        if org is not None and org.restricted:
+            check_restricted(fields["code"])
         action = repo.update_action(s, key.org_id, current.id, key.id, fields)
     return jsonify(wire.action_out(action))
 
