@@ -37,6 +37,8 @@ class Envelope:
     limits: Limits
     # Set in restricted mode: the modules the script may import (RestrictedPython compile).
     restricted_imports: frozenset[str] | None = None
+    # Set for runs with egress: the proxy's unix socket, mounted by the control plane.
+    egress_socket: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,13 @@ def read_envelope(stdin: TextIO) -> Envelope:
         if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
             raise EnvelopeError("envelope.restricted.imports must be a list of module names")
         restricted_imports = frozenset(imports)
-    return Envelope(
-        code=code, context=context, limits=limits, restricted_imports=restricted_imports
-    )
+    egress = raw.get("egress")
+    egress_socket = None
+    if egress is not None:
+        egress_socket = egress.get("socket") if isinstance(egress, dict) else None
+        if not isinstance(egress_socket, str) or not egress_socket.startswith("/"):
+            raise EnvelopeError("envelope.egress.socket must be an absolute path")
+    return Envelope(code, context, limits, restricted_imports, egress_socket)
 
 
 def run(stdin: TextIO, frames_out: TextIO, logs: TextIO | None = None) -> int:
@@ -105,6 +111,10 @@ def run(stdin: TextIO, frames_out: TextIO, logs: TextIO | None = None) -> int:
         print(f"actioncage_runtime: {exc}", file=logs or sys.stderr, flush=True)
         return EXIT_BAD_ENVELOPE
 
+    if envelope.egress_socket is not None:
+        from actioncage_runtime.egress import use_proxy
+
+        use_proxy(envelope.egress_socket)
     helpers = Helpers(envelope.context, envelope.limits, HostChannel(stdin, frames_out))
     saved_streams = sys.stdout, sys.stderr
     if logs is not None:

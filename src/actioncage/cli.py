@@ -139,6 +139,7 @@ def _org_set_policy(args: argparse.Namespace, settings: Settings) -> int:
     """Merge the given ceilings into the org's policy (0 clears one) and print the result."""
     from dataclasses import asdict, replace
 
+    from actioncage.egress_guard import parse_patterns
     from actioncage.models import OrgPolicy
     from actioncage.store import Store, repo
 
@@ -155,6 +156,12 @@ def _org_set_policy(args: argparse.Namespace, settings: Settings) -> int:
                 changes[name] = value or None
         if args.restricted is not None:
             changes["restricted"] = args.restricted
+        if args.egress is not None:
+            entries = [e.strip() for e in args.egress.split(",") if e.strip()]
+            try:
+                changes["egress"] = tuple(str(p) for p in parse_patterns(entries))
+            except ValueError as exc:
+                raise ConfigError(f"--egress: {exc}") from exc
         policy = repo.set_org_policy(s, args.org, replace(current, **changes))
     print(json.dumps({"org": args.org, **asdict(policy)}, indent=2))
     return 0
@@ -217,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="compile the org's scripts with RestrictedPython",
+    )
+    set_policy.add_argument(
+        "--egress",
+        help="comma-separated host patterns the org's actions may ask for ('' clears)",
     )
     set_policy.set_defaults(func=_org_set_policy)
     show_policy = org_sub.add_parser("show-policy", help="print the org's ceilings")

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from actioncage.effects import EffectsInvalid, apply_effects, parse_effects
+from actioncage.egress_guard import parse_patterns
+from actioncage.egress_proxy import SOCKET_NAME, EgressProxy, guard_from_settings
 from actioncage.errors import SandboxError, ValidationFailedError
 from actioncage.host_calls import HostCalls
 from actioncage.models import (
@@ -28,7 +30,7 @@ from actioncage.models import (
 from actioncage.restricted import IMPORT_ALLOWLIST
 from actioncage.sandbox.docker_runner import DockerRunner
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
-from actioncage.sandbox.limits import effective_limits, policy_hash
+from actioncage.sandbox.limits import EGRESS_MOUNT, effective_limits, policy_hash
 from actioncage.settings import Settings
 from actioncage.store import Store, repo
 from actioncage.tenant_limits import TenantLimiter
@@ -115,6 +117,7 @@ class Executor:
         started_at = repo.now()
         digest: str | None = None
         hashed: str | None = None
+        egress: tuple[dict[str, Any], ...] = ()
         raw: RawOutcome | None = None
         problems = args_problems(action.parameters, args)
         if problems:
@@ -126,7 +129,10 @@ class Executor:
                 org = repo.find_org_policy(s, action.org_id)
             limits = effective_limits(action.policy, self._settings, org)
             hashed = policy_hash(limits, self._settings)
+            proxy = self._egress_proxy(limits)
             try:
+                if proxy is not None:
+                    limits = replace(limits, egress_dir=proxy.start())
                 digest = self._runner.image_digest()
                 restricted = IMPORT_ALLOWLIST if org is not None and org.restricted else None
                 raw = self._runner.run(
@@ -137,6 +143,7 @@ class Executor:
                         conversation_context(conversation),
                         limits,
                         restricted,
+                        None if proxy is None else f"{EGRESS_MOUNT}/{SOCKET_NAME}",
                     ),
                     limits,
                     self._host_calls.answer,
@@ -145,8 +152,33 @@ class Executor:
             except SandboxError as exc:
                 log.warning("run %s: %s", run_id, exc)
                 outcome = _error(ErrorType.SANDBOX_ERROR, str(exc))
+            except OSError as exc:  # the egress proxy could not listen
+                log.warning("run %s: egress proxy: %s", run_id, exc)
+                outcome = _error(ErrorType.SANDBOX_ERROR, f"egress proxy failed: {exc}")
+            finally:
+                if proxy is not None:
+                    egress = proxy.close()
         return self._record(
-            run_id, action, key_id, conversation, outcome, raw_logs(raw), started_at, digest, hashed
+            run_id,
+            action,
+            key_id,
+            conversation,
+            outcome,
+            raw_logs(raw),
+            started_at,
+            digest,
+            hashed,
+            egress,
+        )
+
+    def _egress_proxy(self, limits: EffectiveLimits) -> EgressProxy | None:
+        if not limits.egress:
+            return None
+        return EgressProxy(
+            parse_patterns(limits.egress),
+            guard_from_settings(self._settings),
+            self._settings.egress_dir,
+            refuse_ports_on_self=[self._settings.port],
         )
 
     def _record(
@@ -160,6 +192,7 @@ class Executor:
         started_at: datetime,
         digest: str | None,
         hashed: str | None = None,
+        egress: tuple[dict[str, Any], ...] = (),
     ) -> RunResult:
         finished_at = repo.now()
         applied = (
@@ -183,6 +216,7 @@ class Executor:
             caller_key_id=key_id,
             image_digest=digest,
             policy_hash=hashed,
+            egress=egress,
         )
         # Effects and the audit record land together or not at all.
         with self._store.session() as s:

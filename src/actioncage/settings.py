@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -43,6 +44,12 @@ class Settings:
     host_call_timeout_ms: int = 10_000
     sheets_credentials_file: str | None = None
     sheets_base_url: str = "https://sheets.googleapis.com"
+    # Egress proxy: CIDRs the proxy may reach although private (comma-separated), fixed name
+    # resolutions (host=ip,...) used instead of DNS, and where per-run socket dirs are made
+    # (a host path the engine can bind-mount; default: the system temp dir).
+    egress_allowed_cidrs: str | None = None
+    egress_resolve: dict[str, str] = field(default_factory=dict)
+    egress_dir: str | None = None
     # Per API key, in this process (0: unlimited); per-org limits live in the org's policy.
     key_runs_per_minute: int = 0
     key_concurrent_runs: int = 0
@@ -65,6 +72,17 @@ class Settings:
         for name, ok in checks:
             if not ok:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: value out of range")
+        try:
+            for cidr in (self.egress_allowed_cidrs or "").split(","):
+                if cidr.strip():
+                    ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"{_PREFIX}EGRESS_ALLOWED_CIDRS: {exc}") from exc
+        try:
+            for address in self.egress_resolve.values():
+                ipaddress.ip_address(address)
+        except ValueError as exc:
+            raise ConfigError(f"{_PREFIX}EGRESS_RESOLVE: {exc}") from exc
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -267,14 +267,17 @@ def test_cli_sets_and_shows_org_policy(
     monkeypatch.setenv("ACTIONCAGE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
     assert main(["org", "set-policy", "acme", "--max-timeout-ms", "5000", "--restricted"]) == 0
     assert main(["org", "set-policy", "acme", "--runs-per-minute", "30"]) == 0
+    assert main(["org", "set-policy", "acme", "--egress", "api.example.com,*.acme.test:443"]) == 0
     capsys.readouterr()
     assert main(["org", "show-policy", "acme"]) == 0
     shown = capsys.readouterr().out
     assert '"max_timeout_ms": 5000' in shown and '"runs_per_minute": 30' in shown
     assert '"restricted": true' in shown
+    assert '"api.example.com",' in shown and '"*.acme.test:443"' in shown
     assert main(["org", "set-policy", "acme", "--max-timeout-ms", "0", "--no-restricted"]) == 0
     capsys.readouterr()
     main(["org", "show-policy", "acme"])
     shown = capsys.readouterr().out
     assert '"max_timeout_ms": null' in shown and '"restricted": false' in shown
     assert main(["org", "set-policy", "acme", "--max-memory-mb", "-1"]) == 2
+    assert main(["org", "set-policy", "acme", "--egress", "bad host"]) == 2

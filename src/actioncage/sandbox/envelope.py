@@ -25,6 +25,7 @@ def build_envelope(
     conversation: dict[str, Any] | None,
     limits: EffectiveLimits,
     restricted_imports: Iterable[str] | None = None,
+    egress_socket: str | None = None,
 ) -> bytes:
     """The first stdin line: code, context and the limits the helpers enforce; with
     ``restricted_imports``, the script is compiled in restricted mode with that allowlist."""
@@ -42,6 +43,8 @@ def build_envelope(
     }
     if restricted_imports is not None:
         envelope["restricted"] = {"imports": sorted(restricted_imports)}
+    if egress_socket is not None:
+        envelope["egress"] = {"socket": egress_socket}
     return json.dumps(envelope, separators=(",", ":")).encode() + b"\n"
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from actioncage.egress_guard import HostPattern, parse_patterns, pattern_within
 from actioncage.errors import PolicyError
 from actioncage.models import EffectiveLimits, OrgPolicy, Policy
 from actioncage.settings import Settings
@@ -18,6 +20,8 @@ MANAGED_LABEL = "io.actioncage.managed"
 RUN_ID_LABEL = "io.actioncage.run-id"
 # Framing overhead the control plane tolerates on top of max_output_bytes before it kills.
 FRAME_ALLOWANCE_BYTES = 64 * 1024
+# Where a run with egress finds the proxy's socket (``proxy.sock``) inside the container.
+EGRESS_MOUNT = "/run/actioncage-egress"
 SECCOMP_PROFILE_PATH = Path(__file__).with_name("seccomp.json")
 
 
@@ -61,6 +65,14 @@ def check_policy(policy: Policy, settings: Settings, org: OrgPolicy | None = Non
         raise PolicyError(f"memoryMb must be between 16 and {max_memory} ({who})", field="memoryMb")
     if policy.cpus is not None and not 0.01 <= policy.cpus <= max_cpus:
         raise PolicyError(f"cpus must be between 0.01 and {max_cpus} ({who})", field="cpus")
+    ceiling = parse_patterns(org.egress) if org is not None else ()
+    for pattern in parse_patterns(policy.egress):
+        if not pattern_within(pattern, ceiling):
+            raise PolicyError(
+                f"egress {pattern} is outside the org's ceiling "
+                f"({', '.join(map(str, ceiling)) or 'no egress allowed'})",
+                field="policy.egress",
+            )
     return policy
 
 
@@ -81,12 +93,21 @@ def effective_limits(
         tmpfs_mb=settings.tmpfs_mb,
         max_output_bytes=settings.max_output_bytes,
         max_host_calls=settings.max_host_calls,
+        egress=_egress_within(policy.egress, org),
     )
+
+
+def _egress_within(asked: tuple[str, ...], org: OrgPolicy | None) -> tuple[str, ...]:
+    """The action's egress patterns still inside the org's ceiling (it may have shrunk)."""
+    ceiling = parse_patterns(org.egress) if org is not None else ()
+    return tuple(p for p in asked if pattern_within(HostPattern.parse(p), ceiling))
 
 
 def policy_hash(limits: EffectiveLimits, settings: Settings) -> str:
     """sha256 of everything a run is confined by: its limits and the full container options
     (seccomp profile inline), canonical JSON. Stored on each run's audit record."""
+    # The socket directory differs per run; what confines the run is that there is one.
+    limits = replace(limits, egress_dir="<per-run>" if limits.egress_dir else None)
     document = {"limits": limits.__dict__, "container": container_options(limits, settings)}
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -121,6 +142,9 @@ def container_options(limits: EffectiveLimits, settings: Settings) -> dict[str, 
     }
     if settings.docker_runtime:
         host_config["runtime"] = settings.docker_runtime
+    if limits.egress_dir is not None:
+        # Still no network: the only way out is the proxy's unix socket, mounted read-only.
+        host_config["binds"] = {limits.egress_dir: {"bind": EGRESS_MOUNT, "mode": "ro"}}
     return {
         "command": COMMAND,
         "user": f"{SANDBOX_UID}:{SANDBOX_UID}",

@@ -103,13 +103,17 @@ def _action(row: ActionRow, version: ActionVersionRow) -> Action:
         type=ActionType(version.type),
         code=version.code,
         parameters=version.parameters,
-        policy=Policy(**version.policy),
+        policy=_policy(version.policy),
         description=version.description,
         created_by=row.created_by,
         created_at=_aware(row.created_at),
         updated_by=row.updated_by,
         updated_at=_aware(row.updated_at),
     )
+
+
+def _policy(stored: dict[str, Any]) -> Policy:
+    return Policy(**{**stored, "egress": tuple(stored.get("egress") or ())})
 
 
 def _version_row(
@@ -128,6 +132,7 @@ def _version_row(
             "timeout_ms": policy.timeout_ms,
             "memory_mb": policy.memory_mb,
             "cpus": policy.cpus,
+            "egress": list(policy.egress),
         },
         description=fields["description"],
         created_by=key_id,
@@ -318,6 +323,7 @@ def add_run(session: Session, run: RunResult) -> None:
             finished_at=run.finished_at,
             image_digest=run.image_digest,
             policy_hash=run.policy_hash,
+            egress=list(run.egress),
         )
     )
     session.flush()
@@ -361,6 +367,7 @@ def _run(row: RunRow) -> RunResult:
         caller_key_id=row.caller_key_id,
         image_digest=row.image_digest,
         policy_hash=row.policy_hash,
+        egress=tuple(row.egress or ()),
     )
 
 
@@ -406,6 +413,7 @@ def find_org_policy(session: Session, org_id: str) -> OrgPolicy | None:
         restricted=row.restricted,
         runs_per_minute=row.runs_per_minute,
         concurrent_runs=row.concurrent_runs,
+        egress=tuple(row.egress or ()),
     )
 
 
@@ -422,6 +430,7 @@ def set_org_policy(session: Session, org_id: str, policy: OrgPolicy) -> OrgPolic
     row.restricted = policy.restricted
     row.runs_per_minute = policy.runs_per_minute
     row.concurrent_runs = policy.concurrent_runs
+    row.egress = list(policy.egress)
     row.updated_at = now()
     session.flush()
     return policy

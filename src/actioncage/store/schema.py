@@ -97,6 +97,7 @@ class RunRow(Base):
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     image_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
     policy_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    egress: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class OrgPolicyRow(Base):
@@ -110,4 +111,5 @@ class OrgPolicyRow(Base):
     restricted: Mapped[bool] = mapped_column(Boolean, default=False)
     runs_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     concurrent_runs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    egress: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import request
 
+from actioncage.egress_guard import parse_patterns
 from actioncage.errors import BadRequestError, ValidationFailedError
 from actioncage.models import Action, ActionType, Conversation, OrgPolicy, Policy, RunResult
 from actioncage.validation import CONVERSATION_ID_RE, check_code, check_name, check_schema
@@ -91,7 +92,7 @@ def policy(raw: Any) -> Policy:
         return Policy()
     if not isinstance(raw, dict):
         raise ValidationFailedError("policy must be an object", field="policy")
-    _unknown(raw, set(_POLICY_FIELDS), "policy.")
+    _unknown(raw, {*_POLICY_FIELDS, "egress"}, "policy.")
     values: dict[str, Any] = {}
     for wire_name, name in _POLICY_FIELDS.items():
         value = raw.get(wire_name)
@@ -103,7 +104,19 @@ def policy(raw: Any) -> Policy:
                 f"policy.{wire_name} must be a number", f"policy.{wire_name}"
             )
         values[name] = value
+    if raw.get("egress") is not None:
+        values["egress"] = egress_patterns(raw["egress"], "policy.egress")
     return Policy(**values)
+
+
+def egress_patterns(raw: Any, field: str) -> tuple[str, ...]:
+    """Host patterns, each checked and normalised. Raises ValidationFailedError."""
+    if not isinstance(raw, list) or len(raw) > 100 or not all(isinstance(p, str) for p in raw):
+        raise ValidationFailedError(f"{field} must be a list of at most 100 host patterns", field)
+    try:
+        return tuple(str(p) for p in parse_patterns(raw))
+    except ValueError as exc:
+        raise ValidationFailedError(f"{field}: {exc}", field) from exc
 
 
 def action_out(action: Action) -> dict[str, Any]:
@@ -117,9 +130,12 @@ def action_out(action: Action) -> dict[str, Any]:
         "parameters": action.parameters if action.parameters is not None else False,
         "description": action.description,
         "policy": {
-            wire: getattr(action.policy, name)
-            for wire, name in _POLICY_FIELDS.items()
-            if getattr(action.policy, name) is not None
+            **{
+                wire: getattr(action.policy, name)
+                for wire, name in _POLICY_FIELDS.items()
+                if getattr(action.policy, name) is not None
+            },
+            **({"egress": list(action.policy.egress)} if action.policy.egress else {}),
         },
         "createdBy": action.created_by,
         "createdAt": iso(action.created_at),
@@ -176,6 +192,7 @@ def run_out(run: RunResult) -> dict[str, Any]:
         "finishedAt": iso(run.finished_at),
         "imageDigest": run.image_digest,
         "policyHash": run.policy_hash,
+        "egress": [dict(e) for e in run.egress],
         "callerKeyId": run.caller_key_id,
     }
 
@@ -232,6 +249,7 @@ def org_policy_out(org: OrgPolicy | None) -> dict[str, Any] | None:
         "restricted": org.restricted,
         "runsPerMinute": org.runs_per_minute,
         "concurrentRuns": org.concurrent_runs,
+        "egress": list(org.egress),
     }
 
 
