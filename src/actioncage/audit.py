@@ -393,6 +393,19 @@ CATALOGUE: tuple[Attack, ...] = (
         "    return sorted(name for _, name in socket.if_nameindex())\n",
         lambda o: o.status == "ok" and o.output == ["lo"],
     ),
+    Attack(
+        "no_proxy_without_egress_policy",
+        "network",
+        "ok []",
+        _probe(
+            """
+            leaks.extend(k for k in os.environ if 'proxy' in k.lower())
+            if os.path.exists('/run/actioncage-egress'):
+                leaks.append('egress socket mounted')
+            """
+        ),
+        _clean,
+    ),
     # --- privilege -----------------------------------------------------------------------------
     Attack(
         "setuid_root",
