@@ -44,7 +44,8 @@ def test_close_cuts_open_tunnels(tmp_path: Path) -> None:
     upstream.listen()
     port = upstream.getsockname()[1]
     accepted: list[socket.socket] = []
-    Thread(target=lambda: accepted.append(upstream.accept()[0]), daemon=True).start()
+    acceptor = Thread(target=lambda: accepted.append(upstream.accept()[0]), daemon=True)
+    acceptor.start()
     proxy = EgressProxy(
         parse_patterns(["up.test"]),
         EgressGuard(allowed_cidrs=["127.0.0.1/32"], resolver=lambda h, p: ["127.0.0.1"]),
@@ -52,15 +53,18 @@ def test_close_cuts_open_tunnels(tmp_path: Path) -> None:
     )
     directory = proxy.start()
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    client.settimeout(5)
-    client.connect(os.path.join(directory, SOCKET_NAME))
-    client.sendall(f"CONNECT up.test:{port} HTTP/1.1\r\n\r\n".encode())
-    assert client.recv(1024).startswith(b"HTTP/1.1 200")
-    client.sendall(b"ping")
-    records = proxy.close()
-    assert client.recv(1024) == b""  # the run ended: the tunnel is cut
-    client.close()
-    assert records[0]["allowed"] is True and records[0]["address"] == "127.0.0.1"
-    for s in accepted:
-        s.close()
-    upstream.close()
+    try:
+        client.settimeout(5)
+        client.connect(os.path.join(directory, SOCKET_NAME))
+        client.sendall(f"CONNECT up.test:{port} HTTP/1.1\r\n\r\n".encode())
+        assert client.recv(1024).startswith(b"HTTP/1.1 200")
+        records = proxy.close()
+        assert client.recv(1024) == b""  # the run ended: the tunnel is cut
+        assert records[0]["allowed"] is True and records[0]["address"] == "127.0.0.1"
+    finally:
+        client.close()
+        proxy.close()
+        acceptor.join(timeout=5)
+        for s in accepted:
+            s.close()
+        upstream.close()

@@ -111,15 +111,15 @@ class EgressProxy:
         with self._lock:
             self._closed = True
             sockets = list(self._open)
-            self._open.clear()
         if self._listener is not None:
             with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
+        # Shut down, not close: each serving thread wakes up, sees end of stream and closes
+        # its own sockets, so no thread is left selecting on a closed descriptor.
         for s in sockets:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            s.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._dir is not None:
@@ -207,7 +207,7 @@ class EgressProxy:
                 upstream.sendall(first)
                 attempt.bytes_out += len(first)
             _pipe(client, upstream, attempt)
-        except OSError:
+        except (OSError, ValueError):
             pass  # the run ended or either side hung up
         finally:
             if upstream is not None:
