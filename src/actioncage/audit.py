@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from actioncage.models import Policy, RunResult
+from actioncage.models import OrgPolicy, Policy, RunResult
 from actioncage.settings import Settings
 
+# The audit org's egress ceiling: a reserved name, so allowing it can reach nothing real.
+AUDIT_EGRESS_CEILING = ("*.audit.invalid",)
 # A daemon child's command line carries this, so the host can look for survivors.
 DAEMON_MARKER = "4242.4242"
 _SURVIVOR_WAIT_S = 10.0
@@ -394,6 +396,41 @@ CATALOGUE: tuple[Attack, ...] = (
         lambda o: o.status == "ok" and o.output == ["lo"],
     ),
     Attack(
+        "egress_proxy_refuses_the_rest",
+        "network",
+        "ok []",
+        _probe(
+            """
+            import requests
+            answered = 0
+            for url in ['http://169.254.169.254/latest/meta-data/', 'http://10.0.0.1/',
+                        'http://127.0.0.1:8080/', 'http://example.com/',
+                        'http://api.audit.invalid/', 'https://example.com/']:
+                try:
+                    status = requests.get(url, timeout=5).status_code
+                    answered += 1
+                    if status != 403:
+                        leaks.append(f'{url} answered {status}')
+                except requests.exceptions.ProxyError:
+                    pass
+                except requests.RequestException as exc:
+                    leaks.append(f'{url}: {type(exc).__name__} (not refused by the proxy)')
+            for target in [('169.254.169.254', 80), ('10.0.0.1', 80), ('8.8.8.8', 53)]:
+                try:
+                    socket.create_connection(target, timeout=2).close()
+                    leaks.append(f'direct connect to {target}')
+                except OSError:
+                    pass
+            if sorted(n for _, n in socket.if_nameindex()) != ['lo']:
+                leaks.append('has a network interface besides lo')
+            if answered != 5:
+                leaks.append(f'the proxy refused {answered} of 5 plain-HTTP requests')
+            """
+        ),
+        _clean,
+        Policy(egress=AUDIT_EGRESS_CEILING),
+    ),
+    Attack(
         "no_proxy_without_egress_policy",
         "network",
         "ok []",
@@ -754,6 +791,8 @@ def run_battery(settings: Settings, attacks: tuple[Attack, ...] = CATALOGUE) -> 
         store.create_all()
         runner = DockerRunner(settings)
         executor = Executor(settings, store, runner, HostCalls(settings))
+        with store.session() as s:
+            repo.set_org_policy(s, "audit", OrgPolicy(egress=AUDIT_EGRESS_CEILING))
         try:
             for i, attack in enumerate(attacks):
                 with store.session() as s:

@@ -10,9 +10,12 @@ from typing import Any
 
 import docker
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
-from actioncage.audit import CATALOGUE, Attack, Observed, no_survivors
+from actioncage.audit import AUDIT_EGRESS_CEILING, CATALOGUE, Attack, Observed, no_survivors
+from actioncage.models import OrgPolicy
+from actioncage.store import repo
 from tests.conftest import SESSION, TEST_LABEL
 
 pytestmark = pytest.mark.docker
@@ -21,7 +24,11 @@ _FINE = "def execute_action(context):\n    return context['args']['n'] + 1\n"
 
 
 def _policy(attack: Attack) -> dict[str, Any]:
-    wire = {"timeoutMs": attack.policy.timeout_ms, "memoryMb": attack.policy.memory_mb}
+    wire = {
+        "timeoutMs": attack.policy.timeout_ms,
+        "memoryMb": attack.policy.memory_mb,
+        "egress": list(attack.policy.egress) or None,
+    }
     return {k: v for k, v in wire.items() if v is not None}
 
 
@@ -58,12 +65,15 @@ def test_the_catalogue_covers_every_category() -> None:
 @pytest.mark.parametrize("attack", CATALOGUE, ids=lambda a: a.name)
 def test_attack_is_contained(
     attack: Attack,
+    app: Flask,
     client: FlaskClient,
     auth_headers: dict[str, str],
     make_action: Any,
     execute: Any,
     docker_client: docker.DockerClient,
 ) -> None:
+    with app.extensions["actioncage"].store.session() as s:
+        repo.set_org_policy(s, "default", OrgPolicy(egress=AUDIT_EGRESS_CEILING))
     conversation_id = None
     if attack.needs_conversation:
         resp = client.post("/v1/conversations", json={"id": "victim"}, headers=auth_headers)
