@@ -35,6 +35,10 @@ class Envelope:
     code: str
     context: dict[str, Any]
     limits: Limits
+    # Set in restricted mode: the modules the script may import (RestrictedPython compile).
+    restricted_imports: frozenset[str] | None = None
+    # Set for runs with egress: the proxy's unix socket, mounted by the control plane.
+    egress_socket: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,20 @@ def read_envelope(stdin: TextIO) -> Envelope:
         limits = Limits.from_json(raw.get("limits"))
     except ValueError as exc:
         raise EnvelopeError(f"envelope.{exc}") from None
-    return Envelope(code=code, context=context, limits=limits)
+    restricted = raw.get("restricted")
+    restricted_imports = None
+    if restricted is not None:
+        imports = restricted.get("imports") if isinstance(restricted, dict) else None
+        if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
+            raise EnvelopeError("envelope.restricted.imports must be a list of module names")
+        restricted_imports = frozenset(imports)
+    egress = raw.get("egress")
+    egress_socket = None
+    if egress is not None:
+        egress_socket = egress.get("socket") if isinstance(egress, dict) else None
+        if not isinstance(egress_socket, str) or not egress_socket.startswith("/"):
+            raise EnvelopeError("envelope.egress.socket must be an absolute path")
+    return Envelope(code, context, limits, restricted_imports, egress_socket)
 
 
 def run(stdin: TextIO, frames_out: TextIO, logs: TextIO | None = None) -> int:
@@ -94,12 +111,18 @@ def run(stdin: TextIO, frames_out: TextIO, logs: TextIO | None = None) -> int:
         print(f"actioncage_runtime: {exc}", file=logs or sys.stderr, flush=True)
         return EXIT_BAD_ENVELOPE
 
+    if envelope.egress_socket is not None:
+        from actioncage_runtime.egress import use_proxy
+
+        use_proxy(envelope.egress_socket)
     helpers = Helpers(envelope.context, envelope.limits, HostChannel(stdin, frames_out))
     saved_streams = sys.stdout, sys.stderr
     if logs is not None:
         sys.stdout = sys.stderr = logs
     try:
-        value, failure = execute(envelope.code, envelope.context, helpers)
+        value, failure = execute(
+            envelope.code, envelope.context, helpers, envelope.restricted_imports
+        )
     finally:
         script_streams = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = saved_streams
@@ -114,8 +137,14 @@ def run(stdin: TextIO, frames_out: TextIO, logs: TextIO | None = None) -> int:
     return EXIT_OK
 
 
-def execute(code: str, context: dict[str, Any], helpers: Helpers) -> tuple[Any, Failure | None]:
-    """Compile and run the script, then call its ``execute_action(context)``.
+def execute(
+    code: str,
+    context: dict[str, Any],
+    helpers: Helpers,
+    restricted_imports: frozenset[str] | None = None,
+) -> tuple[Any, Failure | None]:
+    """Compile and run the script, then call its ``execute_action(context)``. With
+    ``restricted_imports`` set, compile it with RestrictedPython and allow only those imports.
 
     Returns ``(value, None)`` with what execute_action returned, or ``(None, failure)`` when the
     script did not compile, raised, exited, or defines no execute_action.
@@ -132,7 +161,13 @@ def execute(code: str, context: dict[str, Any], helpers: Helpers) -> tuple[Any, 
     value: Any = None
     function: Any = None
     try:
-        compiled = compile(code, SCRIPT_FILENAME, "exec", dont_inherit=True)
+        if restricted_imports is None:
+            compiled = compile(code, SCRIPT_FILENAME, "exec", dont_inherit=True)
+        else:
+            from actioncage_runtime.restricted import compile_restricted, restricted_globals
+
+            compiled = compile_restricted(code, SCRIPT_FILENAME)
+            script_globals.update(restricted_globals(restricted_imports))
         exec(compiled, script_globals)
         function = script_globals.get("execute_action")
         if callable(function):

@@ -12,7 +12,7 @@ import urllib.parse
 
 import urllib3
 
-from actioncage.egress_guard import EgressGuard
+from actioncage.egress_guard import EgressGuard, guard_from_settings
 from actioncage.errors import EgressRefusedError, ValidationFailedError
 from actioncage.settings import Settings
 
@@ -32,7 +32,7 @@ class CallbackSender:
 
     def __init__(self, settings: Settings, guard: EgressGuard | None = None) -> None:
         self._settings = settings
-        self._guard = guard or EgressGuard(allowed_cidrs=settings.egress_allowed_cidr_list)
+        self._guard = guard or guard_from_settings(settings)
         self._closed = threading.Event()
 
     def check_url(self, url: object) -> str:

@@ -126,6 +126,68 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+_ORG_LIMITS = (
+    ("max_timeout_ms", int),
+    ("max_memory_mb", int),
+    ("max_cpus", float),
+    ("runs_per_minute", int),
+    ("concurrent_runs", int),
+)
+
+
+def _org_set_policy(args: argparse.Namespace, settings: Settings) -> int:
+    """Merge the given ceilings into the org's policy (0 clears one) and print the result."""
+    from dataclasses import asdict, replace
+
+    from actioncage.egress_guard import parse_patterns
+    from actioncage.models import OrgPolicy
+    from actioncage.store import Store, repo
+
+    store = Store(settings.database_url)
+    store.create_all()
+    with store.session() as s:
+        current = repo.find_org_policy(s, args.org) or OrgPolicy()
+        changes: dict[str, Any] = {}
+        for name, _ in _ORG_LIMITS:
+            value = getattr(args, name)
+            if value is not None:
+                if value < 0:
+                    raise ConfigError(f"--{name.replace('_', '-')} must be 0 (unset) or more")
+                changes[name] = value or None
+        if args.restricted is not None:
+            changes["restricted"] = args.restricted
+        if args.egress is not None:
+            entries = [e.strip() for e in args.egress.split(",") if e.strip()]
+            try:
+                changes["egress"] = tuple(str(p) for p in parse_patterns(entries))
+            except ValueError as exc:
+                raise ConfigError(f"--egress: {exc}") from exc
+        policy = repo.set_org_policy(s, args.org, replace(current, **changes))
+    print(json.dumps({"org": args.org, **asdict(policy)}, indent=2))
+    return 0
+
+
+def _org_show_policy(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import asdict
+
+    from actioncage.store import Store, repo
+
+    store = Store(settings.database_url)
+    store.create_all()
+    with store.session() as s:
+        policy = repo.find_org_policy(s, args.org)
+    print(json.dumps({"org": args.org, **(asdict(policy) if policy else {})}, indent=2))
+    return 0
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from actioncage.audit import print_table, run_battery
+
+    results = run_battery(settings)
+    print_table(results, sys.stdout)
+    return 0 if all(r.passed for r in results) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``actioncage`` console script."""
     parser = argparse.ArgumentParser(prog="actioncage")
@@ -151,6 +213,30 @@ def main(argv: list[str] | None = None) -> int:
     create = keys_sub.add_parser("create", help="create a key and print it once")
     create.add_argument("--org", required=True)
     create.set_defaults(func=_keys_create)
+    org = sub.add_parser("org", help="per-org policy (ceilings, limits, restricted mode)")
+    org_sub = org.add_subparsers(dest="org_command", required=True)
+    set_policy = org_sub.add_parser("set-policy", help="set the org's ceilings (0 clears one)")
+    set_policy.add_argument("org")
+    for name, type_ in _ORG_LIMITS:
+        set_policy.add_argument("--" + name.replace("_", "-"), type=type_, default=None)
+    set_policy.add_argument(
+        "--restricted",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compile the org's scripts with RestrictedPython",
+    )
+    set_policy.add_argument(
+        "--egress",
+        help="comma-separated host patterns the org's actions may ask for ('' clears)",
+    )
+    set_policy.set_defaults(func=_org_set_policy)
+    show_policy = org_sub.add_parser("show-policy", help="print the org's ceilings")
+    show_policy.add_argument("org")
+    show_policy.set_defaults(func=_org_show_policy)
+    audit = sub.add_parser(
+        "audit", help="run escape and abuse attempts against the live configuration"
+    )
+    audit.set_defaults(func=_audit)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -9,12 +9,14 @@ that changes between check and connect (rebinding) cannot slip through.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from actioncage.errors import EgressRefusedError
+from actioncage.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -164,3 +166,24 @@ class EgressGuard:
             raise EgressRefusedError(f"{host}: no addresses")
         checked = [self.check_address(a) for a in addresses]
         return checked[0]
+
+
+def guard_from_settings(settings: Settings) -> EgressGuard:
+    """The guard the operator configured: allowed CIDRs, fixed resolutions, own address.
+
+    Every outbound path (egress proxy, API actions, callbacks) uses this one guard.
+    """
+    cidrs = settings.egress_allowed_cidr_list
+    own = []
+    with contextlib.suppress(ValueError):
+        host = ipaddress.ip_address(settings.host)
+        if not host.is_loopback and not host.is_unspecified:
+            own.append(str(host))
+    fixed = {k.lower(): v for k, v in settings.egress_resolve.items()}
+
+    def resolve(name: str, port: int) -> list[str]:
+        if name.lower().rstrip(".") in fixed:
+            return [fixed[name.lower().rstrip(".")]]
+        return _system_resolver(name, port)
+
+    return EgressGuard(allowed_cidrs=cidrs, own_addresses=own, resolver=resolve)

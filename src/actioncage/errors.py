@@ -13,6 +13,7 @@ ActioncageError
 │   └── PolicyError        a limit asked beyond the operator's maximum
 ├── ConflictError          a unique name is taken
 │   └── IdempotencyInProgressError   the first call with this Idempotency-Key still runs
+├── RateLimitedError       an org or key is over its runs-per-minute or concurrency limit
 ├── SandboxError           the engine failed us; no run could be produced
 │   └── EngineUnavailableError   no engine answers at all
 ├── HostCallError          a host call (LLM, Sheets) failed or is not configured
@@ -80,6 +81,14 @@ class ConflictError(ActioncageError):
 
 class IdempotencyInProgressError(ConflictError):
     """The first call made with this Idempotency-Key has not answered yet."""
+
+
+class RateLimitedError(ActioncageError):
+    """An org or key is over a rate or concurrency limit; retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class SandboxError(ActioncageError):

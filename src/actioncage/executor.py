@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import logging
 import signal
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from actioncage.effects import EffectsInvalid, apply_effects, parse_effects
+from actioncage.egress_guard import guard_from_settings, parse_patterns
+from actioncage.egress_proxy import SOCKET_NAME, EgressProxy
 from actioncage.errors import SandboxError, ValidationFailedError
 from actioncage.host_calls import HostCalls
 from actioncage.http_actions import HttpActionRunner
@@ -26,11 +30,13 @@ from actioncage.models import (
     RunResult,
     RunStatus,
 )
+from actioncage.restricted import IMPORT_ALLOWLIST
 from actioncage.sandbox.docker_runner import DockerRunner
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
-from actioncage.sandbox.limits import effective_limits
+from actioncage.sandbox.limits import EGRESS_MOUNT, effective_limits, policy_hash
 from actioncage.settings import Settings
 from actioncage.store import Store, repo
+from actioncage.tenant_limits import TenantLimiter
 from actioncage.validation import args_problems
 
 log = logging.getLogger(__name__)
@@ -67,13 +73,19 @@ class Executor:
     """Runs actions for every front door; HTTP-free."""
 
     def __init__(
-        self, settings: Settings, store: Store, runner: DockerRunner, host_calls: HostCalls
+        self,
+        settings: Settings,
+        store: Store,
+        runner: DockerRunner,
+        host_calls: HostCalls,
+        limiter: TenantLimiter | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._runner = runner
         self._host_calls = host_calls
         self._http = HttpActionRunner(settings)
+        self._limiter = limiter or TenantLimiter(settings)
 
     def execute(
         self,
@@ -87,15 +99,27 @@ class Executor:
         """Run the action named by id or name and record the run.
 
         ``dry_run`` (the dashboard's test panel): effects are validated and returned, not
-        applied. Returns the RunResult (a failing script is an outcome). Raises ActionNotFoundError
-        or ConversationNotFoundError before anything runs.
+        applied. Returns the RunResult (a failing script is an outcome). Raises
+        ActionNotFoundError, ConversationNotFoundError or RateLimitedError before anything runs.
         """
         with self._store.session() as s:
             action = repo.get_action(s, org_id, action_ref)
             conversation = (
                 repo.get_conversation(s, org_id, conversation_id) if conversation_id else None
             )
-        return self.run_action(action, key_id, args, conversation, dry_run=dry_run)
+        with self.admit(org_id, key_id):
+            return self.run_action(action, key_id, args, conversation, dry_run=dry_run)
+
+    @contextmanager
+    def admit(self, org_id: str, key_id: str | None) -> Iterator[None]:
+        """Hold a run slot under the org's and the key's rate and concurrency limits.
+
+        Every front door runs inside one. Raises RateLimitedError (carrying Retry-After).
+        """
+        with self._store.session() as s:
+            org = repo.find_org_policy(s, org_id)
+        with self._limiter.admit(org_id, key_id, org):
+            yield
 
     def run_action(
         self,
@@ -113,6 +137,8 @@ class Executor:
         run_id = run_id or repo.new_id("run")
         started_at = repo.now()
         digest: str | None = None
+        hashed: str | None = None
+        egress: tuple[dict[str, Any], ...] = ()
         raw: RawOutcome | None = None
         api_logs: str | None = None
         problems = args_problems(action.parameters, args)
@@ -129,12 +155,26 @@ class Executor:
         elif action.type is not ActionType.PYTHON:
             raise ValidationFailedError(f"actions of type {action.type} cannot run yet", "type")
         else:
-            limits = effective_limits(action.policy, self._settings)
+            with self._store.session() as s:
+                org = repo.find_org_policy(s, action.org_id)
+            limits = effective_limits(action.policy, self._settings, org)
+            hashed = policy_hash(limits, self._settings)
+            proxy = self._egress_proxy(limits)
             try:
+                if proxy is not None:
+                    limits = replace(limits, egress_dir=proxy.start())
                 digest = self._runner.image_digest()
+                restricted = IMPORT_ALLOWLIST if org is not None and org.restricted else None
                 raw = self._runner.run(
                     run_id,
-                    build_envelope(action.code, args, conversation_context(conversation), limits),
+                    build_envelope(
+                        action.code,
+                        args,
+                        conversation_context(conversation),
+                        limits,
+                        restricted,
+                        None if proxy is None else f"{EGRESS_MOUNT}/{SOCKET_NAME}",
+                    ),
                     limits,
                     self._host_calls.answer,
                 )
@@ -142,9 +182,34 @@ class Executor:
             except SandboxError as exc:
                 log.warning("run %s: %s", run_id, exc)
                 outcome = _error(ErrorType.SANDBOX_ERROR, str(exc))
-        logs = raw_logs(raw) if api_logs is None else api_logs
+            except OSError as exc:  # the egress proxy could not listen
+                log.warning("run %s: egress proxy: %s", run_id, exc)
+                outcome = _error(ErrorType.SANDBOX_ERROR, f"egress proxy failed: {exc}")
+            finally:
+                if proxy is not None:
+                    egress = proxy.close()
         return self._record(
-            run_id, action, key_id, conversation, outcome, logs, started_at, digest, dry_run
+            run_id,
+            action,
+            key_id,
+            conversation,
+            outcome,
+            raw_logs(raw) if api_logs is None else api_logs,
+            started_at,
+            digest,
+            dry_run,
+            hashed,
+            egress,
+        )
+
+    def _egress_proxy(self, limits: EffectiveLimits) -> EgressProxy | None:
+        if not limits.egress:
+            return None
+        return EgressProxy(
+            parse_patterns(limits.egress),
+            guard_from_settings(self._settings),
+            self._settings.egress_dir,
+            refuse_ports_on_self=[self._settings.port],
         )
 
     def _record(
@@ -158,6 +223,8 @@ class Executor:
         started_at: datetime,
         digest: str | None,
         dry_run: bool = False,
+        hashed: str | None = None,
+        egress: tuple[dict[str, Any], ...] = (),
     ) -> RunResult:
         finished_at = repo.now()
         applied = (
@@ -183,6 +250,8 @@ class Executor:
             conversation_id=None if conversation is None else conversation.id,
             caller_key_id=key_id,
             image_digest=digest,
+            policy_hash=hashed,
+            egress=egress,
         )
         # Effects and the audit record land together or not at all.
         with self._store.session() as s:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from actioncage.egress_guard import EgressGuard
+from actioncage.egress_guard import EgressGuard, guard_from_settings
 from actioncage.errors import EgressRefusedError, PolicyError, ValidationFailedError
 from actioncage.models import ErrorType, RunError
 from actioncage.settings import Settings
@@ -333,7 +333,7 @@ class HttpActionRunner:
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self._settings = settings
-        self._guard = guard or EgressGuard(allowed_cidrs=settings.egress_allowed_cidr_list)
+        self._guard = guard or guard_from_settings(settings)
         # Verifies the chain against the system CAs and the name we were given, not the IP.
         self._tls = tls or ssl.create_default_context()
 

@@ -53,6 +53,9 @@ class Policy:
     timeout_ms: int | None = None
     memory_mb: int | None = None
     cpus: float | None = None
+    # Host patterns (``api.example.com``, ``*.example.com``, optional ``:port``) the run may
+    # reach through the egress proxy; empty: no network at all.
+    egress: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class EffectiveLimits:
     tmpfs_mb: int
     max_output_bytes: int
     max_host_calls: int
+    egress: tuple[str, ...] = ()
+    # The host directory holding this run's egress proxy socket, mounted read-only.
+    egress_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,24 @@ class RunResult:
     conversation_id: str | None
     caller_key_id: str | None
     image_digest: str | None
+    # sha256 of the effective sandbox settings the run ran under (limits, flags, seccomp).
+    policy_hash: str | None = None
+    # Every connection the run asked the egress proxy for: host, port, allowed, reason, bytes.
+    egress: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class OrgPolicy:
+    """The operator's ceilings for one org; ``None`` means "the operator-wide maximum"."""
+
+    max_timeout_ms: int | None = None
+    max_memory_mb: int | None = None
+    max_cpus: float | None = None
+    restricted: bool = False
+    runs_per_minute: int | None = None
+    concurrent_runs: int | None = None
+    # The host patterns this org's actions may ask for; empty: no egress at all.
+    egress: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

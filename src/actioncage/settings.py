@@ -61,6 +61,14 @@ class Settings:
     callback_timeout_ms: int = 5_000
     # How long an Idempotency-Key's answer is kept.
     idempotency_ttl_s: int = 24 * 3600
+    # Egress: fixed name resolutions (host=ip,...) used instead of DNS by every outbound path,
+    # and where the proxy's per-run socket dirs are made (a host path the engine can
+    # bind-mount; default: the system temp dir).
+    egress_resolve: dict[str, str] = field(default_factory=dict)
+    egress_dir: str | None = None
+    # Per API key, in this process (0: unlimited); per-org limits live in the org's policy.
+    key_runs_per_minute: int = 0
+    key_concurrent_runs: int = 0
     # Extra labels put on every container (tests mark theirs for cleanup).
     container_labels: dict[str, str] = field(default_factory=dict)
 
@@ -73,6 +81,8 @@ class Settings:
             ("tmpfs_mb", self.tmpfs_mb >= 1),
             ("max_output_bytes", self.max_output_bytes >= 1024),
             ("max_host_calls", self.max_host_calls >= 0),
+            ("key_runs_per_minute", self.key_runs_per_minute >= 0),
+            ("key_concurrent_runs", self.key_concurrent_runs >= 0),
             ("port", 0 <= self.port <= 65535),
             ("max_api_response_bytes", self.max_api_response_bytes >= 1024),
             ("egress_allowed_cidrs", _cidrs_ok(self.egress_allowed_cidrs)),
@@ -86,6 +96,11 @@ class Settings:
         for name, ok in checks:
             if not ok:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: value out of range")
+        try:
+            for address in self.egress_resolve.values():
+                ipaddress.ip_address(address)
+        except ValueError as exc:
+            raise ConfigError(f"{_PREFIX}EGRESS_RESOLVE: {exc}") from exc
 
     @property
     def egress_allowed_cidr_list(self) -> tuple[str, ...]:

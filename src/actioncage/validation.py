@@ -11,6 +11,10 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
 from actioncage.errors import InvalidCodeError, ValidationFailedError
+from actioncage.models import ActionType, OrgPolicy
+from actioncage.restricted import check_restricted
+from actioncage.sandbox.limits import check_policy
+from actioncage.settings import Settings
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$")
@@ -89,3 +93,12 @@ def args_problems(schema: dict[str, Any] | None, args: dict[str, Any]) -> list[s
         where = "/".join(str(p) for p in error.absolute_path) or "args"
         problems.append(f"{where}: {error.message}")
     return problems
+
+
+def check_org_rules(fields: dict[str, Any], settings: Settings, org: OrgPolicy | None) -> None:
+    """Refuse an action definition that breaks its org's rules: limits beyond the ceiling
+    (PolicyError), or, in a restricted org, code RestrictedPython refuses (InvalidCodeError).
+    Every path that saves an action calls this."""
+    check_policy(fields["policy"], settings, org)
+    if org is not None and org.restricted and fields["type"] is ActionType.PYTHON:
+        check_restricted(fields["code"])

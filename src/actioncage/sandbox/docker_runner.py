@@ -188,7 +188,11 @@ class DockerRunner:
         api = self._client()
         removed = 0
         try:
-            for c in api.containers(all=True, filters={"label": f"{MANAGED_LABEL}=true"}):
+            # Only containers carrying our extra labels too: parallel test sessions (or
+            # instances) sharing an engine must not sweep each other's live runs.
+            labels = [f"{MANAGED_LABEL}=true"]
+            labels += [f"{k}={v}" for k, v in self._settings.container_labels.items()]
+            for c in api.containers(all=True, filters={"label": labels}):
                 self._remove(api, c["Id"])
                 removed += 1
         except _ENGINE_ERRORS as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from actioncage.models import EffectiveLimits
@@ -19,9 +20,15 @@ RUNTIME_ERROR_TYPES = frozenset({"exception", "invalid_return", "output_limit", 
 
 
 def build_envelope(
-    code: str, args: dict[str, Any], conversation: dict[str, Any] | None, limits: EffectiveLimits
+    code: str,
+    args: dict[str, Any],
+    conversation: dict[str, Any] | None,
+    limits: EffectiveLimits,
+    restricted_imports: Iterable[str] | None = None,
+    egress_socket: str | None = None,
 ) -> bytes:
-    """The first stdin line: code, context and the limits the helpers enforce."""
+    """The first stdin line: code, context and the limits the helpers enforce; with
+    ``restricted_imports``, the script is compiled in restricted mode with that allowlist."""
     envelope = {
         "v": PROTOCOL_VERSION,
         "code": code,
@@ -34,6 +41,10 @@ def build_envelope(
             "maxMetadataValueBytes": MAX_METADATA_VALUE_BYTES,
         },
     }
+    if restricted_imports is not None:
+        envelope["restricted"] = {"imports": sorted(restricted_imports)}
+    if egress_socket is not None:
+        envelope["egress"] = {"socket": egress_socket}
     return json.dumps(envelope, separators=(",", ":")).encode() + b"\n"
 
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import replace
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+from actioncage.egress_guard import HostPattern, parse_patterns, pattern_within
 from actioncage.errors import PolicyError
-from actioncage.models import EffectiveLimits, Policy
+from actioncage.models import EffectiveLimits, OrgPolicy, Policy
 from actioncage.settings import Settings
 
 SANDBOX_UID = 10001
@@ -14,40 +20,97 @@ MANAGED_LABEL = "io.actioncage.managed"
 RUN_ID_LABEL = "io.actioncage.run-id"
 # Framing overhead the control plane tolerates on top of max_output_bytes before it kills.
 FRAME_ALLOWANCE_BYTES = 64 * 1024
+# Where a run with egress finds the proxy's socket (``proxy.sock``) inside the container.
+EGRESS_MOUNT = "/run/actioncage-egress"
+SECCOMP_PROFILE_PATH = Path(__file__).with_name("seccomp.json")
 
 
-def check_policy(policy: Policy, settings: Settings) -> Policy:
-    """The policy, if every limit it asks for is within the operator's maxima.
+@cache
+def seccomp_profile() -> str:
+    """Our seccomp profile (an allowlist stricter than Docker's default), as compact JSON."""
+    profile = json.loads(SECCOMP_PROFILE_PATH.read_text(encoding="utf-8"))
+    return json.dumps(profile, separators=(",", ":"), sort_keys=True)
+
+
+def seccomp_sha256() -> str:
+    """The sha256 of the profile exactly as it is handed to the engine."""
+    return hashlib.sha256(seccomp_profile().encode()).hexdigest()
+
+
+def _ceilings(settings: Settings, org: OrgPolicy | None) -> tuple[int, int, float, str]:
+    """The effective maxima (timeout, memory, cpus) and who set them, for messages."""
+    timeout, memory, cpus = settings.max_timeout_ms, settings.max_memory_mb, settings.max_cpus
+    if org is None:
+        return timeout, memory, cpus, "the operator's maximum"
+    return (
+        min(timeout, org.max_timeout_ms or timeout),
+        min(memory, org.max_memory_mb or memory),
+        min(cpus, org.max_cpus or cpus),
+        "the org's ceiling",
+    )
+
+
+def check_policy(policy: Policy, settings: Settings, org: OrgPolicy | None = None) -> Policy:
+    """The policy, if every limit it asks for is within the operator's maxima and the org's
+    ceiling.
 
     Raises PolicyError naming the field and the maximum.
     """
-    if policy.timeout_ms is not None and not 1 <= policy.timeout_ms <= settings.max_timeout_ms:
+    max_timeout, max_memory, max_cpus, who = _ceilings(settings, org)
+    if policy.timeout_ms is not None and not 1 <= policy.timeout_ms <= max_timeout:
         raise PolicyError(
-            f"timeoutMs must be between 1 and {settings.max_timeout_ms}", field="timeoutMs"
+            f"timeoutMs must be between 1 and {max_timeout} ({who})", field="timeoutMs"
         )
-    if policy.memory_mb is not None and not 16 <= policy.memory_mb <= settings.max_memory_mb:
-        raise PolicyError(
-            f"memoryMb must be between 16 and {settings.max_memory_mb}", field="memoryMb"
-        )
-    if policy.cpus is not None and not 0.01 <= policy.cpus <= settings.max_cpus:
-        raise PolicyError(f"cpus must be between 0.01 and {settings.max_cpus}", field="cpus")
+    if policy.memory_mb is not None and not 16 <= policy.memory_mb <= max_memory:
+        raise PolicyError(f"memoryMb must be between 16 and {max_memory} ({who})", field="memoryMb")
+    if policy.cpus is not None and not 0.01 <= policy.cpus <= max_cpus:
+        raise PolicyError(f"cpus must be between 0.01 and {max_cpus} ({who})", field="cpus")
+    ceiling = parse_patterns(org.egress) if org is not None else ()
+    for pattern in parse_patterns(policy.egress):
+        if not pattern_within(pattern, ceiling):
+            raise PolicyError(
+                f"egress {pattern} is outside the org's ceiling "
+                f"({', '.join(map(str, ceiling)) or 'no egress allowed'})",
+                field="policy.egress",
+            )
     return policy
 
 
-def effective_limits(policy: Policy, settings: Settings) -> EffectiveLimits:
-    """The limits a run gets: the action's ask, else the default, clamped to the maxima."""
+def effective_limits(
+    policy: Policy, settings: Settings, org: OrgPolicy | None = None
+) -> EffectiveLimits:
+    """The limits a run gets: the action's ask, else the default, clamped to the maxima and
+    to the org's ceiling (which may have been lowered since the action was saved)."""
+    max_timeout, max_memory, max_cpus, _ = _ceilings(settings, org)
     timeout_ms = policy.timeout_ms or settings.default_timeout_ms
     memory_mb = policy.memory_mb or settings.default_memory_mb
     cpus = policy.cpus or settings.default_cpus
     return EffectiveLimits(
-        timeout_ms=min(timeout_ms, settings.max_timeout_ms),
-        memory_mb=min(memory_mb, settings.max_memory_mb),
-        cpus=min(cpus, settings.max_cpus),
+        timeout_ms=min(timeout_ms, max_timeout),
+        memory_mb=min(memory_mb, max_memory),
+        cpus=min(cpus, max_cpus),
         pids=settings.pids_limit,
         tmpfs_mb=settings.tmpfs_mb,
         max_output_bytes=settings.max_output_bytes,
         max_host_calls=settings.max_host_calls,
+        egress=_egress_within(policy.egress, org),
     )
+
+
+def _egress_within(asked: tuple[str, ...], org: OrgPolicy | None) -> tuple[str, ...]:
+    """The action's egress patterns still inside the org's ceiling (it may have shrunk)."""
+    ceiling = parse_patterns(org.egress) if org is not None else ()
+    return tuple(p for p in asked if pattern_within(HostPattern.parse(p), ceiling))
+
+
+def policy_hash(limits: EffectiveLimits, settings: Settings) -> str:
+    """sha256 of everything a run is confined by: its limits and the full container options
+    (seccomp profile inline), canonical JSON. Stored on each run's audit record."""
+    # The socket directory differs per run; what confines the run is that there is one.
+    limits = replace(limits, egress_dir="<per-run>" if limits.egress_dir else None)
+    document = {"limits": limits.__dict__, "container": container_options(limits, settings)}
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def container_options(limits: EffectiveLimits, settings: Settings) -> dict[str, Any]:
@@ -66,7 +129,7 @@ def container_options(limits: EffectiveLimits, settings: Settings) -> dict[str, 
         "read_only": True,
         "tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={limits.tmpfs_mb}m,mode=1777"},
         "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges"],
+        "security_opt": ["no-new-privileges", f"seccomp={seccomp_profile()}"],
         "ipc_mode": "private",
         "privileged": False,
         "ulimits": [
@@ -79,6 +142,9 @@ def container_options(limits: EffectiveLimits, settings: Settings) -> dict[str, 
     }
     if settings.docker_runtime:
         host_config["runtime"] = settings.docker_runtime
+    if limits.egress_dir is not None:
+        # Still no network: the only way out is the proxy's unix socket, mounted read-only.
+        host_config["binds"] = {limits.egress_dir: {"bind": EGRESS_MOUNT, "mode": "ro"}}
     return {
         "command": COMMAND,
         "user": f"{SANDBOX_UID}:{SANDBOX_UID}",
@@ -92,7 +158,24 @@ def container_options(limits: EffectiveLimits, settings: Settings) -> dict[str, 
     }
 
 
-def policy_description(settings: Settings) -> dict[str, Any]:
-    """The default container options, for operators and auditors to read."""
-    limits = effective_limits(Policy(), settings)
-    return {"limits": limits.__dict__, "container": container_options(limits, settings)}
+def policy_description(settings: Settings, org: OrgPolicy | None = None) -> dict[str, Any]:
+    """The effective sandbox settings of a run with the default policy, for auditors to read:
+    the limits, every container option, the seccomp profile's sha256 and the policy hash
+    runs with these limits record. The profile itself is shown by hash, not inline.
+    """
+    limits = effective_limits(Policy(), settings, org)
+    container = container_options(limits, settings)
+    host_config = dict(container["host_config"])
+    host_config["security_opt"] = [
+        "seccomp=sha256:" + seccomp_sha256() if o.startswith("seccomp=") else o
+        for o in host_config["security_opt"]
+    ]
+    container["host_config"] = host_config
+    max_timeout, max_memory, max_cpus, _ = _ceilings(settings, org)
+    return {
+        "limits": dict(limits.__dict__),
+        "maxima": {"timeout_ms": max_timeout, "memory_mb": max_memory, "cpus": max_cpus},
+        "container": container,
+        "seccomp_sha256": seccomp_sha256(),
+        "policy_hash": policy_hash(limits, settings),
+    }

@@ -29,6 +29,7 @@ from actioncage.models import (
     ErrorType,
     IdempotentResponse,
     InvocationTrigger,
+    OrgPolicy,
     Policy,
     RunError,
     RunResult,
@@ -40,6 +41,7 @@ from actioncage.store.schema import (
     ApiKeyRow,
     ConversationRow,
     IdempotencyRow,
+    OrgPolicyRow,
     OrgRow,
     RunRow,
 )
@@ -105,7 +107,7 @@ def _action(row: ActionRow, version: ActionVersionRow) -> Action:
         type=ActionType(version.type),
         code=version.code,
         parameters=version.parameters,
-        policy=Policy(**version.policy),
+        policy=_policy(version.policy),
         description=version.description,
         created_by=row.created_by,
         created_at=_aware(row.created_at),
@@ -117,6 +119,10 @@ def _action(row: ActionRow, version: ActionVersionRow) -> Action:
         user_error_text=version.user_error_text,
         invocation_trigger=InvocationTrigger(version.invocation_trigger or "user_query"),
     )
+
+
+def _policy(stored: dict[str, Any]) -> Policy:
+    return Policy(**{**stored, "egress": tuple(stored.get("egress") or ())})
 
 
 def _version_row(
@@ -135,6 +141,7 @@ def _version_row(
             "timeout_ms": policy.timeout_ms,
             "memory_mb": policy.memory_mb,
             "cpus": policy.cpus,
+            "egress": list(policy.egress),
         },
         description=fields["description"],
         created_by=key_id,
@@ -353,6 +360,8 @@ def add_run(session: Session, run: RunResult) -> None:
             started_at=run.started_at,
             finished_at=run.finished_at,
             image_digest=run.image_digest,
+            policy_hash=run.policy_hash,
+            egress=list(run.egress),
         )
     )
     session.flush()
@@ -401,6 +410,10 @@ def get_run(session: Session, org_id: str, run_id: str) -> RunResult:
     row = session.get(RunRow, run_id)
     if row is None or row.org_id != org_id:
         raise RunNotFoundError(f"no run {run_id!r}")
+    return _run(row)
+
+
+def _run(row: RunRow) -> RunResult:
     error = None
     if row.error_type is not None:
         error = RunError(
@@ -429,6 +442,8 @@ def get_run(session: Session, org_id: str, run_id: str) -> RunResult:
         conversation_id=row.conversation_id,
         caller_key_id=row.caller_key_id,
         image_digest=row.image_digest,
+        policy_hash=row.policy_hash,
+        egress=tuple(row.egress or ()),
     )
 
 
@@ -533,3 +548,68 @@ def release_idempotency_key(session: Session, org_id: str, key: str) -> None:
     if row is not None and row.status_code is None:
         session.delete(row)
         session.flush()
+
+
+def list_runs(
+    session: Session,
+    org_id: str,
+    action_id: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    before: tuple[datetime, str] | None = None,
+) -> list[RunResult]:
+    """The org's runs, newest first, optionally for one action or status.
+
+    ``before`` is the (started_at, id) of the last run of the previous page: keyset paging,
+    so runs recorded meanwhile neither repeat nor go missing.
+    """
+    query = select(RunRow).where(RunRow.org_id == org_id)
+    if action_id is not None:
+        query = query.where(RunRow.action_id == action_id)
+    if status is not None:
+        query = query.where(RunRow.status == status)
+    if before is not None:
+        started, run_id = before
+        query = query.where(
+            (RunRow.started_at < started) | ((RunRow.started_at == started) & (RunRow.id < run_id))
+        )
+    query = query.order_by(RunRow.started_at.desc(), RunRow.id.desc()).limit(limit)
+    return [_run(row) for row in session.scalars(query).all()]
+
+
+# --- org policies --------------------------------------------------------------------------
+
+
+def find_org_policy(session: Session, org_id: str) -> OrgPolicy | None:
+    """The operator's ceilings for the org, or None when none were set."""
+    row = session.get(OrgPolicyRow, org_id)
+    if row is None:
+        return None
+    return OrgPolicy(
+        max_timeout_ms=row.max_timeout_ms,
+        max_memory_mb=row.max_memory_mb,
+        max_cpus=row.max_cpus,
+        restricted=row.restricted,
+        runs_per_minute=row.runs_per_minute,
+        concurrent_runs=row.concurrent_runs,
+        egress=tuple(row.egress or ()),
+    )
+
+
+def set_org_policy(session: Session, org_id: str, policy: OrgPolicy) -> OrgPolicy:
+    """Store the org's ceilings (replacing any). Returns them."""
+    ensure_org(session, org_id)
+    row = session.get(OrgPolicyRow, org_id)
+    if row is None:
+        row = OrgPolicyRow(org_id=org_id)
+        session.add(row)
+    row.max_timeout_ms = policy.max_timeout_ms
+    row.max_memory_mb = policy.max_memory_mb
+    row.max_cpus = policy.max_cpus
+    row.restricted = policy.restricted
+    row.runs_per_minute = policy.runs_per_minute
+    row.concurrent_runs = policy.concurrent_runs
+    row.egress = list(policy.egress)
+    row.updated_at = now()
+    session.flush()
+    return policy

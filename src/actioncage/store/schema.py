@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -104,6 +104,23 @@ class RunRow(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     image_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    policy_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    egress: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class OrgPolicyRow(Base):
+    """The operator's ceilings for one org (no row: the operator-wide maxima apply)."""
+
+    __tablename__ = "org_policies"
+    org_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    max_timeout_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_memory_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_cpus: Mapped[float | None] = mapped_column(Float, nullable=True)
+    restricted: Mapped[bool] = mapped_column(Boolean, default=False)
+    runs_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    concurrent_runs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    egress: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class IdempotencyRow(Base):

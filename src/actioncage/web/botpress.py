@@ -19,6 +19,7 @@ from actioncage.triggers import run_triggered
 from actioncage.validation import CONVERSATION_ID_RE
 from actioncage.web import calls
 from actioncage.web.auth import current_key, require_key
+from actioncage.web.errors import error_headers
 
 bp = Blueprint("botpress", __name__, url_prefix="/v1/chat")
 bp.before_request(require_key)
@@ -33,6 +34,7 @@ _TYPES: list[tuple[type[errors.ActioncageError], int, str]] = [
     (errors.ValidationFailedError, 400, "InvalidPayload"),
     (errors.ConflictError, 409, "ResourceLockedConflict"),
     (errors.BusyError, 429, "RateLimited"),
+    (errors.RateLimitedError, 429, "RateLimited"),
 ]
 
 
@@ -41,11 +43,11 @@ def _body(status: int, type_: str, message: str) -> dict[str, Any]:
 
 
 @bp.errorhandler(errors.ActioncageError)
-def _error(exc: errors.ActioncageError) -> tuple[Response, int]:
+def _error(exc: errors.ActioncageError) -> tuple[Response, int, dict[str, str]]:
     for cls, status, type_ in _TYPES:
         if isinstance(exc, cls):
-            return jsonify(_body(status, type_, str(exc))), status
-    return jsonify(_body(500, "Internal", "internal error")), 500
+            return jsonify(_body(status, type_, str(exc))), status, error_headers(exc)
+    return jsonify(_body(500, "Internal", "internal error")), 500, {}
 
 
 @bp.errorhandler(HTTPException)
@@ -113,7 +115,8 @@ def call_action() -> tuple[Response, int]:
             ):
                 with c.store.session() as s:
                     conversation = repo.get_conversation(s, key.org_id, conversation_id)
-        run = c.executor.run_action(action, key.id, args, conversation)
+        with c.executor.admit(key.org_id, key.id):
+            run = c.executor.run_action(action, key.id, args, conversation)
         if run.status is not RunStatus.OK:
             return _run_error(run)
         output = run.output if isinstance(run.output, dict) else {"result": run.output}

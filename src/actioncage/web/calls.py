@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 from flask import current_app, request
@@ -105,6 +106,9 @@ def run_with_wait(
         c.callbacks.check_url(callback_url)
         with c.store.session() as s:
             secret = repo.webhook_secret(s, key.org_id)
+    # The slot is taken now, so a caller over its limits hears 429, and freed when the job ends.
+    slot = ExitStack()
+    slot.enter_context(c.executor.admit(key.org_id, key.id))
     run_id = repo.new_id("run")
     conversation_id = None if conversation is None else conversation.id
     with c.store.session() as s:
@@ -112,7 +116,8 @@ def run_with_wait(
     executor, callbacks, background = c.executor, c.callbacks, c.background
 
     def job() -> RunResult:
-        run: RunResult = executor.run_action(action, key.id, args, conversation, run_id=run_id)
+        with slot:
+            run: RunResult = executor.run_action(action, key.id, args, conversation, run_id=run_id)
         if callback_url is not None and secret is not None:
             body = json.dumps(wire.run_out(run), separators=(",", ":")).encode()
 
@@ -130,6 +135,7 @@ def run_with_wait(
     try:
         future = c.background.submit(job)
     except BaseException:
+        slot.close()
         with c.store.session() as s:
             repo.discard_running_run(s, key.org_id, run_id)
         raise

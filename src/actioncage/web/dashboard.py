@@ -34,9 +34,9 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from actioncage.errors import AuthError, ValidationFailedError
 from actioncage.models import Action, ActionType, ErrorType
-from actioncage.sandbox.limits import check_policy
 from actioncage.settings import Settings
 from actioncage.store import repo
+from actioncage.validation import check_org_rules
 from actioncage.web import wire
 from actioncage.web.auth import current_key
 
@@ -206,8 +206,8 @@ def ui_create() -> tuple[Response, int]:
     fields = wire.action_fields(
         wire.json_body(), None, c.settings.max_code_bytes, c.settings.max_timeout_ms
     )
-    check_policy(fields["policy"], c.settings)
     with c.store.session() as s:
+        check_org_rules(fields, c.settings, repo.find_org_policy(s, key.org_id))
         action = repo.create_action(s, key.org_id, key.id, fields)
     return jsonify(wire.action_out(action)), 201
 
@@ -221,7 +221,7 @@ def ui_update(action_id: str) -> Response:
         fields = wire.action_fields(
             body, current, c.settings.max_code_bytes, c.settings.max_timeout_ms
         )
-        check_policy(fields["policy"], c.settings)
+        check_org_rules(fields, c.settings, repo.find_org_policy(s, key.org_id))
         action = repo.update_action(s, key.org_id, current.id, key.id, fields)
     return jsonify(wire.action_out(action))
 

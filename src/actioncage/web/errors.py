@@ -21,6 +21,7 @@ STATUS: list[tuple[type[errors.ActioncageError], int, str]] = [
     (errors.PolicyError, 422, "policy_violation"),
     (errors.ValidationFailedError, 422, "validation_failed"),
     (errors.ConflictError, 409, "conflict"),
+    (errors.RateLimitedError, 429, "rate_limited"),
     (errors.EngineUnavailableError, 503, "engine_unavailable"),
     (errors.SandboxError, 503, "sandbox_error"),
     (errors.HostCallError, 502, "host_call_failed"),
@@ -55,6 +56,13 @@ def _json(body: dict[str, Any], status: int) -> Response:
     return response
 
 
+def error_headers(exc: errors.ActioncageError) -> dict[str, str]:
+    """Headers an error answer carries whatever its protocol (Retry-After on 429)."""
+    if isinstance(exc, errors.RateLimitedError):
+        return {"Retry-After": str(exc.retry_after_s)}
+    return {}
+
+
 def register(app: Flask) -> None:
     """Install the JSON handlers for domain errors, HTTP errors and everything else."""
 
@@ -63,7 +71,9 @@ def register(app: Flask) -> None:
         status, _ = status_for(exc)
         if status >= 500:
             log.error("request failed: %s", exc)
-        return _json(error_body(exc), status)
+        response = _json(error_body(exc), status)
+        response.headers.update(error_headers(exc))
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

@@ -353,6 +353,7 @@ def openapi_document() -> dict[str, Any]:
                         "startedAt": {"type": "string", "format": "date-time"},
                         "finishedAt": {"type": "string", "format": "date-time"},
                         "imageDigest": {"type": "string", "nullable": True},
+                        "policyHash": {"type": "string", "nullable": True},
                         "callerKeyId": {"type": "string", "nullable": True},
                     },
                 },
@@ -449,6 +450,7 @@ def openapi_document() -> dict[str, Any]:
                         "503": _json(_ref("Run"), "No run could be produced (sandbox_error)"),
                         "202": _json(_WAITING, "Still running after waitMs"),
                         "409": {"$ref": "#/components/responses/Error"},
+                        "429": {"$ref": "#/components/responses/Error"},
                     },
                     "ExecuteRequest",
                     parameters=[_IDEMPOTENCY_KEY],
@@ -471,6 +473,41 @@ def openapi_document() -> dict[str, Any]:
             "/v1/runs/{runId}": {
                 "parameters": [_path_param("runId")],
                 "get": _op("Get a run's audit record", {"200": _json(_ref("Run"), "The run")}),
+            },
+            "/v1/runs": {
+                "get": {
+                    **_op(
+                        "List runs, newest first (filters and keyset paging)",
+                        {
+                            "200": _json(
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "runs": {"type": "array", "items": _ref("Run")},
+                                        "nextCursor": {"type": "string", "nullable": True},
+                                    },
+                                },
+                                "A page of runs",
+                            )
+                        },
+                    ),
+                    "parameters": [
+                        {"name": n, "in": "query", "required": False, "schema": {"type": t}}
+                        for n, t in (
+                            ("actionId", "string"),
+                            ("status", "string"),
+                            ("limit", "integer"),
+                            ("cursor", "string"),
+                        )
+                    ],
+                },
+            },
+            "/v1/policy": {
+                "get": _op(
+                    "The effective sandbox settings: container flags, seccomp hash, image "
+                    "digest, limits and the org's ceiling",
+                    {"200": _json({"type": "object"}, "The policy")},
+                ),
             },
         },
     }

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from actioncage import triggers
 from actioncage.callbacks import SIGNATURE_HEADER
 from actioncage.models import InvocationTrigger, RunResult
-from actioncage.sandbox.limits import check_policy
+from actioncage.sandbox.limits import policy_description
 from actioncage.store import repo
+from actioncage.validation import check_org_rules
 from actioncage.web import calls, wire
 from actioncage.web.auth import current_key, require_key
 
@@ -32,8 +33,8 @@ def create_action() -> tuple[Response, int]:
     fields = wire.action_fields(
         wire.json_body(), None, c.settings.max_code_bytes, c.settings.max_timeout_ms
     )
-    check_policy(fields["policy"], c.settings)
     with c.store.session() as s:
+        check_org_rules(fields, c.settings, repo.find_org_policy(s, key.org_id))
         action = repo.create_action(s, key.org_id, key.id, fields)
     return jsonify(wire.action_out(action)), 201
 
@@ -63,7 +64,7 @@ def update_action(action_id: str) -> Response:
         fields = wire.action_fields(
             body, current, c.settings.max_code_bytes, c.settings.max_timeout_ms
         )
-        check_policy(fields["policy"], c.settings)
+        check_org_rules(fields, c.settings, repo.find_org_policy(s, key.org_id))
         action = repo.update_action(s, key.org_id, current.id, key.id, fields)
     return jsonify(wire.action_out(action))
 
@@ -162,3 +163,27 @@ def get_run(run_id: str) -> Response:
     with _components().store.session() as s:
         run = repo.get_run(s, key.org_id, run_id)
     return jsonify(wire.run_out(run))
+
+
+@bp.get("/runs")
+def list_runs() -> Response:
+    key = current_key()
+    query = wire.runs_query(request.args.to_dict())
+    with _components().store.session() as s:
+        runs = repo.list_runs(s, key.org_id, **query)
+    more = len(runs) == query["limit"]
+    return jsonify(
+        {
+            "runs": [wire.run_out(r) for r in runs],
+            "nextCursor": wire.runs_cursor(runs[-1]) if more else None,
+        }
+    )
+
+
+@bp.get("/policy")
+def get_policy() -> Response:
+    c, key = _components(), current_key()
+    with c.store.session() as s:
+        org = repo.find_org_policy(s, key.org_id)
+    description = policy_description(c.settings, org)
+    return jsonify(wire.policy_out(description, org, c.runner.image_digest()))

@@ -28,7 +28,7 @@ from actioncage.triggers import run_triggered
 from actioncage.validation import CONVERSATION_ID_RE
 from actioncage.web import calls
 from actioncage.web.auth import authenticate, current_key, key_from_request
-from actioncage.web.errors import status_for
+from actioncage.web.errors import error_headers, status_for
 
 bp = Blueprint("rasa", __name__)
 
@@ -52,14 +52,15 @@ def _auth() -> None:
 
 
 @bp.errorhandler(errors.ActioncageError)
-def _error(exc: errors.ActioncageError) -> tuple[Response, int]:
+def _error(exc: errors.ActioncageError) -> tuple[Response, int, dict[str, str]]:
     if isinstance(exc, DomainNeededError):
         status = 449
     elif isinstance(exc, RasaRejectedError):
         status = 400
     else:
         status, _ = status_for(exc)
-    return jsonify({"error": str(exc), "action_name": g.get("rasa_action_name")}), status
+    body = {"error": str(exc), "action_name": g.get("rasa_action_name")}
+    return jsonify(body), status, error_headers(exc)
 
 
 @bp.get("/actions")
@@ -96,7 +97,8 @@ def webhook() -> tuple[Response, int]:
 
     def answer() -> calls.Answer:
         conversation = _conversation(key.org_id, key.id, sender_id, tracker)
-        run = c.executor.run_action(action, key.id, _args(action, tracker), conversation)
+        with c.executor.admit(key.org_id, key.id):
+            run = c.executor.run_action(action, key.id, _args(action, tracker), conversation)
         return _response(action, run, domain), 200
 
     out, status, _ = calls.idempotent(f"rasa:{name}", body, answer)

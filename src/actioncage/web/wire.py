@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Any
 
 from flask import request
 
 from actioncage import http_actions
+from actioncage.egress_guard import parse_patterns
 from actioncage.errors import BadRequestError, ValidationFailedError
 from actioncage.models import (
     Action,
     ActionType,
     Conversation,
     InvocationTrigger,
+    OrgPolicy,
     Policy,
     RunResult,
     RunStatus,
@@ -168,7 +171,7 @@ def policy(raw: Any) -> Policy:
         return Policy()
     if not isinstance(raw, dict):
         raise ValidationFailedError("policy must be an object", field="policy")
-    _unknown(raw, set(_POLICY_FIELDS), "policy.")
+    _unknown(raw, {*_POLICY_FIELDS, "egress"}, "policy.")
     values: dict[str, Any] = {}
     for wire_name, name in _POLICY_FIELDS.items():
         value = raw.get(wire_name)
@@ -180,7 +183,19 @@ def policy(raw: Any) -> Policy:
                 f"policy.{wire_name} must be a number", f"policy.{wire_name}"
             )
         values[name] = value
+    if raw.get("egress") is not None:
+        values["egress"] = egress_patterns(raw["egress"], "policy.egress")
     return Policy(**values)
+
+
+def egress_patterns(raw: Any, field: str) -> tuple[str, ...]:
+    """Host patterns, each checked and normalised. Raises ValidationFailedError."""
+    if not isinstance(raw, list) or len(raw) > 100 or not all(isinstance(p, str) for p in raw):
+        raise ValidationFailedError(f"{field} must be a list of at most 100 host patterns", field)
+    try:
+        return tuple(str(p) for p in parse_patterns(raw))
+    except ValueError as exc:
+        raise ValidationFailedError(f"{field}: {exc}", field) from exc
 
 
 def action_out(action: Action) -> dict[str, Any]:
@@ -195,9 +210,12 @@ def action_out(action: Action) -> dict[str, Any]:
         "description": action.description,
         "endpoint": http_actions.masked(action.endpoint),
         "policy": {
-            wire: getattr(action.policy, name)
-            for wire, name in _POLICY_FIELDS.items()
-            if getattr(action.policy, name) is not None
+            **{
+                wire: getattr(action.policy, name)
+                for wire, name in _POLICY_FIELDS.items()
+                if getattr(action.policy, name) is not None
+            },
+            **({"egress": list(action.policy.egress)} if action.policy.egress else {}),
         },
         "createdBy": action.created_by,
         "createdAt": iso(action.created_at),
@@ -270,6 +288,8 @@ def run_out(run: RunResult) -> dict[str, Any]:
         "startedAt": iso(run.started_at),
         "finishedAt": None if run.status is RunStatus.RUNNING else iso(run.finished_at),
         "imageDigest": run.image_digest,
+        "policyHash": run.policy_hash,
+        "egress": [dict(e) for e in run.egress],
         "callerKeyId": run.caller_key_id,
     }
 
@@ -277,6 +297,90 @@ def run_out(run: RunResult) -> dict[str, Any]:
 def run_ids(runs: list[RunResult]) -> list[dict[str, Any]]:
     """Short references to runs a call set off (triggers)."""
     return [{"runId": r.run_id, "actionId": r.action_id, "status": str(r.status)} for r in runs]
+
+
+_RUN_STATUSES = {"ok", "error"}
+MAX_RUNS_PAGE = 200
+
+
+def runs_query(query: dict[str, str]) -> dict[str, Any]:
+    """Filters and paging from ``GET /v1/runs?actionId=&status=&limit=&cursor=``.
+
+    Raises ValidationFailedError naming the parameter.
+    """
+    _unknown(query, {"actionId", "status", "limit", "cursor"})
+    status = query.get("status")
+    if status is not None and status not in _RUN_STATUSES:
+        raise ValidationFailedError("status must be 'ok' or 'error'", field="status")
+    raw_limit = query.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_RUNS_PAGE:
+        raise ValidationFailedError(f"limit must be 1-{MAX_RUNS_PAGE}", field="limit")
+    before = None
+    if "cursor" in query:
+        before = _decode_cursor(query["cursor"])
+    return {
+        "action_id": query.get("actionId") or None,
+        "status": status,
+        "limit": int(raw_limit),
+        "before": before,
+    }
+
+
+def runs_cursor(run: RunResult) -> str:
+    """The opaque cursor that continues a listing after ``run``."""
+    text = f"{run.started_at.isoformat()}|{run.run_id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        started, run_id = text.split("|", 1)
+        return datetime.fromisoformat(started), run_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationFailedError("cursor is not one this API gave out", "cursor") from exc
+
+
+def org_policy_out(org: OrgPolicy | None) -> dict[str, Any] | None:
+    if org is None:
+        return None
+    return {
+        "maxTimeoutMs": org.max_timeout_ms,
+        "maxMemoryMb": org.max_memory_mb,
+        "maxCpus": org.max_cpus,
+        "restricted": org.restricted,
+        "runsPerMinute": org.runs_per_minute,
+        "concurrentRuns": org.concurrent_runs,
+        "egress": list(org.egress),
+    }
+
+
+def policy_out(description: dict[str, Any], org: OrgPolicy | None, digest: str) -> dict[str, Any]:
+    """``GET /v1/policy``: the effective sandbox settings, container options as the engine
+    takes them (snake_case, as docker's API client names them)."""
+    limits = description["limits"]
+    maxima = description["maxima"]
+    return {
+        "limits": {
+            "timeoutMs": limits["timeout_ms"],
+            "memoryMb": limits["memory_mb"],
+            "cpus": limits["cpus"],
+            "pids": limits["pids"],
+            "tmpfsMb": limits["tmpfs_mb"],
+            "maxOutputBytes": limits["max_output_bytes"],
+            "maxHostCalls": limits["max_host_calls"],
+        },
+        "maxima": {
+            "timeoutMs": maxima["timeout_ms"],
+            "memoryMb": maxima["memory_mb"],
+            "cpus": maxima["cpus"],
+        },
+        "container": description["container"],
+        "seccompSha256": description["seccomp_sha256"],
+        "policyHash": description["policy_hash"],
+        "imageDigest": digest,
+        "orgPolicy": org_policy_out(org),
+    }
 
 
 # --- conversations -------------------------------------------------------------------------
