@@ -36,8 +36,7 @@ from actioncage.errors import AuthError, ValidationFailedError
 from actioncage.models import Action, ActionType, ErrorType
 from actioncage.settings import Settings
 from actioncage.store import repo
-from actioncage.validation import check_org_rules
-from actioncage.web import wire
+from actioncage.web import native, wire
 from actioncage.web.auth import current_key
 
 bp = Blueprint(
@@ -200,30 +199,18 @@ def run_page(run_id: str) -> str:
 # --- JSON endpoints the pages' script calls --------------------------------------------------
 
 
+# Saving goes through the API's own views: the same rules and answers, only the auth
+# (session cookie plus CSRF token) differs.
+
+
 @bp.post("/ui/actions")
 def ui_create() -> tuple[Response, int]:
-    c, key = _components(), current_key()
-    fields = wire.action_fields(
-        wire.json_body(), None, c.settings.max_code_bytes, c.settings.max_timeout_ms
-    )
-    with c.store.session() as s:
-        check_org_rules(fields, c.settings, repo.find_org_policy(s, key.org_id))
-        action = repo.create_action(s, key.org_id, key.id, fields)
-    return jsonify(wire.action_out(action)), 201
+    return native.create_action()
 
 
 @bp.patch("/ui/actions/<action_id>")
 def ui_update(action_id: str) -> Response:
-    c, key = _components(), current_key()
-    body = wire.json_body()
-    with c.store.session() as s:
-        current = repo.get_action(s, key.org_id, action_id)
-        fields = wire.action_fields(
-            body, current, c.settings.max_code_bytes, c.settings.max_timeout_ms
-        )
-        check_org_rules(fields, c.settings, repo.find_org_policy(s, key.org_id))
-        action = repo.update_action(s, key.org_id, current.id, key.id, fields)
-    return jsonify(wire.action_out(action))
+    return native.update_action(action_id)
 
 
 @bp.post("/ui/actions/<action_id>/test")
