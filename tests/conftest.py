@@ -74,6 +74,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "api_key": API_KEY,
         "container_labels": {TEST_LABEL: SESSION},
         "sandbox_image": IMAGE,
+        # The warm pool is off unless a test turns it on (tests/sandbox/test_pool.py).
+        "pool_size": 0,
     }
     values.update(overrides)
     return Settings(**values)

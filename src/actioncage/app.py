@@ -9,8 +9,13 @@ from flask import Flask
 
 from actioncage.executor import Executor
 from actioncage.host_calls import HostCalls
+from actioncage.metrics import Metrics
+from actioncage.models import Policy
 from actioncage.sandbox.docker_runner import DockerRunner
+from actioncage.sandbox.limits import container_options, effective_limits
+from actioncage.sandbox.pool import WarmPool
 from actioncage.settings import Settings
+from actioncage.slots import RunSlots
 from actioncage.store import Store, repo
 from actioncage.web import errors, meta, native
 
@@ -24,9 +29,14 @@ class Components:
     runner: DockerRunner
     host_calls: HostCalls
     executor: Executor
+    slots: RunSlots | None = None
+    metrics: Metrics | None = None
+    pool: WarmPool | None = None
 
     def close(self) -> None:
-        """Release the database pool and the engine connection."""
+        """Stop the warm pool, finish removals, release the database pool and the engine."""
+        if self.pool is not None:
+            self.pool.close()
         self.runner.close()
         self.store.dispose()
 
@@ -41,12 +51,21 @@ def create_app(settings: Settings | None = None) -> Flask:
             repo.create_key(s, "default", settings.api_key)
     runner = DockerRunner(settings)
     host_calls = HostCalls(settings)
+    slots = RunSlots(settings)
+    metrics = Metrics(runner, slots)
+    pool = None
+    if settings.pool_size > 0:
+        pool = runner.pool = WarmPool(settings, runner)
+        pool.start(container_options(effective_limits(Policy(), settings), settings))
     components = Components(
         settings=settings,
         store=store,
         runner=runner,
         host_calls=host_calls,
-        executor=Executor(settings, store, runner, host_calls),
+        executor=Executor(settings, store, runner, host_calls, slots=slots, metrics=metrics),
+        slots=slots,
+        metrics=metrics,
+        pool=pool,
     )
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes

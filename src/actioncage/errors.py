@@ -12,6 +12,7 @@ ActioncageError
 │   ├── InvalidCodeError   the script does not compile or lacks execute_action
 │   └── PolicyError        a limit asked beyond the operator's maximum
 ├── ConflictError          a unique name is taken
+├── OverloadedError        every run slot and queue place is taken; retry later
 ├── SandboxError           the engine failed us; no run could be produced
 │   └── EngineUnavailableError   no engine answers at all
 └── HostCallError          a host call (LLM, Sheets) failed or is not configured
@@ -74,6 +75,14 @@ class PolicyError(ValidationFailedError):
 
 class ConflictError(ActioncageError):
     """A unique value (an action name) is already taken."""
+
+
+class OverloadedError(ActioncageError):
+    """Every run slot and queue place is taken; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class SandboxError(ActioncageError):

@@ -13,6 +13,7 @@ from typing import Any
 from actioncage.effects import EffectsInvalid, apply_effects, parse_effects
 from actioncage.errors import SandboxError, ValidationFailedError
 from actioncage.host_calls import HostCalls
+from actioncage.metrics import Metrics
 from actioncage.models import (
     Action,
     ActionType,
@@ -29,6 +30,7 @@ from actioncage.sandbox.docker_runner import DockerRunner
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
 from actioncage.sandbox.limits import effective_limits
 from actioncage.settings import Settings
+from actioncage.slots import RunSlots
 from actioncage.store import Store, repo
 from actioncage.validation import args_problems
 
@@ -66,12 +68,20 @@ class Executor:
     """Runs actions for every front door; HTTP-free."""
 
     def __init__(
-        self, settings: Settings, store: Store, runner: DockerRunner, host_calls: HostCalls
+        self,
+        settings: Settings,
+        store: Store,
+        runner: DockerRunner,
+        host_calls: HostCalls,
+        slots: RunSlots | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._runner = runner
         self._host_calls = host_calls
+        self._slots = slots or RunSlots(settings)
+        self._metrics = metrics
 
     def execute(
         self,
@@ -114,12 +124,10 @@ class Executor:
             limits = effective_limits(action.policy, self._settings)
             try:
                 digest = self._runner.image_digest()
-                raw = self._runner.run(
-                    run_id,
-                    build_envelope(action.code, args, conversation_context(conversation), limits),
-                    limits,
-                    self._host_calls.answer,
-                )
+                line = build_envelope(action.code, args, conversation_context(conversation), limits)
+                # OverloadedError (no slot) passes through: no run is produced or recorded.
+                with self._slots.hold():
+                    raw = self._runner.run(run_id, line, limits, self._host_calls.answer)
                 outcome = classify(raw, limits, has_conversation=conversation is not None)
             except SandboxError as exc:
                 log.warning("run %s: %s", run_id, exc)
@@ -169,6 +177,8 @@ class Executor:
                     s, action.org_id, conversation.id, apply_effects(current, outcome.effects)
                 )
             repo.add_run(s, result)
+        if self._metrics is not None:
+            self._metrics.observe_run(result)
         return result
 
 

@@ -43,6 +43,18 @@ class Settings:
     host_call_timeout_ms: int = 10_000
     sheets_credentials_file: str | None = None
     sheets_base_url: str = "https://sheets.googleapis.com"
+    # Speed: a warm pool of single-use sandboxes per policy profile (0 turns it off), a cap
+    # on live containers, and bounded run slots with a bounded queue in front of them.
+    pool_size: int = 2
+    pool_starters: int = 3
+    pool_max_idle_s: float = 300.0
+    pool_ready_timeout_s: float = 20.0
+    pool_preload: str = "requests,holidays"
+    max_live_containers: int = 32
+    removal_queue_size: int = 256
+    max_concurrent_runs: int = 8
+    run_queue_size: int = 16
+    run_queue_wait_ms: int = 30_000
     # Extra labels put on every container (tests mark theirs for cleanup).
     container_labels: dict[str, str] = field(default_factory=dict)
 
@@ -56,6 +68,15 @@ class Settings:
             ("max_output_bytes", self.max_output_bytes >= 1024),
             ("max_host_calls", self.max_host_calls >= 0),
             ("port", 0 <= self.port <= 65535),
+            ("pool_size", self.pool_size >= 0),
+            ("pool_starters", self.pool_starters >= 1),
+            ("pool_max_idle_s", self.pool_max_idle_s > 0),
+            ("pool_ready_timeout_s", self.pool_ready_timeout_s > 0),
+            ("max_live_containers", self.max_live_containers >= 1),
+            ("removal_queue_size", self.removal_queue_size >= 1),
+            ("max_concurrent_runs", self.max_concurrent_runs >= 1),
+            ("run_queue_size", self.run_queue_size >= 0),
+            ("run_queue_wait_ms", self.run_queue_wait_ms >= 0),
         ]
         for name, ok in checks:
             if not ok:

@@ -21,6 +21,7 @@ STATUS: list[tuple[type[errors.ActioncageError], int, str]] = [
     (errors.PolicyError, 422, "policy_violation"),
     (errors.ValidationFailedError, 422, "validation_failed"),
     (errors.ConflictError, 409, "conflict"),
+    (errors.OverloadedError, 429, "overloaded"),
     (errors.EngineUnavailableError, 503, "engine_unavailable"),
     (errors.SandboxError, 503, "sandbox_error"),
     (errors.HostCallError, 502, "host_call_failed"),
@@ -62,7 +63,10 @@ def register(app: Flask) -> None:
         status, _ = status_for(exc)
         if status >= 500:
             log.error("request failed: %s", exc)
-        return _json(error_body(exc), status)
+        response = _json(error_body(exc), status)
+        if isinstance(exc, errors.OverloadedError):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
