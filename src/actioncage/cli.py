@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -39,11 +40,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Every queued run holds a server thread while it waits, plus a few for other routes.
     threads = args.threads or settings.max_concurrent_runs + settings.run_queue_size + 4
     log.info("actioncage serving on http://%s:%d (%d threads)", host, port, threads)
+    # SIGTERM ends the server loop like Ctrl-C, so the warm pool and removals are cleaned up.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         waitress.serve(app, host=host, port=port, threads=threads, ident="actioncage")
     finally:
         app.extensions["actioncage"].close()
     return 0
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
