@@ -10,7 +10,6 @@ from typing import Any
 
 from tests.runtime.harness import RUNTIME_DIR, envelope_line
 
-
 LOGS_END = "\x00actioncage:logs-end\x00"
 
 
