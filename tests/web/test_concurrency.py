@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.conftest import IMAGE, SESSION, TEST_LABEL
 from tests.test_cli import ACTIONCAGE, _env, _free_port
 
 pytestmark = pytest.mark.docker
@@ -115,3 +117,44 @@ def test_full_slots_and_queue_answer_429_with_retry_after(served: str) -> None:
         thread.join()
     assert sorted(r.json()["output"] for r in results) == ["fast", "slow", "slow"]
     assert "actioncage_runs_refused_total 1.0" in requests.get(f"{served}/metrics").text
+
+
+def test_serve_sweeps_leftovers_then_sigterm_removes_its_warm_pool(
+    tmp_path: Path, docker_client: Any
+) -> None:
+    case = uuid.uuid4().hex[:12]
+    labels = {TEST_LABEL: SESSION, "io.actioncage.case": case, "io.actioncage.managed": "true"}
+    leftover = docker_client.containers.create(IMAGE, labels=labels, network_disabled=True)
+    port = _free_port()
+    env = _env(
+        tmp_path,
+        ACTIONCAGE_PORT=str(port),
+        ACTIONCAGE_POOL_SIZE="2",
+        ACTIONCAGE_CONTAINER_LABELS=f"{TEST_LABEL}={SESSION},io.actioncage.case={case}",
+    )
+    proc = subprocess.Popen(
+        [*ACTIONCAGE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+    def ours() -> list[Any]:
+        return docker_client.containers.list(
+            all=True, filters={"label": f"io.actioncage.case={case}"}
+        )
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline and proc.poll() is None, "no warm pool came up"
+            try:
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                if 'actioncage_pool_ready{profile="default"} 2.0' in text:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        ids = {c.id for c in ours()}
+        assert leftover.id not in ids and len(ids) == 2
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+    assert ours() == []
