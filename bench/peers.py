@@ -42,7 +42,7 @@ def epicbox_runs(image: str, n: int, callers: int) -> dict[str, Any]:
 
     epicbox.configure(
         profiles=[
-            epicbox.Profile("python", image, user="10001", read_only=True, network_disabled=True)
+            epicbox.Profile("python", image, user="10001", read_only=False, network_disabled=True)
         ]
     )
     latencies: list[float] = []

@@ -66,6 +66,11 @@ class _LiveCollector(Collector):
         yield ready
         yield starting
         yield CounterMetricFamily(
+            "actioncage_pool_lean_starts",
+            "Warm sandboxes started without the preload because the pool was under pressure",
+            pool.lean_starts if pool is not None else 0,
+        )
+        yield CounterMetricFamily(
             "actioncage_cold_starts", "Runs that started a container cold", self._runner.cold_starts
         )
         yield CounterMetricFamily(

@@ -50,6 +50,7 @@ class Settings:
     pool_max_idle_s: float = 300.0
     pool_ready_timeout_s: float = 20.0
     pool_preload: str = "requests,holidays"
+    pool_pressure_window_s: float = 2.0
     max_live_containers: int = 32
     removal_queue_size: int = 256
     max_concurrent_runs: int = 8
@@ -72,6 +73,7 @@ class Settings:
             ("pool_starters", self.pool_starters >= 1),
             ("pool_max_idle_s", self.pool_max_idle_s > 0),
             ("pool_ready_timeout_s", self.pool_ready_timeout_s > 0),
+            ("pool_pressure_window_s", self.pool_pressure_window_s >= 0),
             ("max_live_containers", self.max_live_containers >= 1),
             ("removal_queue_size", self.removal_queue_size >= 1),
             ("max_concurrent_runs", self.max_concurrent_runs >= 1),

@@ -61,8 +61,8 @@ def _execute(client: FlaskClient, action_id: str) -> dict[str, Any]:
     return body
 
 
-def _action(client: FlaskClient, code: str, **fields: Any) -> str:
-    resp = client.post("/v1/actions", json={"name": "a", "code": code, **fields}, headers=HEADERS)
+def _action(client: FlaskClient, code: str, name: str = "a", **fields: Any) -> str:
+    resp = client.post("/v1/actions", json={"name": name, "code": code, **fields}, headers=HEADERS)
     assert resp.status_code == 201, resp.get_json()
     return str(resp.get_json()["id"])
 
@@ -174,3 +174,30 @@ def test_metrics_show_pool_and_runs(pool_app: Flask) -> None:
     assert 'actioncage_pool_ready{profile="default"}' in text
     assert "actioncage_run_duration_seconds_bucket" in text
     assert "actioncage_live_containers" in text and "actioncage_run_queue_depth 0.0" in text
+
+
+@pytest.mark.parametrize(
+    "pool_app", [{"pool_size": 1, "pool_pressure_window_s": 600}], indirect=True
+)
+def test_a_drained_pool_starts_lean_sandboxes_and_they_still_run(pool_app: Flask) -> None:
+    components = pool_app.extensions["actioncage"]
+    client = pool_app.test_client()
+    action = _action(client, "def execute_action(context):\n    return 5\n")
+    _wait_ready(pool_app)
+    # The second run finds the pool drained while its replacement starts: pressure.
+    assert [_execute(client, action)["output"] for _ in range(2)] == [5, 5]
+    assert components.runner.cold_starts == 1
+    _wait_ready(pool_app)
+    # This take's replacement starts within the pressure window: lean, without the preload.
+    assert _execute(client, action)["output"] == 5
+    assert _wait_for(lambda: components.pool.lean_starts >= 1)
+    _wait_ready(pool_app)
+    lean = _execute(
+        client,
+        _action(
+            client,
+            "import sys\ndef execute_action(context):\n    return 'requests' in sys.modules\n",
+            name="b",
+        ),
+    )
+    assert lean["output"] is False and components.runner.warm_starts == 3

@@ -126,12 +126,8 @@ def test_serve_sweeps_leftovers_then_sigterm_removes_its_warm_pool(
     labels = {TEST_LABEL: SESSION, "io.actioncage.case": case, "io.actioncage.managed": "true"}
     leftover = docker_client.containers.create(IMAGE, labels=labels, network_disabled=True)
     port = _free_port()
-    env = _env(
-        tmp_path,
-        ACTIONCAGE_PORT=str(port),
-        ACTIONCAGE_POOL_SIZE="2",
-        ACTIONCAGE_CONTAINER_LABELS=f"{TEST_LABEL}={SESSION},io.actioncage.case={case}",
-    )
+    env = _env(tmp_path, ACTIONCAGE_PORT=str(port), ACTIONCAGE_POOL_SIZE="2")
+    env["ACTIONCAGE_CONTAINER_LABELS"] = f"{TEST_LABEL}={SESSION},io.actioncage.case={case}"
     proc = subprocess.Popen(
         [*ACTIONCAGE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
