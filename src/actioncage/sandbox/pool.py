@@ -70,6 +70,7 @@ class WarmPool:
         self._pressure_window_s = settings.pool_pressure_window_s
         self._last_miss = float("-inf")
         self.lean_starts = 0
+        self._lean_ids: set[str] = set()  # ready sandboxes started without the preload
         self._cond = threading.Condition()
         self._profiles: dict[str, _Profile] = {}
         self._closed = False
@@ -103,6 +104,7 @@ class WarmPool:
             self._cond.notify_all()  # a taken or a new profile needs a replacement
             while profile.ready:
                 started = profile.ready.popleft()
+                self._lean_ids.discard(started.container_id)
                 if self._runner.is_alive(started):
                     return started
                 self._runner.discard(started)
@@ -170,9 +172,18 @@ class WarmPool:
 
     def _recycle_idle(self, now: float) -> list[StartedContainer]:
         old: list[StartedContainer] = []
+        # Once the pressure is over, lean sandboxes make way for preloaded ones.
+        calm = now - self._last_miss >= self._pressure_window_s
         for p in self._profiles.values():
-            while p.ready and now - p.ready[0].ready_at >= self._max_idle_s:
-                old.append(p.ready.popleft())
+            keep: collections.deque[StartedContainer] = collections.deque()
+            for started in p.ready:
+                stale = now - started.ready_at >= self._max_idle_s
+                if stale or (calm and started.container_id in self._lean_ids):
+                    self._lean_ids.discard(started.container_id)
+                    old.append(started)
+                else:
+                    keep.append(started)
+            p.ready = keep
         self.recycled += len(old)
         return old
 
@@ -223,6 +234,8 @@ class WarmPool:
             profile.starting -= 1
             if started is not None and not self._closed:
                 profile.ready.append(started)
+                if lean:
+                    self._lean_ids.add(started.container_id)
                 started = None
             self._cond.notify_all()
         if started is not None:  # closed while starting
