@@ -507,8 +507,21 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs per cell")
     parser.add_argument("--pool-size", type=int, default=4)
     parser.add_argument("--soak", type=int, default=0, help="also run N back-to-back runs for RSS")
+    parser.add_argument("--soak-only", action="store_true", help="only the soak; soak.json")
     parser.add_argument("--note", default="")
     args = parser.parse_args()
+    if args.soak_only:
+        tmp = BENCH / ".tmp" / RUN_LABEL
+        tmp.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        soaked = soak(tmp, args.soak or 5000, lambda line: print(line, flush=True))
+        soaked["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        soaked["duration_s"] = round(time.monotonic() - t0, 1)
+        soaked["note"] = args.note
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "soak.json").write_text(json.dumps(soaked, indent=2) + "\n")
+        print(json.dumps(soaked))
+        return 0
     n = args.runs or (10 if args.quick else 40)
     callers_list = [1, 4, 16]
     tmp = BENCH / ".tmp" / RUN_LABEL
