@@ -9,7 +9,7 @@ VENV = .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv engine image browser serve test lint clean
+.PHONY: help venv engine image browser serve test lint clean bench
 
 help:
 	@echo "make venv    create .venv and install actioncage[test] (when pyproject.toml changed)"
@@ -19,6 +19,7 @@ help:
 	@echo "make serve   run the control plane (ACTIONCAGE_HOST, ACTIONCAGE_PORT)"
 	@echo "make test    run pytest against the real engine and image (PYTEST_ARGS=...)"
 	@echo "make lint    ruff check, ruff format --check and mypy"
+	@echo "make bench   latency and throughput over HTTP vs its peers (BENCH_ARGS=--quick)"
 	@echo "make clean   remove .venv, var/ and build artefacts (not Docker images)"
 
 venv: $(VENV)/.installed
@@ -54,13 +55,24 @@ test: export TESTCONTAINERS_RYUK_DISABLED = true
 test: venv engine image browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+BENCH_ARGS ?=
+
+# The bench's peers (epicbox, rasa-sdk) live in their own venv, never in the project's.
+bench/.venv/.installed: bench/requirements.txt
+	$(PY) -m venv bench/.venv
+	bench/.venv/bin/python -m pip install --disable-pip-version-check -q -r bench/requirements.txt
+	touch $@
+
+bench: venv engine image bench/.venv/.installed
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 lint: venv
 	$(BIN)/ruff check src runtime tests
 	$(BIN)/ruff format --check src runtime tests
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) var sandbox-image/wheels sandbox-image/build build dist \
+	rm -rf $(VENV) bench/.venv bench/.tmp var sandbox-image/wheels sandbox-image/build build dist \
 		.pytest_cache .mypy_cache .ruff_cache
 	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d \
 		-prune -exec rm -rf {} +

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -55,7 +56,8 @@ def docker_client() -> Iterator[docker.DockerClient]:
     assert client is not None
     yield client
     for container in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={SESSION}"}):
-        container.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            container.remove(force=True)  # a served process's removal may still be finishing
     client.close()
 
 
@@ -74,6 +76,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "api_key": API_KEY,
         "container_labels": {TEST_LABEL: SESSION},
         "sandbox_image": IMAGE,
+        # The warm pool is off unless a test turns it on (tests/sandbox/test_pool.py).
+        "pool_size": 0,
     }
     values.update(overrides)
     return Settings(**values)
@@ -150,3 +154,17 @@ def run_code(make_action: Any, execute: Any) -> Any:
         return result
 
     return _run
+
+
+def session_containers(docker_client: docker.DockerClient, app: Flask | None = None) -> list[Any]:
+    """This session's sandbox containers (parallel sessions may share the engine).
+
+    Removal runs off the request path, so with an ``app`` first wait until its queued
+    removals are done.
+    """
+    if app is not None:
+        assert app.extensions["actioncage"].runner.remover.drain(timeout=30)
+    containers: list[Any] = docker_client.containers.list(
+        all=True, filters={"label": ["io.actioncage.managed=true", f"{TEST_LABEL}={SESSION}"]}
+    )
+    return containers

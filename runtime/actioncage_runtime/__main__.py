@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import importlib
 import json
 import linecache
 import os
@@ -18,6 +19,7 @@ from actioncage_runtime.helpers import Helpers, HostChannel, Limits, write_frame
 PROTOCOL_VERSION = 1
 MAX_ENVELOPE_BYTES = 8 * 1024 * 1024
 SCRIPT_FILENAME = "action.py"
+LOGS_END = b"\x00actioncage:logs-end\x00"
 EXIT_OK = 0
 EXIT_BAD_ENVELOPE = 2
 # Error frames are shrunk step by step until they fit in maxOutputBytes: (message, traceback).
@@ -216,11 +218,31 @@ def main() -> None:
         2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False
     )
 
+    preload(sys.argv[1:], frames_out)
     status = run(replies, frames_out)
     for stream in (sys.stdout, sys.stderr, frames_out):
         _flush_quietly(stream)
+    # Tells the control plane the logs are complete, so it need not wait for the exit.
+    with contextlib.suppress(OSError):
+        os.write(2, LOGS_END)
     # Exit without waiting for threads the script left behind or running its atexit hooks.
     os._exit(status)
+
+
+def preload(argv: list[str], frames_out: TextIO) -> None:
+    """In a warm sandbox (``--preload mod1,mod2``), import those modules, then say ready.
+
+    The control plane hands a warm sandbox to a run only after its ``{"type": "ready"}`` frame,
+    so a run never waits on these imports. A module that fails to import is skipped: the
+    script then gets the same ImportError a cold sandbox would give it.
+    """
+    # The image's entrypoint may repeat the interpreter's own arguments before ours.
+    if "--preload" not in argv[:-1]:
+        return
+    for name in filter(None, argv[argv.index("--preload") + 1].split(",")):
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+    write_frame(frames_out, '{"type":"ready"}')
 
 
 def _ok_line(value: Any, effects: list[dict[str, Any]], max_bytes: int) -> str | Failure:

@@ -11,8 +11,13 @@ from actioncage.background import BackgroundRuns
 from actioncage.callbacks import CallbackSender
 from actioncage.executor import Executor
 from actioncage.host_calls import HostCalls
+from actioncage.metrics import Metrics
+from actioncage.models import Policy
 from actioncage.sandbox.docker_runner import DockerRunner
+from actioncage.sandbox.limits import container_options, effective_limits
+from actioncage.sandbox.pool import WarmPool
 from actioncage.settings import Settings
+from actioncage.slots import RunSlots
 from actioncage.store import Store, repo
 from actioncage.web import botpress, dashboard, errors, meta, native, rasa
 
@@ -28,11 +33,17 @@ class Components:
     executor: Executor
     background: BackgroundRuns
     callbacks: CallbackSender
+    slots: RunSlots | None = None
+    metrics: Metrics | None = None
+    pool: WarmPool | None = None
 
     def close(self) -> None:
-        """Finish background runs, then release the database pool and the engine connection."""
+        """Finish background runs and callbacks, stop the warm pool, finish removals, then
+        release the database pool and the engine connection."""
         self.callbacks.close()
         self.background.close()
+        if self.pool is not None:
+            self.pool.close()
         self.runner.close()
         self.store.dispose()
 
@@ -47,14 +58,23 @@ def create_app(settings: Settings | None = None) -> Flask:
             repo.create_key(s, "default", settings.api_key)
     runner = DockerRunner(settings)
     host_calls = HostCalls(settings)
+    slots = RunSlots(settings)
+    metrics = Metrics(runner, slots)
+    pool = None
+    if settings.pool_size > 0:
+        pool = runner.pool = WarmPool(settings, runner)
+        pool.start(container_options(effective_limits(Policy(), settings), settings))
     components = Components(
         settings=settings,
         store=store,
         runner=runner,
         host_calls=host_calls,
-        executor=Executor(settings, store, runner, host_calls),
         background=BackgroundRuns(settings.background_workers, settings.background_max_pending),
         callbacks=CallbackSender(settings),
+        executor=Executor(settings, store, runner, host_calls, slots=slots, metrics=metrics),
+        slots=slots,
+        metrics=metrics,
+        pool=pool,
     )
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,20 +22,35 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from actioncage.app import create_app
     from actioncage.errors import SandboxError
+    from actioncage.sandbox.docker_runner import DockerRunner
 
-    app = create_app(settings)
-    runner = app.extensions["actioncage"].runner
+    # Sweep a previous process's containers before this one's warm pool starts its own.
+    sweeper = DockerRunner(settings)
     try:
-        removed = runner.remove_leftovers()
+        removed = sweeper.remove_leftovers()
         if removed:
             log.info("removed %d leftover sandbox containers", removed)
     except SandboxError as exc:
         log.warning("container engine not reachable at start-up: %s", exc)
+    finally:
+        sweeper.close()
+    app = create_app(settings)
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
-    log.info("actioncage serving on http://%s:%d", host, port)
-    waitress.serve(app, host=host, port=port, threads=args.threads, ident="actioncage")
+    # Every queued run holds a server thread while it waits, plus a few for other routes.
+    threads = args.threads or settings.max_concurrent_runs + settings.run_queue_size + 4
+    log.info("actioncage serving on http://%s:%d (%d threads)", host, port, threads)
+    # SIGTERM ends the server loop like Ctrl-C, so the warm pool and removals are cleaned up.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        waitress.serve(app, host=host, port=port, threads=threads, ident="actioncage")
+    finally:
+        app.extensions["actioncage"].close()
     return 0
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -81,7 +97,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 conversation_in.get("metadata", {}),
                 conversation_in.get("tags", []),
             )
-    run = executor.run_action(action, None, call_args, conversation)
+    try:
+        run = executor.run_action(action, None, call_args, conversation)
+    finally:
+        runner.close()  # finishes the container's removal before the process exits
     out: dict[str, Any] = run_out(run)
     if conversation is not None:
         with store.session() as s:
@@ -195,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve the HTTP API")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--threads", type=int, default=8)
+    serve.add_argument("--threads", type=int, default=None)
     serve.set_defaults(func=_serve)
     run = sub.add_parser("run", help="run a script in the sandbox and print the result")
     run.add_argument("script")

@@ -14,6 +14,7 @@ ActioncageError
 ├── ConflictError          a unique name is taken
 │   └── IdempotencyInProgressError   the first call with this Idempotency-Key still runs
 ├── RateLimitedError       an org or key is over its runs-per-minute or concurrency limit
+│   └── OverloadedError    every run slot and queue place is taken; retry later
 ├── SandboxError           the engine failed us; no run could be produced
 │   └── EngineUnavailableError   no engine answers at all
 ├── HostCallError          a host call (LLM, Sheets) failed or is not configured
@@ -89,6 +90,13 @@ class RateLimitedError(ActioncageError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class OverloadedError(RateLimitedError):
+    """Every run slot and queue place is taken; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message, retry_after_s)
 
 
 class SandboxError(ActioncageError):

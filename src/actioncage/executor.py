@@ -18,6 +18,7 @@ from actioncage.egress_proxy import SOCKET_NAME, EgressProxy
 from actioncage.errors import SandboxError, ValidationFailedError
 from actioncage.host_calls import HostCalls
 from actioncage.http_actions import HttpActionRunner
+from actioncage.metrics import Metrics
 from actioncage.models import (
     Action,
     ActionType,
@@ -35,6 +36,7 @@ from actioncage.sandbox.docker_runner import DockerRunner
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
 from actioncage.sandbox.limits import EGRESS_MOUNT, effective_limits, policy_hash
 from actioncage.settings import Settings
+from actioncage.slots import RunSlots
 from actioncage.store import Store, repo
 from actioncage.tenant_limits import TenantLimiter
 from actioncage.validation import args_problems
@@ -79,6 +81,8 @@ class Executor:
         runner: DockerRunner,
         host_calls: HostCalls,
         limiter: TenantLimiter | None = None,
+        slots: RunSlots | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -86,6 +90,8 @@ class Executor:
         self._host_calls = host_calls
         self._http = HttpActionRunner(settings)
         self._limiter = limiter or TenantLimiter(settings)
+        self._slots = slots or RunSlots(settings)
+        self._metrics = metrics
 
     def execute(
         self,
@@ -165,19 +171,17 @@ class Executor:
                     limits = replace(limits, egress_dir=proxy.start())
                 digest = self._runner.image_digest()
                 restricted = IMPORT_ALLOWLIST if org is not None and org.restricted else None
-                raw = self._runner.run(
-                    run_id,
-                    build_envelope(
-                        action.code,
-                        args,
-                        conversation_context(conversation),
-                        limits,
-                        restricted,
-                        None if proxy is None else f"{EGRESS_MOUNT}/{SOCKET_NAME}",
-                    ),
+                line = build_envelope(
+                    action.code,
+                    args,
+                    conversation_context(conversation),
                     limits,
-                    self._host_calls.answer,
+                    restricted,
+                    None if proxy is None else f"{EGRESS_MOUNT}/{SOCKET_NAME}",
                 )
+                # OverloadedError (no slot) passes through: no run is produced or recorded.
+                with self._slots.hold():
+                    raw = self._runner.run(run_id, line, limits, self._host_calls.answer)
                 outcome = classify(raw, limits, has_conversation=conversation is not None)
             except SandboxError as exc:
                 log.warning("run %s: %s", run_id, exc)
@@ -211,6 +215,19 @@ class Executor:
             self._settings.egress_dir,
             refuse_ports_on_self=[self._settings.port],
         )
+
+    def record_refused(
+        self,
+        run_id: str,
+        action: Action,
+        key_id: str | None,
+        conversation: Conversation | None,
+        message: str,
+    ) -> RunResult:
+        """Complete a run that could not start (a background run that found no slot free in
+        time) as a sandbox_error, so its record never stays "running"."""
+        outcome = _error(ErrorType.SANDBOX_ERROR, message)
+        return self._record(run_id, action, key_id, conversation, outcome, "", repo.now(), None)
 
     def _record(
         self,
@@ -261,6 +278,8 @@ class Executor:
                     s, action.org_id, conversation.id, apply_effects(current, outcome.effects)
                 )
             repo.add_run(s, result)
+        if self._metrics is not None:
+            self._metrics.observe_run(result)
         return result
 
 

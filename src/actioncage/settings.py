@@ -69,6 +69,19 @@ class Settings:
     # Per API key, in this process (0: unlimited); per-org limits live in the org's policy.
     key_runs_per_minute: int = 0
     key_concurrent_runs: int = 0
+    # Speed: a warm pool of single-use sandboxes per policy profile (0 turns it off), a cap
+    # on live containers, and bounded run slots with a bounded queue in front of them.
+    pool_size: int = 2
+    pool_starters: int = 3
+    pool_max_idle_s: float = 300.0
+    pool_ready_timeout_s: float = 20.0
+    pool_preload: str = "requests,holidays"
+    pool_pressure_window_s: float = 2.0
+    max_live_containers: int = 32
+    removal_queue_size: int = 256
+    max_concurrent_runs: int = 8
+    run_queue_size: int = 16
+    run_queue_wait_ms: int = 30_000
     # Extra labels put on every container (tests mark theirs for cleanup).
     container_labels: dict[str, str] = field(default_factory=dict)
 
@@ -92,6 +105,16 @@ class Settings:
             ("callback_backoff_ms", self.callback_backoff_ms >= 0),
             ("callback_timeout_ms", self.callback_timeout_ms >= 1),
             ("idempotency_ttl_s", self.idempotency_ttl_s >= 1),
+            ("pool_size", self.pool_size >= 0),
+            ("pool_starters", self.pool_starters >= 1),
+            ("pool_max_idle_s", self.pool_max_idle_s > 0),
+            ("pool_ready_timeout_s", self.pool_ready_timeout_s > 0),
+            ("pool_pressure_window_s", self.pool_pressure_window_s >= 0),
+            ("max_live_containers", self.max_live_containers >= 1),
+            ("removal_queue_size", self.removal_queue_size >= 1),
+            ("max_concurrent_runs", self.max_concurrent_runs >= 1),
+            ("run_queue_size", self.run_queue_size >= 0),
+            ("run_queue_wait_ms", self.run_queue_wait_ms >= 0),
         ]
         for name, ok in checks:
             if not ok:

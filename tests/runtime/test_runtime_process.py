@@ -10,11 +10,13 @@ from typing import Any
 
 from tests.runtime.harness import RUNTIME_DIR, envelope_line
 
+LOGS_END = "\x00actioncage:logs-end\x00"
 
-def start(**popen: Any) -> subprocess.Popen[str]:
+
+def start(args: list[str] | None = None, **popen: Any) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(RUNTIME_DIR)}
     return subprocess.Popen(
-        [sys.executable, "-m", "actioncage_runtime"],
+        [sys.executable, "-m", "actioncage_runtime", *(args or [])],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -48,7 +50,19 @@ def test_only_frames_reach_stdout() -> None:
     assert stdout.count("\n") == 1
     frame = json.loads(stdout)
     assert frame == {"type": "result", "status": "ok", "output": {"stdin": ""}, "effects": []}
-    assert stderr == "printed\nraw fd 1\nto stderr\nfrom a child\n"
+    # After the last log byte, the end-of-logs marker (docs/protocol.md).
+    assert stderr == "printed\nraw fd 1\nto stderr\nfrom a child\n" + LOGS_END
+
+
+def test_preload_imports_then_says_ready_before_reading_the_envelope() -> None:
+    process = start(args=["--preload", "json,no_such_module_here"])
+    assert process.stdout is not None and process.stdin is not None
+    # The ready frame comes before any envelope is sent: the sandbox waits after it.
+    assert json.loads(process.stdout.readline()) == {"type": "ready"}
+    code = "import sys\ndef execute_action(context):\n    return 'json' in sys.modules\n"
+    stdout, _ = process.communicate(envelope_line(code), timeout=60)
+    assert process.returncode == 0
+    assert json.loads(stdout)["output"] is True
 
 
 def test_error_results_still_exit_zero() -> None:
@@ -56,7 +70,7 @@ def test_error_results_still_exit_zero() -> None:
     returncode, stdout, stderr = run_process(envelope_line(code))
     assert returncode == 0
     assert json.loads(stdout)["error"]["message"] == "ValueError: bad"
-    assert stderr == "before\n"
+    assert stderr == "before\n" + LOGS_END
 
 
 def test_refused_envelope_exits_2_without_a_frame() -> None:

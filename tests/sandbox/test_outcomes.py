@@ -7,21 +7,15 @@ from typing import Any
 
 import docker
 import pytest
+from flask import Flask
 
-from tests.conftest import SESSION, TEST_LABEL
+from tests.conftest import session_containers
 
 pytestmark = pytest.mark.docker
 
 
-def _ours(docker_client: docker.DockerClient) -> list[Any]:
-    """This session's containers (parallel sessions may share the engine)."""
-    return docker_client.containers.list(
-        all=True, filters={"label": ["io.actioncage.managed=true", f"{TEST_LABEL}={SESSION}"]}
-    )
-
-
 def test_ok_run_returns_output_and_logs_and_leaves_no_container(
-    run_code: Any, docker_client: docker.DockerClient
+    run_code: Any, docker_client: docker.DockerClient, app: Flask
 ) -> None:
     run = run_code(
         "import sys\n"
@@ -35,7 +29,7 @@ def test_ok_run_returns_output_and_logs_and_leaves_no_container(
     assert run["output"] == {"echo": [1, "two"], "conv": None}
     assert "hello from the script" in run["logs"] and "to stderr" in run["logs"]
     assert run["error"] is None and run["imageDigest"].startswith("sha256:")
-    assert _ours(docker_client) == []
+    assert session_containers(docker_client, app) == []
 
 
 def test_print_never_reaches_the_result(run_code: Any) -> None:
@@ -82,13 +76,13 @@ def test_busy_loop_past_deadline_is_timeout(run_code: Any) -> None:
 
 
 def test_sleeping_past_deadline_is_timeout(
-    run_code: Any, docker_client: docker.DockerClient
+    run_code: Any, docker_client: docker.DockerClient, app: Flask
 ) -> None:
     run = run_code(
         "import time\ndef execute_action(context):\n    time.sleep(30)\n", policy={"timeoutMs": 800}
     )
     assert run["error"]["type"] == "timeout"
-    assert _ours(docker_client) == []
+    assert session_containers(docker_client, app) == []
 
 
 def test_one_gib_allocation_is_memory_limit(run_code: Any) -> None:

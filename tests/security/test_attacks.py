@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from actioncage.audit import AUDIT_EGRESS_CEILING, CATALOGUE, Attack, Observed, no_survivors
 from actioncage.models import OrgPolicy
 from actioncage.store import repo
-from tests.conftest import SESSION, TEST_LABEL
+from tests.conftest import session_containers
 
 pytestmark = pytest.mark.docker
 
@@ -30,12 +30,6 @@ def _policy(attack: Attack) -> dict[str, Any]:
         "egress": list(attack.policy.egress) or None,
     }
     return {k: v for k, v in wire.items() if v is not None}
-
-
-def _leftovers(docker_client: docker.DockerClient) -> list[Any]:
-    return docker_client.containers.list(
-        all=True, filters={"label": ["io.actioncage.managed=true", f"{TEST_LABEL}={SESSION}"]}
-    )
 
 
 def _still_serves(make_action: Any, execute: Any) -> None:
@@ -92,12 +86,12 @@ def test_attack_is_contained(
     if conversation_id is not None and body["status"] != "ok":
         conversation = client.get(f"/v1/conversations/{conversation_id}", headers=auth_headers)
         assert conversation.get_json()["tags"] == []
-    assert _leftovers(docker_client) == []
+    assert session_containers(docker_client, app) == []
     _still_serves(make_action, execute)
 
 
 def test_a_daemon_child_dies_with_the_container_at_the_deadline(
-    run_code: Any, docker_client: docker.DockerClient
+    run_code: Any, docker_client: docker.DockerClient, app: Flask
 ) -> None:
     run = run_code(
         "import os, subprocess, time\n"
@@ -111,7 +105,7 @@ def test_a_daemon_child_dies_with_the_container_at_the_deadline(
     )
     assert run["error"]["type"] == "timeout"
     assert no_survivors("4242.4243")
-    assert _leftovers(docker_client) == []
+    assert session_containers(docker_client, app) == []
 
 
 def test_the_survivor_check_can_fail() -> None:

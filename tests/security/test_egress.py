@@ -247,3 +247,36 @@ def test_a_run_without_egress_has_no_proxy_and_no_socket(run_code: Any) -> None:
         "        p for p in ['/run/actioncage-egress'] if os.path.exists(p)]\n"
     )
     assert run["status"] == "ok" and run["output"] == [] and run["egress"] == []
+
+
+def test_with_the_warm_pool_on_egress_runs_start_cold_and_seed_no_profile(
+    tmp_path: Path, auth_headers: dict[str, str], customer_api: list[int]
+) -> None:
+    port, _ = customer_api
+    app = create_app(
+        make_settings(
+            tmp_path,
+            pool_size=1,
+            egress_allowed_cidrs="127.0.0.1/32",
+            egress_resolve={"api.customer.test": "127.0.0.1"},
+        )
+    )
+    components = app.extensions["actioncage"]
+    try:
+        with components.store.session() as s:
+            repo.set_org_policy(s, "default", OrgPolicy(egress=("*.customer.test",)))
+        code = (
+            "import requests\n"
+            "def execute_action(context):\n"
+            '    return requests.get(f\'http://api.customer.test:{context["args"]["port"]}/x\', timeout=5).json()\n'
+        )
+        profiles_before = len(components.pool.stats())
+        cold_before = components.runner.cold_starts
+        run = _run(
+            app.test_client(), auth_headers, code, [f"api.customer.test:{port}"], {"port": port}
+        )
+        assert run["status"] == "ok" and run["output"]["path"] == "/x", run
+        assert components.runner.cold_starts == cold_before + 1
+        assert len(components.pool.stats()) == profiles_before
+    finally:
+        components.close()

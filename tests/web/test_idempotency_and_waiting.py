@@ -203,3 +203,35 @@ def test_callback_to_a_private_address_is_refused(
         )
         assert resp.status_code == 422, url
         assert resp.get_json()["error"]["field"] == "callbackUrl"
+
+
+@pytest.mark.docker
+def test_a_background_run_that_finds_no_slot_is_recorded_not_left_running(
+    tmp_path: Path, auth_headers: dict[str, str]
+) -> None:
+    from actioncage import create_app
+    from tests.conftest import make_settings
+
+    app = create_app(make_settings(tmp_path, max_concurrent_runs=1, run_queue_size=0))
+    components, client = app.extensions["actioncage"], app.test_client()
+    try:
+        action = client.post(
+            "/v1/actions",
+            json={"name": "quick", "code": "def execute_action(context):\n    return 1\n"},
+            headers=auth_headers,
+        ).get_json()
+        with components.slots.hold():  # every run slot is taken
+            resp = client.post(
+                f"/v1/actions/{action['id']}/execute",
+                json={"args": {}, "waitMs": 5000},
+                headers=auth_headers,
+            )
+        body = resp.get_json()
+        # No run could be produced: 503, and the record is complete, not left "running".
+        assert resp.status_code == 503, body
+        assert body["status"] == "error" and body["error"]["type"] == "sandbox_error"
+        assert "slot" in body["error"]["message"]
+        record = client.get(f"/v1/runs/{body['runId']}", headers=auth_headers).get_json()
+        assert record["status"] == "error" and record["finishedAt"] is not None
+    finally:
+        components.close()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import queue
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -27,6 +30,9 @@ from actioncage.sandbox.limits import (
 )
 from actioncage.settings import Settings
 
+if TYPE_CHECKING:
+    from actioncage.sandbox.pool import WarmPool
+
 log = logging.getLogger(__name__)
 
 # Given a host call frame, returns the stdin line that answers it.
@@ -35,6 +41,12 @@ HostCallHandler = Callable[[dict[str, Any]], bytes]
 _STDOUT, _STDERR = 1, 2
 # After the result frame, how long we keep reading for late logs before we stop waiting.
 _AFTER_RESULT_GRACE_S = 2.0
+# The runtime flushes its logs before it writes the result frame, but stdout and stderr are
+# separate pipes, so their bytes may reach us in either order: after the frame, logs that
+# come within this quiet window are kept, and the run does not wait for the process to exit.
+_AFTER_RESULT_IDLE_S = 0.01
+# What the runtime writes to stderr after its last log byte (docs/protocol.md).
+LOGS_END = b"\x00actioncage:logs-end\x00"
 # Host calls past the limit are refused; a sandbox that keeps asking is cut off.
 _HOST_CALL_SLACK = 10
 _ENGINE_ERRORS = (
@@ -42,6 +54,17 @@ _ENGINE_ERRORS = (
     requests.exceptions.RequestException,
     OSError,
 )
+
+
+@dataclass
+class StartedContainer:
+    """A created, attached and started container that has not been sent an envelope."""
+
+    container_id: str
+    sock: Any
+    # Stream bytes already read past the ready frame (a warm container's), not yet demuxed.
+    pending: bytes = b""
+    ready_at: float = field(default_factory=time.monotonic)
 
 
 class DockerRunner:
@@ -52,6 +75,14 @@ class DockerRunner:
         self._api: docker.APIClient | None = None
         self._lock = threading.Lock()
         self._digest: str | None = None
+        self._count_lock = threading.Lock()
+        self._live: set[str] = set()
+        self._host_configs: dict[str, Any] = {}
+        self.cold_starts = 0
+        self.warm_starts = 0
+        # Set by the app when a warm pool is configured; run() then takes from it first.
+        self.pool: WarmPool | None = None
+        self.remover = _Remover(self._remove_now, settings.removal_queue_size)
 
     def _client(self) -> docker.APIClient:
         url = self._settings.docker_url or "unix:///var/run/docker.sock"
@@ -71,7 +102,8 @@ class DockerRunner:
             return self._api
 
     def close(self) -> None:
-        """Close the engine connection (a later call opens a new one)."""
+        """Finish pending removals, then close the engine connection (a later call reopens)."""
+        self.remover.close()
         with self._lock:
             if self._api is not None:
                 self._api.close()
@@ -107,81 +139,248 @@ class DockerRunner:
     ) -> RawOutcome:
         """Run one envelope to completion in a new container, then remove it.
 
+        The container is a warm one from the pool when one is ready for these limits (it has
+        run nothing before and is removed after this run), else a cold one started now. The
+        deadline counts from when the envelope is sent.
+
         Raises SandboxError (EngineUnavailableError when no engine answers) when no run could
         be produced; every script failure is an outcome instead.
         """
-        api = self._client()
         options = container_options(limits, self._settings)
-        labels = {**self._settings.container_labels, MANAGED_LABEL: "true", RUN_ID_LABEL: run_id}
+        # A run with egress mounts its own proxy socket: its options are unique to it, so it
+        # never matches (or seeds) a pool profile.
+        poolable = self.pool is not None and limits.egress_dir is None
+        started = self.pool.take(options) if poolable and self.pool is not None else None
+        if started is None:
+            with self._count_lock:
+                self.cold_starts += 1
+            started = self.start_container(options, name=f"actioncage-{run_id}", label_value=run_id)
+        else:
+            with self._count_lock:
+                self.warm_starts += 1
+        return self.drive(started, envelope_line, limits, on_host_call)
+
+    def start_container(
+        self,
+        options: dict[str, Any],
+        name: str,
+        label_value: str,
+        command: list[str] | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> StartedContainer:
+        """Create, attach to and start one container; the caller must drive() or discard() it.
+
+        Raises SandboxError (EngineUnavailableError when no engine answers).
+        """
+        api = self._client()
+        options = dict(options)
+        host_config = self._host_config(api, options.pop("host_config"))
+        if command is not None:
+            options["command"] = command
+        all_labels = {
+            **self._settings.container_labels,
+            **(labels or {}),
+            MANAGED_LABEL: "true",
+            RUN_ID_LABEL: label_value,
+        }
         container_id: str | None = None
         sock: Any = None
         try:
-            host_config = api.create_host_config(**options.pop("host_config"))
             container_id = api.create_container(
                 self._settings.sandbox_image,
-                name=f"actioncage-{run_id}",
-                labels=labels,
+                name=name,
+                labels=all_labels,
                 host_config=host_config,
                 **options,
             )["Id"]
+            self._live_add(container_id)
             sock = api.attach_socket(
                 container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
             )
             api.start(container_id)
-            started = time.monotonic()
+            return StartedContainer(container_id, sock)
+        except BaseException as exc:
+            if sock is not None:
+                _close_attach(sock)
+            if container_id is not None:
+                self.remover.remove(container_id)
+            translated = self._translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def drive(
+        self,
+        started: StartedContainer,
+        envelope_line: bytes,
+        limits: EffectiveLimits,
+        on_host_call: HostCallHandler,
+    ) -> RawOutcome:
+        """Send the envelope to a started container, read it to the end, then discard it."""
+        api = self._client()
+        container_id, sock = started.container_id, started.sock
+        try:
+            begun = time.monotonic()
             channel = _Channel(getattr(sock, "_sock", sock), limits, on_host_call)
+            channel.take_pending(started.pending)
             channel.send(envelope_line)
-            channel.pump(deadline=started + limits.timeout_ms / 1000)
+            channel.pump(deadline=begun + limits.timeout_ms / 1000)
             # Hang up first: the engine will not finish stopping a container whose attached
             # streams nobody drains.
             _close_attach(sock)
             sock = None
-            if not channel.eof or channel.result_frame is None or channel.must_kill:
-                self._kill(api, container_id)
-            state = self._final_state(api, container_id)
+            exit_code: int | None = None
+            oom_killed = False
+            if channel.result_frame is None or channel.must_kill:
+                # Only a run without a clean result needs the exit status; one with a result
+                # is killed and removed in the background, unseen.
+                if not channel.eof or channel.must_kill:
+                    self._kill(api, container_id)
+                exit_code, oom_killed = self._final_state(api, container_id)
             return RawOutcome(
                 result_frame=channel.result_frame,
                 logs=bytes(channel.logs),
-                exit_code=state.get("ExitCode"),
-                oom_killed=bool(state.get("OOMKilled")),
+                exit_code=exit_code,
+                oom_killed=oom_killed,
                 timed_out=channel.timed_out,
                 output_exceeded=channel.output_exceeded,
                 protocol_error=channel.protocol_error,
-                duration_ms=int((time.monotonic() - started) * 1000),
+                duration_ms=int((time.monotonic() - begun) * 1000),
                 host_calls=channel.host_calls,
             )
-        except docker.errors.ImageNotFound as exc:
-            raise SandboxError(
-                f"sandbox image {self._settings.sandbox_image} is missing: "
-                "run `actioncage image build`"
-            ) from exc
-        except docker.errors.APIError as exc:
-            raise SandboxError(f"container engine error: {exc.explanation or exc}") from exc
-        except _ENGINE_ERRORS as exc:
-            if not self.ping():
-                raise EngineUnavailableError(f"no container engine answers: {exc}") from exc
-            raise SandboxError(f"container engine error: {exc}") from exc
+        except BaseException as exc:
+            translated = self._translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
         finally:
             if sock is not None:
                 _close_attach(sock)
-            if container_id is not None:
-                self._remove(api, container_id)
+            self.remover.remove(container_id)
+
+    def await_ready(self, started: StartedContainer, timeout_s: float) -> None:
+        """Read a warm container's stream up to its ready frame.
+
+        Raises SandboxError when anything else comes first, the stream ends, or
+        ``timeout_s`` passes.
+        """
+        raw = getattr(started.sock, "_sock", started.sock)
+        deadline = time.monotonic() + timeout_s
+        buffer, stdout = bytearray(), bytearray()
+        while True:
+            while len(buffer) >= 8:
+                stream, size = struct.unpack(">BxxxL", buffer[:8])
+                if len(buffer) < 8 + size:
+                    break
+                if stream == _STDOUT:
+                    stdout += buffer[8 : 8 + size]
+                del buffer[: 8 + size]
+                if b"\n" in stdout:
+                    line, _, rest = bytes(stdout).partition(b"\n")
+                    if rest or line.strip() != b'{"type":"ready"}':
+                        raise SandboxError("a warm sandbox wrote something other than ready")
+                    started.pending = bytes(buffer)
+                    started.ready_at = time.monotonic()
+                    raw.settimeout(None)
+                    return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SandboxError(f"a warm sandbox was not ready within {timeout_s} s")
+            raw.settimeout(remaining)
+            try:
+                data = raw.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                raise SandboxError(f"a warm sandbox's stream failed: {exc}") from exc
+            if not data:
+                raise SandboxError("a warm sandbox ended before it was ready")
+            buffer += data
+
+    def is_alive(self, started: StartedContainer) -> bool:
+        """False when a warm container's stream has already ended (it died while idle)."""
+        raw = getattr(started.sock, "_sock", started.sock)
+        try:
+            return bool(raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b"")
+        except BlockingIOError:
+            return True  # nothing to read: alive and waiting, as it should be
+        except OSError:
+            return False
+
+    def discard(self, started: StartedContainer) -> None:
+        """Hang up on a started container that will run nothing, and have it removed."""
+        with contextlib.suppress(OSError):
+            _close_attach(started.sock)
+        self.remover.remove(started.container_id)
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, SandboxError) or not isinstance(exc, Exception):
+            return exc
+        if isinstance(exc, docker.errors.ImageNotFound):
+            return SandboxError(
+                f"sandbox image {self._settings.sandbox_image} is missing: "
+                "run `actioncage image build`"
+            )
+        if isinstance(exc, docker.errors.APIError):
+            return SandboxError(f"container engine error: {exc.explanation or exc}")
+        if isinstance(exc, _ENGINE_ERRORS):
+            if not self.ping():
+                return EngineUnavailableError(f"no container engine answers: {exc}")
+            return SandboxError(f"container engine error: {exc}")
+        return exc
+
+    def _host_config(self, api: docker.APIClient, host_config: dict[str, Any]) -> Any:
+        # Building a host config validates every option against the API version: do it once.
+        key = json.dumps(host_config, sort_keys=True)
+        with self._count_lock:
+            cached = self._host_configs.get(key)
+        if cached is None:
+            cached = api.create_host_config(**host_config)
+            with self._count_lock:
+                if len(self._host_configs) > 64:
+                    self._host_configs.clear()
+                self._host_configs[key] = cached
+        return dict(cached)
 
     def _kill(self, api: docker.APIClient, container_id: str) -> None:
         with contextlib.suppress(docker.errors.APIError):  # already stopped: as wanted
             api.kill(container_id)
 
-    def _final_state(self, api: docker.APIClient, container_id: str) -> dict[str, Any]:
-        api.wait(container_id, timeout=30)
+    def _final_state(self, api: docker.APIClient, container_id: str) -> tuple[int | None, bool]:
+        """The exit code, and whether the kernel's OOM killer ended the container."""
+        status = api.wait(container_id, timeout=30).get("StatusCode")
+        if status != 137:  # only SIGKILL can be the OOM killer: skip the inspect otherwise
+            return status, False
         state: dict[str, Any] = api.inspect_container(container_id)["State"]
-        return state
+        return state.get("ExitCode"), bool(state.get("OOMKilled"))
 
-    def _remove(self, api: docker.APIClient, container_id: str) -> None:
+    def _remove_now(self, container_id: str) -> None:
         try:
-            api.remove_container(container_id, force=True)
-        except _ENGINE_ERRORS:
+            self._client().remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):  # someone else is removing it: fine
+                log.exception("could not remove container %s", container_id)
+        except (EngineUnavailableError, *_ENGINE_ERRORS):
             # Never hide the first error; the start-up sweep removes it by label later.
             log.exception("could not remove container %s", container_id)
+        finally:
+            self._live_discard(container_id)
+
+    def _live_add(self, container_id: str) -> None:
+        with self._count_lock:
+            self._live.add(container_id)
+
+    def _live_discard(self, container_id: str) -> None:
+        with self._count_lock:
+            self._live.discard(container_id)
+
+    @property
+    def live_containers(self) -> int:
+        """Containers this process created and has not removed yet."""
+        with self._count_lock:
+            return len(self._live)
 
     def remove_leftovers(self) -> int:
         """Remove every container we manage (a previous process's leftovers). Returns count."""
@@ -190,14 +389,82 @@ class DockerRunner:
         try:
             # Only containers carrying our extra labels too: parallel test sessions (or
             # instances) sharing an engine must not sweep each other's live runs.
-            labels = [f"{MANAGED_LABEL}=true"]
-            labels += [f"{k}={v}" for k, v in self._settings.container_labels.items()]
-            for c in api.containers(all=True, filters={"label": labels}):
-                self._remove(api, c["Id"])
+            own = [f"{k}={v}" for k, v in self._settings.container_labels.items()]
+            filters = {"label": [f"{MANAGED_LABEL}=true", *own]}
+            for c in api.containers(all=True, filters=filters):
+                self._remove_now(c["Id"])
                 removed += 1
         except _ENGINE_ERRORS as exc:
             raise SandboxError(f"cannot list containers: {exc}") from exc
         return removed
+
+
+class _Remover:
+    """Removes containers on a background thread, off the request path.
+
+    The queue is bounded: when it is full, the caller removes the container itself, so a
+    removal is never dropped. close() finishes every queued removal before it returns.
+    """
+
+    def __init__(self, remove: Callable[[str], None], maxsize: int) -> None:
+        self._remove = remove
+        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=max(1, maxsize))
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def remove(self, container_id: str) -> None:
+        """Have the container removed soon (now, on this thread, when the queue is full)."""
+        with self._lock:
+            if not self._closed and self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name="actioncage-remover", daemon=True
+                )
+                self._thread.start()
+            closed = self._closed
+        if closed:
+            self._remove(container_id)
+            return
+        try:
+            self._queue.put_nowait(container_id)
+        except queue.Full:
+            self._remove(container_id)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.unfinished_tasks
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued removal is done; False when ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(remaining)
+        return True
+
+    def close(self) -> None:
+        """Finish every queued removal and stop the thread."""
+        with self._lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+
+    def _work(self) -> None:
+        while True:
+            container_id = self._queue.get()
+            try:
+                if container_id is None:
+                    return
+                self._remove(container_id)
+            except Exception:  # the thread must outlive any one failure
+                log.exception("removal of %s failed", container_id)
+            finally:
+                self._queue.task_done()
 
 
 def _close_attach(sock: Any) -> None:
@@ -232,10 +499,17 @@ class _Channel:
         self.protocol_error: str | None = None
         self.host_calls = 0
         self.eof = False
+        self.logs_done = False
 
     @property
     def must_kill(self) -> bool:
         return self.timed_out or self.output_exceeded or self.protocol_error is not None
+
+    def take_pending(self, data: bytes) -> None:
+        """Bytes read from the stream before this channel existed."""
+        if data:
+            self._pending += data
+            self._demux()
 
     def send(self, data: bytes) -> None:
         self._sock.sendall(data)
@@ -248,10 +522,16 @@ class _Channel:
                 if self.result_frame is None:
                     self.timed_out = True
                 return
+            if self.result_frame is not None:
+                if self.logs_done:
+                    return  # the result and every log line are in: no need to see the exit
+                remaining = min(remaining, _AFTER_RESULT_IDLE_S)
             self._sock.settimeout(remaining)
             try:
                 data = self._sock.recv(65536)
             except TimeoutError:
+                if self.result_frame is not None:
+                    return  # the result is in and the logs went quiet: no need to see the exit
                 continue
             if not data:
                 self.eof = True
@@ -269,9 +549,13 @@ class _Channel:
             payload = bytes(self._pending[8 : 8 + size])
             del self._pending[: 8 + size]
             if stream == _STDERR:
-                room = self._log_cap - len(self.logs)
+                room = self._log_cap + len(LOGS_END) - len(self.logs)
                 self.logs += payload[: max(0, room)]
-                if size > room:
+                if self.logs.endswith(LOGS_END):
+                    del self.logs[-len(LOGS_END) :]
+                    self.logs_done = True
+                elif len(self.logs) > self._log_cap or size > room:
+                    del self.logs[self._log_cap :]
                     self.output_exceeded = True
             elif stream == _STDOUT:
                 self._take_stdout(payload)

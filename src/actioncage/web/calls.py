@@ -11,7 +11,12 @@ from typing import Any
 
 from flask import current_app, request
 
-from actioncage.errors import BusyError, IdempotencyInProgressError, ValidationFailedError
+from actioncage.errors import (
+    BusyError,
+    IdempotencyInProgressError,
+    OverloadedError,
+    ValidationFailedError,
+)
 from actioncage.models import Action, Conversation, ErrorType, IdempotentResponse, RunResult
 from actioncage.store import repo
 from actioncage.web import wire
@@ -117,7 +122,12 @@ def run_with_wait(
 
     def job() -> RunResult:
         with slot:
-            run: RunResult = executor.run_action(action, key.id, args, conversation, run_id=run_id)
+            try:
+                run: RunResult = executor.run_action(
+                    action, key.id, args, conversation, run_id=run_id
+                )
+            except OverloadedError as exc:  # nobody is left to hear a 429
+                run = executor.record_refused(run_id, action, key.id, conversation, str(exc))
         if callback_url is not None and secret is not None:
             body = json.dumps(wire.run_out(run), separators=(",", ":")).encode()
 

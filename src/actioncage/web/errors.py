@@ -21,6 +21,7 @@ STATUS: list[tuple[type[errors.ActioncageError], int, str]] = [
     (errors.PolicyError, 422, "policy_violation"),
     (errors.ValidationFailedError, 422, "validation_failed"),
     (errors.ConflictError, 409, "conflict"),
+    (errors.OverloadedError, 429, "overloaded"),
     (errors.RateLimitedError, 429, "rate_limited"),
     (errors.EngineUnavailableError, 503, "engine_unavailable"),
     (errors.SandboxError, 503, "sandbox_error"),

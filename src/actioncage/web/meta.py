@@ -1,4 +1,4 @@
-"""/health and /openapi.json."""
+"""/health, /metrics and /openapi.json."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 
 import actioncage
+from actioncage.metrics import CONTENT_TYPE
 
 bp = Blueprint("meta", __name__)
 
@@ -21,6 +22,12 @@ def health() -> tuple[Response, int]:
         "version": actioncage.__version__,
     }
     return jsonify(body), 200 if engine else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    components = current_app.extensions["actioncage"]
+    return Response(components.metrics.render(), mimetype=None, content_type=CONTENT_TYPE)
 
 
 @bp.get("/openapi.json")
@@ -402,6 +409,18 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "Engine answers"},
                         "503": {"description": "No engine"},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics: runs, latency, pool, queue, live containers",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
                     },
                 }
             },

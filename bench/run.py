@@ -1,0 +1,585 @@
+"""`make bench`: actioncage over HTTP, warm pool on and off, side by side with its peers.
+
+Starts `actioncage serve` as `make serve` does (its own database, port and container label),
+measures p50/p95/p99 latency and throughput over HTTP for three actions at 1, 4 and 16
+callers, paced and back-to-back, then in the same run: a hardened `docker run --rm` of the
+same script, epicbox, the rasa-sdk action server (in-process, no isolation) and the engine's
+own churn ceiling (bare create+start+wait+remove, same image and limits, 3 callers).
+Writes bench/results/latest.json and bench/results/latest.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+ACTIONCAGE = [str(ROOT / ".venv" / "bin" / "actioncage"), "serve"]
+BENCH_PY = BENCH / ".venv" / "bin" / "python"
+IMAGE = os.environ.get("ACTIONCAGE_SANDBOX_IMAGE") or "actioncage-sandbox:latest"
+LABEL = "io.actioncage.bench"
+RUN_LABEL = uuid.uuid4().hex[:12]
+KEY = "bench-key"
+H = {"Authorization": f"Bearer {KEY}"}
+# Paced load offers this many runs per second in total, spread over the callers.
+PACED_RATE = 5.0
+
+ACTIONS = {
+    "trivial": "def execute_action(context):\n    return {'ok': True}\n",
+    "imports_requests": (
+        "import requests\ndef execute_action(context):\n    return {'v': requests.__version__}\n"
+    ),
+    "conversation": (
+        "def execute_action(context):\n"
+        "    n = int(get_conversation_metadata(context, 'n') or 0)\n"
+        "    set_conversation_metadata(context, 'n', str(n + 1))\n"
+        "    return {'n': n + 1}\n"
+    ),
+}
+PLAIN_SCRIPT = (
+    "import json\n"
+    "def execute_action(context):\n"
+    "    return {'ok': True}\n"
+    "print(json.dumps(execute_action({'args': {}})))\n"
+)
+
+
+@dataclass
+class Cell:
+    system: str
+    scenario: str
+    callers: int
+    mode: str  # paced | back-to-back
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    wall_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.latencies_ms)
+
+        def pct(p: float) -> float | None:
+            if not lat:
+                return None
+            return round(lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))], 1)
+
+        return {
+            "system": self.system,
+            "scenario": self.scenario,
+            "callers": self.callers,
+            "mode": self.mode,
+            "runs": len(lat),
+            "errors": self.errors,
+            "p50_ms": pct(50),
+            "p95_ms": pct(95),
+            "p99_ms": pct(99),
+            "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
+            "runs_per_s": round(len(lat) / self.wall_s, 1) if self.wall_s else None,
+            **self.extra,
+        }
+
+
+def drive(call: Callable[[], bool], n: int, callers: int, paced: bool) -> Cell:
+    """Make ``n`` calls from ``callers`` threads; paced callers keep PACED_RATE in total."""
+    cell = Cell("", "", callers, "paced" if paced else "back-to-back")
+    lock = threading.Lock()
+    counter = [0]
+    interval = callers / PACED_RATE
+    start = time.perf_counter()
+
+    def caller(index: int) -> None:
+        next_at = start + index * interval / callers
+        while True:
+            with lock:
+                if counter[0] >= n:
+                    return
+                counter[0] += 1
+            if paced:
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                next_at += interval
+            t = time.perf_counter()
+            try:
+                ok = call()
+            except Exception:  # noqa: BLE001 - a failed call is counted, not fatal
+                ok = False
+            elapsed = (time.perf_counter() - t) * 1000
+            with lock:
+                cell.latencies_ms.append(elapsed)
+                cell.errors += 0 if ok else 1
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    cell.wall_s = time.perf_counter() - start
+    return cell
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`actioncage serve`, as `make serve` runs it, with its own database and label."""
+
+    def __init__(self, tmp: Path, pool_size: int, preload: str = "requests,holidays") -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONCAGE_")}
+        env.update(
+            ACTIONCAGE_DATABASE_URL=f"sqlite:///{tmp / f'bench-{uuid.uuid4().hex[:8]}.db'}",
+            ACTIONCAGE_PORT=str(self.port),
+            ACTIONCAGE_API_KEY=KEY,
+            ACTIONCAGE_SANDBOX_IMAGE=IMAGE,
+            ACTIONCAGE_POOL_SIZE=str(pool_size),
+            ACTIONCAGE_POOL_PRELOAD=preload,
+            ACTIONCAGE_CONTAINER_LABELS=f"{LABEL}={RUN_LABEL}",
+            ACTIONCAGE_MAX_CONCURRENT_RUNS="16",
+            ACTIONCAGE_RUN_QUEUE_SIZE="32",
+        )
+        self.proc = subprocess.Popen(
+            ACTIONCAGE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(self.base + "/health", timeout=2)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise SystemExit("actioncage serve did not come up") from None
+                time.sleep(0.1)
+        self.session = requests.Session()
+
+    def setup(self) -> None:
+        for name, code in ACTIONS.items():
+            r = self.session.post(
+                f"{self.base}/v1/actions", headers=H, json={"name": name, "code": code}
+            )
+            assert r.status_code == 201, r.text
+        r = self.session.post(f"{self.base}/v1/conversations", headers=H, json={"id": "bench"})
+        assert r.status_code == 201, r.text
+
+    def call(self, scenario: str) -> Callable[[], bool]:
+        body: dict[str, Any] = {"args": {}}
+        if scenario == "conversation":
+            body["conversationId"] = "bench"
+        url = f"{self.base}/v1/actions/{scenario}/execute"
+        local = threading.local()
+
+        def once() -> bool:
+            session = getattr(local, "session", None)
+            if session is None:
+                session = local.session = requests.Session()
+            r = session.post(url, headers=H, json=body, timeout=120)
+            return r.status_code == 200 and r.json()["status"] == "ok"
+
+        return once
+
+    def metric(self, name: str) -> float:
+        text = requests.get(self.base + "/metrics", timeout=10).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def wait_pool(self, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.metric("actioncage_pool_ready") < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def bench_actioncage(
+    tmp: Path,
+    pool_size: int,
+    n: int,
+    callers_list: list[int],
+    log: Callable[[str], None],
+    preload: str = "requests,holidays",
+    scenarios: tuple[str, ...] = tuple(ACTIONS),
+) -> list[Cell]:
+    system = f"actioncage, warm pool {pool_size}" if pool_size else "actioncage, pool off"
+    if pool_size and preload != "requests,holidays":
+        system += f", preload {preload} only"
+    server = Server(tmp, pool_size, preload)
+    cells: list[Cell] = []
+    try:
+        server.setup()
+        for scenario in scenarios:
+            for callers in callers_list:
+                for paced in (True, False):
+                    if pool_size:
+                        server.wait_pool(pool_size)
+                    warm0 = server.metric("actioncage_warm_starts_total")
+                    cold0 = server.metric("actioncage_cold_starts_total")
+                    cell = drive(server.call(scenario), n, callers, paced)
+                    cell.system, cell.scenario = system, scenario
+                    cell.extra = {
+                        "warm": int(server.metric("actioncage_warm_starts_total") - warm0),
+                        "cold": int(server.metric("actioncage_cold_starts_total") - cold0),
+                    }
+                    cells.append(cell)
+                    log(fmt(cell))
+    finally:
+        server.stop()
+    return cells
+
+
+def hardened_docker_run(image: str) -> Callable[[], bool]:
+    cmd = [
+        "docker", "run", "--rm", "-i", "--network", "none", "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges", "--read-only",
+        "--tmpfs", "/tmp:rw,noexec,nosuid,nodev,size=16m,mode=1777",
+        "--memory", "256m", "--memory-swap", "256m", "--cpus", "1", "--pids-limit", "64",
+        "--ulimit", "nofile=256:256", "--ulimit", "core=0:0", "--user", "10001:10001",
+        "--ipc", "private", "--init", "--entrypoint", "/opt/actioncage/python",
+        "--label", f"{LABEL}={RUN_LABEL}", image, "-I", "-c", PLAIN_SCRIPT,
+    ]  # fmt: skip
+
+    def once() -> bool:
+        out = subprocess.run(cmd, capture_output=True, timeout=60)
+        return out.returncode == 0 and b'"ok": true' in out.stdout
+
+    return once
+
+
+def engine_churn(image: str) -> Callable[[], bool]:
+    """Bare create+start+wait+remove with actioncage's own limits (network disabled)."""
+    from actioncage.models import Policy
+    from actioncage.sandbox.limits import container_options, effective_limits
+    from actioncage.settings import Settings
+
+    settings = Settings(sandbox_image=image)
+    options = container_options(effective_limits(Policy(), settings), settings)
+    options["stdin_open"] = False
+    api = docker.APIClient(version="auto")
+    host_config = api.create_host_config(**options.pop("host_config"))
+    options["command"] = ["-I", "-c", PLAIN_SCRIPT]
+    lock = threading.Lock()
+
+    def once() -> bool:
+        with lock:
+            client = docker.APIClient(version="auto")
+        cid = client.create_container(
+            image,
+            host_config=host_config,
+            labels={LABEL: RUN_LABEL},
+            entrypoint=["/opt/actioncage/python"],
+            **options,
+        )["Id"]
+        try:
+            client.start(cid)
+            return client.wait(cid, timeout=60)["StatusCode"] == 0
+        finally:
+            client.remove_container(cid, force=True)
+            client.close()
+
+    return once
+
+
+def plain_image(image: str) -> str:
+    """The sandbox image without its entrypoint, for epicbox (which sets only a command)."""
+    tag = image.split(":")[0] + "-plain:" + (image.split(":")[1] if ":" in image else "latest")
+    subprocess.run(
+        ["docker", "build", "-q", "-t", tag, "-"],
+        input=f"FROM {image}\nENTRYPOINT []\n".encode(),
+        check=True,
+        capture_output=True,
+    )
+    return tag
+
+
+def bench_epicbox(image: str, n: int, callers: int) -> Cell:
+    out = subprocess.run(
+        [str(BENCH_PY), str(BENCH / "peers.py"), "epicbox", image, str(n), str(callers)],
+        capture_output=True,
+        timeout=600,
+        check=False,
+    )
+    cell = Cell("epicbox (container per run)", "trivial", callers, "back-to-back")
+    if out.returncode != 0:
+        cell.extra = {"failed": out.stderr.decode()[-300:]}
+        return cell
+    data = json.loads(out.stdout)
+    cell.latencies_ms, cell.errors, cell.wall_s = (
+        data["latencies"],
+        len(data["errors"]),
+        data["wall_s"],
+    )
+    if data["errors"]:
+        cell.extra = {"first_error": data["errors"][0]}
+    return cell
+
+
+def bench_rasa(n: int, callers_list: list[int], log: Callable[[str], None]) -> list[Cell]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BENCH_PY), "-m", "rasa_sdk", "--actions", "peers", "--port", str(port)],
+        cwd=BENCH,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    cells = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(base + "/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                return [Cell("rasa-sdk action server", "trivial", 1, "-", extra={"failed": True})]
+            time.sleep(0.2)
+        body = {
+            "next_action": "trivial",
+            "sender_id": "bench",
+            "tracker": {
+                "sender_id": "bench",
+                "slots": {},
+                "latest_message": {},
+                "events": [],
+                "paused": False,
+                "followup_action": None,
+                "active_loop": {},
+                "latest_action_name": None,
+            },
+            "domain": {},
+            "version": "3.0.0",
+        }
+        local = threading.local()
+
+        def once() -> bool:
+            session = getattr(local, "session", None)
+            if session is None:
+                session = local.session = requests.Session()
+            r = session.post(base + "/webhook", json=body, timeout=30)
+            return r.status_code == 200
+
+        for callers in callers_list:
+            for paced in (True, False):
+                cell = drive(once, n, callers, paced)
+                cell.system, cell.scenario = (
+                    "rasa-sdk action server (in-process, no isolation)",
+                    "trivial",
+                )
+                cells.append(cell)
+                log(fmt(cell))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return cells
+
+
+def soak(tmp: Path, runs: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Back-to-back trivial runs at 4 callers; control-plane RSS over time; leaked containers."""
+    server = Server(tmp, 2)
+    samples: list[tuple[int, int]] = []
+    try:
+        server.setup()
+        call = server.call("trivial")
+        done = 0
+        chunk = max(50, runs // 10)
+        while done < runs:
+            cell = drive(call, min(chunk, runs - done), 4, False)
+            done += len(cell.latencies_ms)
+            samples.append((done, server.rss_kib()))
+            log(f"soak: {done} runs, RSS {samples[-1][1]} KiB, errors {cell.errors}")
+    finally:
+        server.stop()
+    leaked = docker.from_env().containers.list(all=True, filters={"label": f"{LABEL}={RUN_LABEL}"})
+    first = samples[min(1, len(samples) - 1)][1]  # after warm-up
+    last = samples[-1][1]
+    return {
+        "runs": runs,
+        "rss_kib": samples,
+        "rss_growth_after_warmup_pct": round((last - first) / first * 100, 1) if first else None,
+        "containers_left_after_stop": len(leaked),
+    }
+
+
+def fmt(cell: Cell) -> str:
+    s = cell.summary()
+    return (
+        f"{s['system']:<52} {s['scenario']:<17} {s['callers']:>2} {s['mode']:<12} "
+        f"p50 {s['p50_ms']} p95 {s['p95_ms']} p99 {s['p99_ms']} ms  "
+        f"{s['runs_per_s']} runs/s  errors {s['errors']}"
+        + (f"  warm {s['warm']} cold {s['cold']}" if "warm" in s else "")
+    )
+
+
+def markdown(result: dict[str, Any]) -> str:
+    rows = result["cells"]
+    lines = [
+        f"Measured {result['when']} on {result['machine']}. {result['note']}",
+        "",
+        "| system | action | callers | load | p50 ms | p95 ms | p99 ms | runs/s | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['system']} | {r['scenario']} | {r['callers']} | {r['mode']} | {r['p50_ms']} "
+            f"| {r['p95_ms']} | {r['p99_ms']} | {r['runs_per_s']} | {r['errors']} |"
+        )
+    lines += ["", "Targets:", ""]
+    lines += [f"- {k}: {v}" for k, v in result["targets"].items()]
+    if result.get("soak"):
+        s = result["soak"]
+        lines += [
+            "",
+            f"Soak: {s['runs']} runs, control-plane RSS growth after warm-up "
+            f"{s['rss_growth_after_warmup_pct']} %, containers left after stop: "
+            f"{s['containers_left_after_stop']}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def targets(cells: list[Cell]) -> dict[str, str]:
+    by = {(c.system, c.scenario, c.callers, c.mode): c.summary() for c in cells}
+    warm = next((k[0] for k in by if k[0].startswith("actioncage, warm")), None)
+    out: dict[str, str] = {}
+    if warm:
+        w = by.get((warm, "trivial", 1, "paced"))
+        if w:
+            out["trivial, warm, paced: p50 <= 10 ms, p99 <= 40 ms"] = (
+                f"p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms"
+            )
+        b = by.get((warm, "trivial", 4, "back-to-back"))
+        churn = next((s for k, s in by.items() if k[0].startswith("engine churn")), None)
+        epic = next((s for k, s in by.items() if k[0].startswith("epicbox") and k[2] == 4), None)
+        if b:
+            text = f"{b['runs_per_s']} runs/s, errors {b['errors']}"
+            if churn and churn["runs_per_s"]:
+                share = round(100 * b["runs_per_s"] / churn["runs_per_s"])
+                text += f"; {share} % of the engine churn ceiling ({churn['runs_per_s']} runs/s)"
+            if epic and epic["runs_per_s"]:
+                text += f"; {round(b['runs_per_s'] / epic['runs_per_s'], 2)}x epicbox at 4 callers"
+            out[">= 20 runs/s at 4 callers back-to-back, zero errors, >= 90 % of churn ceiling"] = (
+                text
+            )
+    cold = by.get(("actioncage, pool off", "trivial", 1, "paced"))
+    docker_run = by.get(("hardened docker run --rm", "trivial", 1, "paced"))
+    if cold and docker_run:
+        out["cold p50 no worse than hardened docker run --rm"] = (
+            f"actioncage pool off {cold['p50_ms']} ms vs docker run --rm {docker_run['p50_ms']} ms"
+        )
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="few runs per cell (smoke test)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per cell")
+    parser.add_argument("--pool-size", type=int, default=4)
+    parser.add_argument("--soak", type=int, default=0, help="also run N back-to-back runs for RSS")
+    parser.add_argument("--soak-only", action="store_true", help="only the soak; soak.json")
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    if args.soak_only:
+        tmp = BENCH / ".tmp" / RUN_LABEL
+        tmp.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        soaked = soak(tmp, args.soak or 5000, lambda line: print(line, flush=True))
+        soaked["when"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        soaked["duration_s"] = round(time.monotonic() - t0, 1)
+        soaked["note"] = args.note
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "soak.json").write_text(json.dumps(soaked, indent=2) + "\n")
+        print(json.dumps(soaked))
+        return 0
+    n = args.runs or (10 if args.quick else 40)
+    callers_list = [1, 4, 16]
+    tmp = BENCH / ".tmp" / RUN_LABEL
+    tmp.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+
+    def log(line: str) -> None:
+        print(f"[{time.monotonic() - began:6.1f}s] {line}", flush=True)
+
+    cells: list[Cell] = []
+    cells += bench_actioncage(tmp, args.pool_size, n, callers_list, log)
+    # Preloading requests and holidays costs ~0.25 s of CPU per sandbox: show the trade-off.
+    cells += bench_actioncage(
+        tmp, args.pool_size, n, callers_list, log, preload="json", scenarios=("trivial",)
+    )
+    cells += bench_actioncage(tmp, 0, n, callers_list, log)
+    for callers in (1, 4):
+        for paced in (True, False):
+            cell = drive(hardened_docker_run(IMAGE), n, callers, paced)
+            cell.system, cell.scenario = "hardened docker run --rm", "trivial"
+            cells.append(cell)
+            log(fmt(cell))
+    churn = drive(engine_churn(IMAGE), max(n, 30), 3, False)
+    churn.system, churn.scenario = "engine churn ceiling (create+start+wait+remove)", "trivial"
+    cells.append(churn)
+    log(fmt(churn))
+    if BENCH_PY.exists():
+        plain = plain_image(IMAGE)
+        for callers in (1, 4):
+            cell = bench_epicbox(plain, n, callers)
+            cells.append(cell)
+            log(fmt(cell) + (f"  {cell.extra}" if cell.extra else ""))
+        cells += bench_rasa(max(n, 100), callers_list, log)
+    else:
+        log("bench/.venv is missing: epicbox and rasa-sdk skipped (run `make bench`)")
+    result: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{os.cpu_count()} cores, {platform.platform()}",
+        "note": args.note,
+        "runs_per_cell": n,
+        "pool_size": args.pool_size,
+        "paced_rate_per_s": PACED_RATE,
+        "cells": [c.summary() for c in cells],
+        "targets": targets(cells),
+        "duration_s": round(time.monotonic() - began, 1),
+    }
+    if args.soak:
+        result["soak"] = soak(tmp, args.soak, log)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "latest.md").write_text(markdown(result))
+    print(markdown(result))
+    left = docker.from_env().containers.list(all=True, filters={"label": f"{LABEL}={RUN_LABEL}"})
+    for c in left:
+        c.remove(force=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "src"))
+    sys.exit(main())

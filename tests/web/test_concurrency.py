@@ -1,0 +1,156 @@
+"""Bounded run slots under the production server: slow runs don't block others; full is 429."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import IMAGE, SESSION, TEST_LABEL
+from tests.test_cli import ACTIONCAGE, _env, _free_port
+
+pytestmark = pytest.mark.docker
+H = {"Authorization": "Bearer concurrency-key"}
+SLOW = "import time\ndef execute_action(context):\n    time.sleep(4)\n    return 'slow'\n"
+FAST = "def execute_action(context):\n    return 'fast'\n"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    """`actioncage serve` (waitress) with 2 run slots and 1 queue place, no warm pool."""
+    port = _free_port()
+    env = _env(
+        tmp_path,
+        ACTIONCAGE_PORT=str(port),
+        ACTIONCAGE_API_KEY="concurrency-key",
+        ACTIONCAGE_MAX_CONCURRENT_RUNS="2",
+        ACTIONCAGE_RUN_QUEUE_SIZE="1",
+        ACTIONCAGE_POOL_SIZE="0",
+    )
+    proc = subprocess.Popen(
+        [*ACTIONCAGE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                requests.get(base + "/health", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("serve did not answer within 30 s")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _create(base: str, name: str, code: str) -> None:
+    resp = requests.post(
+        f"{base}/v1/actions", headers=H, json={"name": name, "code": code}, timeout=10
+    )
+    assert resp.status_code == 201, resp.text
+
+
+def _in_flight(base: str) -> float:
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    line = next(x for x in text.splitlines() if x.startswith("actioncage_runs_in_flight "))
+    return float(line.split()[1])
+
+
+def _wait_in_flight(base: str, count: int, done: list[Any]) -> None:
+    deadline = time.monotonic() + 60
+    while _in_flight(base) < count:
+        assert time.monotonic() < deadline, [r.text for r in done]
+        time.sleep(0.05)
+
+
+def _execute_in_background(base: str, name: str, out: list[Any]) -> threading.Thread:
+    def call() -> None:
+        out.append(
+            requests.post(f"{base}/v1/actions/{name}/execute", headers=H, json={}, timeout=60)
+        )
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread
+
+
+def test_a_slow_run_does_not_block_a_fast_one(served: str) -> None:
+    _create(served, "slow", SLOW)
+    _create(served, "fast", FAST)
+    slow: list[Any] = []
+    thread = _execute_in_background(served, "slow", slow)
+    _wait_in_flight(served, 1, slow)
+    fast = requests.post(f"{served}/v1/actions/fast/execute", headers=H, json={}, timeout=60)
+    assert fast.status_code == 200 and fast.json()["output"] == "fast"
+    assert not slow, "the fast run waited for the slow one"
+    thread.join()
+    assert slow[0].json()["output"] == "slow"
+
+
+def test_full_slots_and_queue_answer_429_with_retry_after(served: str) -> None:
+    _create(served, "slow", SLOW)
+    _create(served, "fast", FAST)
+    results: list[Any] = []
+    threads = [_execute_in_background(served, "slow", results) for _ in range(2)]
+    _wait_in_flight(served, 2, results)
+    threads.append(_execute_in_background(served, "fast", results))  # takes the queue place
+    deadline = time.monotonic() + 30
+    while "actioncage_run_queue_depth 1.0" not in requests.get(f"{served}/metrics").text:
+        assert time.monotonic() < deadline, "the third run was not queued"
+        time.sleep(0.05)
+    refused = requests.post(f"{served}/v1/actions/fast/execute", headers=H, json={}, timeout=60)
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json()["error"]["type"] == "overloaded"
+    for thread in threads:
+        thread.join()
+    assert sorted(r.json()["output"] for r in results) == ["fast", "slow", "slow"]
+    assert "actioncage_runs_refused_total 1.0" in requests.get(f"{served}/metrics").text
+
+
+def test_serve_sweeps_leftovers_then_sigterm_removes_its_warm_pool(
+    tmp_path: Path, docker_client: Any
+) -> None:
+    case = uuid.uuid4().hex[:12]
+    labels = {TEST_LABEL: SESSION, "io.actioncage.case": case, "io.actioncage.managed": "true"}
+    leftover = docker_client.containers.create(IMAGE, labels=labels, network_disabled=True)
+    port = _free_port()
+    env = _env(tmp_path, ACTIONCAGE_PORT=str(port), ACTIONCAGE_POOL_SIZE="2")
+    env["ACTIONCAGE_CONTAINER_LABELS"] = f"{TEST_LABEL}={SESSION},io.actioncage.case={case}"
+    proc = subprocess.Popen(
+        [*ACTIONCAGE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+    def ours() -> list[Any]:
+        return docker_client.containers.list(
+            all=True, filters={"label": f"io.actioncage.case={case}"}
+        )
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline and proc.poll() is None, "no warm pool came up"
+            try:
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                if 'actioncage_pool_ready{profile="default"} 2.0' in text:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        ids = {c.id for c in ours()}
+        assert leftover.id not in ids and len(ids) == 2
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+    assert ours() == []
