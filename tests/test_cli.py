@@ -3,66 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import IMAGE, SESSION, TEST_LABEL
-
-ACTIONCAGE = [sys.executable, "-m", "actioncage.cli"]
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONCAGE_")}
-    env.update(
-        ACTIONCAGE_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
-        ACTIONCAGE_CONTAINER_LABELS=f"{TEST_LABEL}={SESSION}",
-        ACTIONCAGE_SANDBOX_IMAGE=IMAGE,
-        **extra,
-    )
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.conftest import IMAGE
+from tests.served import ACTIONCAGE, serve_env, served
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    env = _env(tmp_path, ACTIONCAGE_PORT=str(port), ACTIONCAGE_API_KEY="quickstart-key")
-    proc = subprocess.Popen(
-        [*ACTIONCAGE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"serve exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-            try:
-                requests.get(base + "/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("serve did not answer within 30 s")
+    with served(tmp_path, ACTIONCAGE_API_KEY="quickstart-key") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stderr:
-            proc.stderr.close()
 
 
 @pytest.mark.docker
@@ -94,7 +49,7 @@ def test_readme_walkthrough_over_real_http(server: str) -> None:
 
 
 def test_keys_create_prints_a_working_key(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = serve_env(tmp_path)
     out = subprocess.run(
         [*ACTIONCAGE, "keys", "create", "--org", "acme"],
         env=env,
@@ -132,7 +87,7 @@ def test_run_executes_a_local_script_in_the_sandbox(tmp_path: Path) -> None:
             "--conversation",
             '{"id": "c9"}',
         ],
-        env=_env(tmp_path),
+        env=serve_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=60,
@@ -148,7 +103,7 @@ def test_run_refuses_a_script_with_a_syntax_error(tmp_path: Path) -> None:
     script.write_text("def execute_action(context):\n    return (\n")
     out = subprocess.run(
         [*ACTIONCAGE, "run", str(script)],
-        env=_env(tmp_path),
+        env=serve_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=60,
@@ -159,7 +114,7 @@ def test_run_refuses_a_script_with_a_syntax_error(tmp_path: Path) -> None:
 def test_bad_setting_stops_the_process_naming_the_variable(tmp_path: Path) -> None:
     out = subprocess.run(
         [*ACTIONCAGE, "serve"],
-        env=_env(tmp_path, ACTIONCAGE_PORT="eighty"),
+        env=serve_env(tmp_path, ACTIONCAGE_PORT="eighty"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -173,7 +128,7 @@ def test_image_build_is_a_no_op_when_current_and_prints_the_digest(tmp_path: Pat
 
     out = subprocess.run(
         [*ACTIONCAGE, "image", "build"],
-        env=_env(tmp_path),
+        env=serve_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=600,

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import IMAGE, SESSION, TEST_LABEL
-from tests.test_cli import ACTIONCAGE, _env, _free_port
+from tests.served import ACTIONCAGE, free_port, serve_env, served
 
 pytestmark = pytest.mark.docker
 H = {"Authorization": "Bearer concurrency-key"}
@@ -23,35 +23,16 @@ FAST = "def execute_action(context):\n    return 'fast'\n"
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[str]:
+def server(tmp_path: Path) -> Iterator[str]:
     """`actioncage serve` (waitress) with 2 run slots and 1 queue place, no warm pool."""
-    port = _free_port()
-    env = _env(
+    with served(
         tmp_path,
-        ACTIONCAGE_PORT=str(port),
         ACTIONCAGE_API_KEY="concurrency-key",
         ACTIONCAGE_MAX_CONCURRENT_RUNS="2",
         ACTIONCAGE_RUN_QUEUE_SIZE="1",
         ACTIONCAGE_POOL_SIZE="0",
-    )
-    proc = subprocess.Popen(
-        [*ACTIONCAGE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                requests.get(base + "/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("serve did not answer within 30 s")
+    ) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _create(base: str, name: str, code: str) -> None:
@@ -85,38 +66,38 @@ def _execute_in_background(base: str, name: str, out: list[Any]) -> threading.Th
     return thread
 
 
-def test_a_slow_run_does_not_block_a_fast_one(served: str) -> None:
-    _create(served, "slow", SLOW)
-    _create(served, "fast", FAST)
+def test_a_slow_run_does_not_block_a_fast_one(server: str) -> None:
+    _create(server, "slow", SLOW)
+    _create(server, "fast", FAST)
     slow: list[Any] = []
-    thread = _execute_in_background(served, "slow", slow)
-    _wait_in_flight(served, 1, slow)
-    fast = requests.post(f"{served}/v1/actions/fast/execute", headers=H, json={}, timeout=60)
+    thread = _execute_in_background(server, "slow", slow)
+    _wait_in_flight(server, 1, slow)
+    fast = requests.post(f"{server}/v1/actions/fast/execute", headers=H, json={}, timeout=60)
     assert fast.status_code == 200 and fast.json()["output"] == "fast"
     assert not slow, "the fast run waited for the slow one"
     thread.join()
     assert slow[0].json()["output"] == "slow"
 
 
-def test_full_slots_and_queue_answer_429_with_retry_after(served: str) -> None:
-    _create(served, "slow", SLOW)
-    _create(served, "fast", FAST)
+def test_full_slots_and_queue_answer_429_with_retry_after(server: str) -> None:
+    _create(server, "slow", SLOW)
+    _create(server, "fast", FAST)
     results: list[Any] = []
-    threads = [_execute_in_background(served, "slow", results) for _ in range(2)]
-    _wait_in_flight(served, 2, results)
-    threads.append(_execute_in_background(served, "fast", results))  # takes the queue place
+    threads = [_execute_in_background(server, "slow", results) for _ in range(2)]
+    _wait_in_flight(server, 2, results)
+    threads.append(_execute_in_background(server, "fast", results))  # takes the queue place
     deadline = time.monotonic() + 30
-    while "actioncage_run_queue_depth 1.0" not in requests.get(f"{served}/metrics").text:
+    while "actioncage_run_queue_depth 1.0" not in requests.get(f"{server}/metrics").text:
         assert time.monotonic() < deadline, "the third run was not queued"
         time.sleep(0.05)
-    refused = requests.post(f"{served}/v1/actions/fast/execute", headers=H, json={}, timeout=60)
+    refused = requests.post(f"{server}/v1/actions/fast/execute", headers=H, json={}, timeout=60)
     assert refused.status_code == 429
     assert refused.headers["Retry-After"] == "1"
     assert refused.json()["error"]["type"] == "overloaded"
     for thread in threads:
         thread.join()
     assert sorted(r.json()["output"] for r in results) == ["fast", "slow", "slow"]
-    assert "actioncage_runs_refused_total 1.0" in requests.get(f"{served}/metrics").text
+    assert "actioncage_runs_refused_total 1.0" in requests.get(f"{server}/metrics").text
 
 
 def test_serve_sweeps_leftovers_then_sigterm_removes_its_warm_pool(
@@ -125,8 +106,8 @@ def test_serve_sweeps_leftovers_then_sigterm_removes_its_warm_pool(
     case = uuid.uuid4().hex[:12]
     labels = {TEST_LABEL: SESSION, "io.actioncage.case": case, "io.actioncage.managed": "true"}
     leftover = docker_client.containers.create(IMAGE, labels=labels, network_disabled=True)
-    port = _free_port()
-    env = _env(tmp_path, ACTIONCAGE_PORT=str(port), ACTIONCAGE_POOL_SIZE="2")
+    port = free_port()
+    env = serve_env(tmp_path, ACTIONCAGE_PORT=str(port), ACTIONCAGE_POOL_SIZE="2")
     env["ACTIONCAGE_CONTAINER_LABELS"] = f"{TEST_LABEL}={SESSION},io.actioncage.case={case}"
     proc = subprocess.Popen(
         [*ACTIONCAGE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -4,10 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +11,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import IMAGE, SESSION, TEST_LABEL
 from tests.fakes import Request, serve
+from tests.served import served
 
 CHROMIUM = "/usr/bin/chromium"
 KEY = "dashboard-test-key"
@@ -53,50 +49,12 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONCAGE_")}
-    env.update(
-        ACTIONCAGE_DATABASE_URL=f"sqlite:///{tmp_path / 'dash.db'}",
-        ACTIONCAGE_CONTAINER_LABELS=f"{TEST_LABEL}={SESSION}",
-        ACTIONCAGE_SANDBOX_IMAGE=IMAGE,
-        ACTIONCAGE_PORT=str(port),
-        ACTIONCAGE_API_KEY=KEY,
-        ACTIONCAGE_EGRESS_ALLOWED_CIDRS="127.0.0.0/8",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "actioncage.cli", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"serve exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-            try:
-                requests.get(base + "/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("serve did not answer within 30 s")
+    with served(
+        tmp_path, ACTIONCAGE_API_KEY=KEY, ACTIONCAGE_EGRESS_ALLOWED_CIDRS="127.0.0.0/8"
+    ) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stderr:
-            proc.stderr.close()
 
 
 BROKEN = """def execute_action(context):
