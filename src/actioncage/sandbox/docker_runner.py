@@ -41,6 +41,9 @@ HostCallHandler = Callable[[dict[str, Any]], bytes]
 _STDOUT, _STDERR = 1, 2
 # After the result frame, how long we keep reading for late logs before we stop waiting.
 _AFTER_RESULT_GRACE_S = 2.0
+# Removal retries (the engine refuses a removal that races the container's own exit).
+_REMOVE_ATTEMPTS = 5
+_REMOVE_RETRY_S = 0.1
 # The runtime flushes its logs before it writes the result frame, but stdout and stderr are
 # separate pipes, so their bytes may reach us in either order: after the frame, logs that
 # come within this quiet window are kept, and the run does not wait for the process to exit.
@@ -356,12 +359,20 @@ class DockerRunner:
 
     def _remove_now(self, container_id: str) -> None:
         try:
-            self._client().remove_container(container_id, force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if "already in progress" not in str(exc):  # someone else is removing it: fine
-                log.exception("could not remove container %s", container_id)
+            for attempt in range(_REMOVE_ATTEMPTS):
+                try:
+                    self._client().remove_container(container_id, force=True)
+                    return
+                except docker.errors.NotFound:
+                    return
+                except docker.errors.APIError as exc:
+                    if "already in progress" in str(exc):  # someone else is removing it
+                        return
+                    # The engine can refuse while the container is mid-exit ("Could not kill
+                    # running container ... is not running"); a moment later it succeeds.
+                    if attempt == _REMOVE_ATTEMPTS - 1:
+                        raise
+                    time.sleep(_REMOVE_RETRY_S * (2**attempt))
         except (EngineUnavailableError, *_ENGINE_ERRORS):
             # Never hide the first error; the start-up sweep removes it by label later.
             log.exception("could not remove container %s", container_id)
