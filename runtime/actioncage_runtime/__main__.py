@@ -20,6 +20,7 @@ PROTOCOL_VERSION = 1
 MAX_ENVELOPE_BYTES = 8 * 1024 * 1024
 SCRIPT_FILENAME = "action.py"
 LOGS_END = b"\x00actioncage:logs-end\x00"
+END_FRAME = b'{"type":"end"}\n'
 EXIT_OK = 0
 EXIT_BAD_ENVELOPE = 2
 # Error frames are shrunk step by step until they fit in maxOutputBytes: (message, traceback).
@@ -222,7 +223,12 @@ def main() -> None:
     status = run(replies, frames_out)
     for stream in (sys.stdout, sys.stderr, frames_out):
         _flush_quietly(stream)
-    # Tells the control plane the logs are complete, so it need not wait for the exit.
+    # Tells the control plane the frames and the logs are complete, so it need not wait for
+    # the exit. The end frame travels behind the result on the same stream, so a result frame
+    # the script forged earlier is always followed by ours and caught as a second result.
+    if status == 0:  # a result frame was written
+        with contextlib.suppress(OSError):
+            os.write(frames_fd, END_FRAME)
     with contextlib.suppress(OSError):
         os.write(2, LOGS_END)
     # Exit without waiting for threads the script left behind or running its atexit hooks.

@@ -32,6 +32,14 @@ def run_process(stdin_text: str) -> tuple[int, str, str]:
     return process.returncode, stdout, stderr
 
 
+def result_of(stdout: str) -> dict[str, Any]:
+    """The result frame, checking that the runtime's end frame follows it and nothing else."""
+    result, end, rest = stdout.split("\n", 2)
+    assert json.loads(end) == {"type": "end"} and rest == ""
+    frame: dict[str, Any] = json.loads(result)
+    return frame
+
+
 def test_only_frames_reach_stdout() -> None:
     code = """
         import os, subprocess, sys
@@ -47,8 +55,8 @@ def test_only_frames_reach_stdout() -> None:
         """
     returncode, stdout, stderr = run_process(envelope_line(code) + '{"type": "host_result"}\n')
     assert returncode == 0
-    assert stdout.count("\n") == 1
-    frame = json.loads(stdout)
+    assert stdout.count("\n") == 2
+    frame = result_of(stdout)
     assert frame == {"type": "result", "status": "ok", "output": {"stdin": ""}, "effects": []}
     # After the last log byte, the end-of-logs marker (docs/protocol.md).
     assert stderr == "printed\nraw fd 1\nto stderr\nfrom a child\n" + LOGS_END
@@ -62,14 +70,14 @@ def test_preload_imports_then_says_ready_before_reading_the_envelope() -> None:
     code = "import sys\ndef execute_action(context):\n    return 'json' in sys.modules\n"
     stdout, _ = process.communicate(envelope_line(code), timeout=60)
     assert process.returncode == 0
-    assert json.loads(stdout)["output"] is True
+    assert result_of(stdout)["output"] is True
 
 
 def test_error_results_still_exit_zero() -> None:
     code = "def execute_action(context):\n    print('before')\n    raise ValueError('bad')\n"
     returncode, stdout, stderr = run_process(envelope_line(code))
     assert returncode == 0
-    assert json.loads(stdout)["error"]["message"] == "ValueError: bad"
+    assert result_of(stdout)["error"]["message"] == "ValueError: bad"
     assert stderr == "before\n" + LOGS_END
 
 
@@ -93,7 +101,7 @@ def test_host_call_round_trip_over_process_pipes() -> None:
     )
     process.stdin.flush()
     stdout, _ = process.communicate(timeout=60)
-    assert json.loads(stdout)["output"] is True
+    assert result_of(stdout)["output"] is True
     assert process.returncode == 0
 
 
@@ -107,4 +115,4 @@ def test_threads_left_running_do_not_hold_the_process() -> None:
         """
     returncode, stdout, _ = run_process(envelope_line(code))
     assert returncode == 0
-    assert json.loads(stdout)["output"] == "returned"
+    assert result_of(stdout)["output"] == "returned"

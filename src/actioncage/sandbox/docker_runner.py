@@ -511,6 +511,7 @@ class _Channel:
         self.host_calls = 0
         self.eof = False
         self.logs_done = False
+        self.end_seen = False  # the runtime's end frame, behind its result on stdout
 
     @property
     def must_kill(self) -> bool:
@@ -533,16 +534,16 @@ class _Channel:
                 if self.result_frame is None:
                     self.timed_out = True
                 return
-            if self.result_frame is not None:
+            if self.end_seen:
                 if self.logs_done:
-                    return  # the result and every log line are in: no need to see the exit
+                    return  # every frame and log line is in: no need to see the exit
                 remaining = min(remaining, _AFTER_RESULT_IDLE_S)
             self._sock.settimeout(remaining)
             try:
                 data = self._sock.recv(65536)
             except TimeoutError:
-                if self.result_frame is not None:
-                    return  # the result is in and the logs went quiet: no need to see the exit
+                if self.end_seen:
+                    return  # every frame is in and the logs went quiet: no need to see the exit
                 continue
             if not data:
                 self.eof = True
@@ -581,12 +582,20 @@ class _Channel:
             self.output_exceeded = True
 
     def _take_frame(self, line: bytes) -> None:
-        if self.result_frame is not None:
-            self.protocol_error = "the sandbox wrote after its result frame"
+        if self.end_seen:
+            self.protocol_error = "the sandbox wrote after its end frame"
             return
         frame = envelope.parse_frame(line)
         if frame is None:
             self.protocol_error = "the sandbox wrote a malformed frame"
+            return
+        if frame["type"] == "end":
+            if self.result_frame is None:
+                self.protocol_error = "the sandbox ended without a result frame"
+            self.end_seen = True
+            return
+        if self.result_frame is not None:
+            self.protocol_error = "the sandbox wrote after its result frame"
             return
         if frame["type"] == "result":
             if len(line) + len(self.logs) > self._cap:

@@ -64,7 +64,7 @@ def parse_frame(line: bytes) -> dict[str, Any] | None:
         frame = json.loads(line, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(frame, dict) or frame.get("type") not in {"host_call", "result"}:
+    if not isinstance(frame, dict) or frame.get("type") not in {"host_call", "result", "end"}:
         return None
     return frame
 
