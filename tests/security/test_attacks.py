@@ -6,6 +6,8 @@ the server still serves the next request.
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -113,6 +115,11 @@ def test_the_survivor_check_can_fail() -> None:
 
     child = subprocess.Popen(["sleep", "4242.4244"])
     try:
+        cmdline = Path("/proc", str(child.pid), "cmdline")
+        deadline = time.monotonic() + 5
+        while b"4242.4244" not in cmdline.read_bytes():  # until the exec is visible
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.01)
         assert not no_survivors("4242.4244", wait_s=0.5)
     finally:
         child.kill()
