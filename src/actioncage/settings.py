@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -98,7 +98,7 @@ class Settings:
             ("key_concurrent_runs", self.key_concurrent_runs >= 0),
             ("port", 0 <= self.port <= 65535),
             ("max_api_response_bytes", self.max_api_response_bytes >= 1024),
-            ("egress_allowed_cidrs", _cidrs_ok(self.egress_allowed_cidrs)),
+            ("egress_allowed_cidrs", _cidrs_ok(self.egress_allowed_cidr_list)),
             ("background_workers", self.background_workers >= 1),
             ("background_max_pending", self.background_max_pending >= 1),
             ("callback_max_attempts", self.callback_max_attempts >= 1),
@@ -144,11 +144,10 @@ class Settings:
         return cls(**values)
 
 
-def _cidrs_ok(raw: str) -> bool:
+def _cidrs_ok(cidrs: Iterable[str]) -> bool:
     try:
-        for cidr in raw.split(","):
-            if cidr.strip():
-                ipaddress.ip_network(cidr.strip(), strict=False)
+        for cidr in cidrs:
+            ipaddress.ip_network(cidr, strict=False)
     except ValueError:
         return False
     return True

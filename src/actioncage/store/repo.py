@@ -453,24 +453,6 @@ def find_key_by_id(session: Session, key_id: str) -> ApiKey | None:
     return None if row is None else ApiKey(id=row.id, org_id=row.org_id)
 
 
-def list_action_runs(
-    session: Session,
-    org_id: str,
-    action_id: str,
-    status: str | None = None,
-    error_type: str | None = None,
-    limit: int = 100,
-) -> list[RunResult]:
-    """The action's newest runs first, optionally only one status or error type."""
-    query = select(RunRow.id).where(RunRow.org_id == org_id, RunRow.action_id == action_id)
-    if status is not None:
-        query = query.where(RunRow.status == status)
-    if error_type is not None:
-        query = query.where(RunRow.error_type == error_type)
-    ids = session.scalars(query.order_by(RunRow.started_at.desc()).limit(limit)).all()
-    return [get_run(session, org_id, run_id) for run_id in ids]
-
-
 # --- org webhook secret ----------------------------------------------------------------------
 
 
@@ -557,8 +539,9 @@ def list_runs(
     status: str | None = None,
     limit: int = 50,
     before: tuple[datetime, str] | None = None,
+    error_type: str | None = None,
 ) -> list[RunResult]:
-    """The org's runs, newest first, optionally for one action or status.
+    """The org's runs, newest first, optionally for one action, status or error type.
 
     ``before`` is the (started_at, id) of the last run of the previous page: keyset paging,
     so runs recorded meanwhile neither repeat nor go missing.
@@ -568,6 +551,8 @@ def list_runs(
         query = query.where(RunRow.action_id == action_id)
     if status is not None:
         query = query.where(RunRow.status == status)
+    if error_type is not None:
+        query = query.where(RunRow.error_type == error_type)
     if before is not None:
         started, run_id = before
         query = query.where(

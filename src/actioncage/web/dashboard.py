@@ -182,7 +182,7 @@ def action_runs(action_id: str) -> str:
     error_type = wanted if wanted not in (None, "ok", "error") else None
     with _components().store.session() as s:
         action = repo.get_action(s, key.org_id, action_id)
-        runs = repo.list_action_runs(s, key.org_id, action.id, status, error_type)
+        runs = repo.list_runs(s, key.org_id, action.id, status, limit=100, error_type=error_type)
     return render_template(
         "runs.html", action=action, runs=runs, wanted=wanted, filters=RUN_FILTERS
     )

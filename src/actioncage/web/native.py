@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from actioncage import triggers
 from actioncage.callbacks import SIGNATURE_HEADER
-from actioncage.models import InvocationTrigger, RunResult
+from actioncage.models import InvocationTrigger
 from actioncage.sandbox.limits import policy_description
 from actioncage.store import repo
 from actioncage.validation import check_org_rules
@@ -21,10 +21,6 @@ bp.before_request(require_key)
 
 def _components() -> Any:
     return current_app.extensions["actioncage"]
-
-
-def _status_for_run(run: RunResult) -> int:
-    return calls.status_for_run(run)
 
 
 @bp.post("/actions")
@@ -88,7 +84,7 @@ def execute(action_ref: str) -> tuple[Response, int]:
     def answer() -> calls.Answer:
         if wait_ms is None and callback_url is None:
             run = c.executor.execute(key.org_id, key.id, action_ref, args, conversation_id)
-            return wire.run_out(run), _status_for_run(run)
+            return wire.run_out(run), calls.status_for_run(run)
         with c.store.session() as s:
             action = repo.get_action(s, key.org_id, action_ref)
             conversation = (
@@ -97,7 +93,7 @@ def execute(action_ref: str) -> tuple[Response, int]:
         done, run_id = calls.run_with_wait(action, args, conversation, wait_ms, callback_url)
         if done is None:
             return calls.waiting_body(run_id, action), 202
-        return wire.run_out(done), _status_for_run(done)
+        return wire.run_out(done), calls.status_for_run(done)
 
     out, status, replayed = calls.idempotent(f"native:{action_ref}", body, answer)
     response = jsonify(out)
