@@ -26,6 +26,7 @@ from actioncage.models import (
     Effect,
     EffectiveLimits,
     ErrorType,
+    OrgPolicy,
     RawOutcome,
     RunError,
     RunResult,
@@ -45,6 +46,13 @@ log = logging.getLogger(__name__)
 
 _MAX_MESSAGE = 4096
 _MAX_TRACEBACK = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What admit() read on the way in: the org's policy (None: the org has none)."""
+
+    org: OrgPolicy | None
 
 
 @dataclass(frozen=True)
@@ -108,24 +116,29 @@ class Executor:
         applied. Returns the RunResult (a failing script is an outcome). Raises
         ActionNotFoundError, ConversationNotFoundError or RateLimitedError before anything runs.
         """
-        with self._store.session() as s:
-            action = repo.get_action(s, org_id, action_ref)
-            conversation = (
-                repo.get_conversation(s, org_id, conversation_id) if conversation_id else None
-            )
-        with self.admit(org_id, key_id):
-            return self.run_action(action, key_id, args, conversation, dry_run=dry_run)
+        with self._runner.foreground.run():
+            with self._store.session() as s:
+                action = repo.get_action(s, org_id, action_ref)
+                conversation = (
+                    repo.get_conversation(s, org_id, conversation_id) if conversation_id else None
+                )
+                admission = Admission(repo.find_org_policy(s, org_id))
+            with self._limiter.admit(org_id, key_id, admission.org):
+                return self.run_action(
+                    action, key_id, args, conversation, dry_run=dry_run, admission=admission
+                )
 
     @contextmanager
-    def admit(self, org_id: str, key_id: str | None) -> Iterator[None]:
+    def admit(self, org_id: str, key_id: str | None) -> Iterator[Admission]:
         """Hold a run slot under the org's and the key's rate and concurrency limits.
 
-        Every front door runs inside one. Raises RateLimitedError (carrying Retry-After).
+        Every front door runs inside one; hand what it yields to run_action, which then
+        need not read the org's policy again. Raises RateLimitedError (carrying Retry-After).
         """
         with self._store.session() as s:
-            org = repo.find_org_policy(s, org_id)
-        with self._limiter.admit(org_id, key_id, org):
-            yield
+            admission = Admission(repo.find_org_policy(s, org_id))
+        with self._limiter.admit(org_id, key_id, admission.org):
+            yield admission
 
     def run_action(
         self,
@@ -135,11 +148,27 @@ class Executor:
         conversation: Conversation | None,
         dry_run: bool = False,
         run_id: str | None = None,
+        admission: Admission | None = None,
     ) -> RunResult:
         """Run a loaded action against a loaded conversation and record the run.
 
         ``run_id`` names a "running" placeholder record to complete (a background run).
+        ``admission`` is what admit() yielded (the org's policy as of admission).
         """
+        with self._runner.foreground.run():
+            return self._run_action(action, key_id, args, conversation, dry_run, run_id, admission)
+
+    def _run_action(
+        self,
+        action: Action,
+        key_id: str | None,
+        args: dict[str, Any],
+        conversation: Conversation | None,
+        dry_run: bool,
+        run_id: str | None,
+        admission: Admission | None,
+    ) -> RunResult:
+        placeholder = run_id is not None
         run_id = run_id or repo.new_id("run")
         started_at = repo.now()
         digest: str | None = None
@@ -161,8 +190,10 @@ class Executor:
         elif action.type is not ActionType.PYTHON:
             raise ValidationFailedError(f"actions of type {action.type} cannot run yet", "type")
         else:
-            with self._store.session() as s:
-                org = repo.find_org_policy(s, action.org_id)
+            if admission is None:
+                with self._store.session() as s:
+                    admission = Admission(repo.find_org_policy(s, action.org_id))
+            org = admission.org
             limits = effective_limits(action.policy, self._settings, org)
             hashed = policy_hash(limits, self._settings)
             proxy = self._egress_proxy(limits)
@@ -204,6 +235,7 @@ class Executor:
             dry_run,
             hashed,
             egress,
+            placeholder,
         )
 
     def _egress_proxy(self, limits: EffectiveLimits) -> EgressProxy | None:
@@ -227,7 +259,9 @@ class Executor:
         """Complete a run that could not start (a background run that found no slot free in
         time) as a sandbox_error, so its record never stays "running"."""
         outcome = _error(ErrorType.SANDBOX_ERROR, message)
-        return self._record(run_id, action, key_id, conversation, outcome, "", repo.now(), None)
+        return self._record(
+            run_id, action, key_id, conversation, outcome, "", repo.now(), None, placeholder=True
+        )
 
     def _record(
         self,
@@ -242,6 +276,7 @@ class Executor:
         dry_run: bool = False,
         hashed: str | None = None,
         egress: tuple[dict[str, Any], ...] = (),
+        placeholder: bool = False,
     ) -> RunResult:
         finished_at = repo.now()
         applied = (
@@ -277,7 +312,7 @@ class Executor:
                 repo.apply_to_conversation(
                     s, action.org_id, conversation.id, apply_effects(current, outcome.effects)
                 )
-            repo.add_run(s, result)
+            repo.add_run(s, result, replaces_placeholder=placeholder)
         if self._metrics is not None:
             self._metrics.observe_run(result)
         return result

@@ -79,6 +79,8 @@ class Settings:
     pool_pressure_window_s: float = 2.0
     max_live_containers: int = 32
     removal_queue_size: int = 256
+    # Removals and pool refills wait for a moment with no run in flight, at most this long.
+    engine_work_defer_ms: int = 250
     max_concurrent_runs: int = 8
     run_queue_size: int = 16
     run_queue_wait_ms: int = 30_000
@@ -112,6 +114,7 @@ class Settings:
             ("pool_pressure_window_s", self.pool_pressure_window_s >= 0),
             ("max_live_containers", self.max_live_containers >= 1),
             ("removal_queue_size", self.removal_queue_size >= 1),
+            ("engine_work_defer_ms", self.engine_work_defer_ms >= 0),
             ("max_concurrent_runs", self.max_concurrent_runs >= 1),
             ("run_queue_size", self.run_queue_size >= 0),
             ("run_queue_wait_ms", self.run_queue_wait_ms >= 0),

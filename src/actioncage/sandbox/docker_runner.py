@@ -22,6 +22,7 @@ import requests.exceptions
 from actioncage.errors import EngineUnavailableError, SandboxError
 from actioncage.models import EffectiveLimits, RawOutcome
 from actioncage.sandbox import envelope
+from actioncage.sandbox.foreground import Foreground
 from actioncage.sandbox.limits import (
     FRAME_ALLOWANCE_BYTES,
     MANAGED_LABEL,
@@ -85,7 +86,11 @@ class DockerRunner:
         self.warm_starts = 0
         # Set by the app when a warm pool is configured; run() then takes from it first.
         self.pool: WarmPool | None = None
-        self.remover = _Remover(self._remove_now, settings.removal_queue_size)
+        # Runs in flight: removals and warm-pool refills wait for a quiet moment (bounded).
+        self.foreground = Foreground(settings.engine_work_defer_ms)
+        self.remover = _Remover(
+            self._remove_now, settings.removal_queue_size, self.foreground.wait_quiet
+        )
 
     def _client(self) -> docker.APIClient:
         url = self._settings.docker_url or "unix:///var/run/docker.sock"
@@ -413,13 +418,18 @@ class DockerRunner:
 class _Remover:
     """Removes containers on a background thread, off the request path.
 
-    The queue is bounded: when it is full, the caller removes the container itself, so a
-    removal is never dropped. close() finishes every queued removal before it returns.
+    Each removal first waits for a quiet moment (``wait_quiet(queued_at)``, bounded) so it
+    does not take the engine's CPU from a run in flight. The queue is bounded: when it is
+    full, the caller removes the container itself, so a removal is never dropped. close()
+    finishes every queued removal, without waiting, before it returns.
     """
 
-    def __init__(self, remove: Callable[[str], None], maxsize: int) -> None:
+    def __init__(
+        self, remove: Callable[[str], None], maxsize: int, wait_quiet: Callable[[float], object]
+    ) -> None:
         self._remove = remove
-        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=max(1, maxsize))
+        self._wait_quiet = wait_quiet
+        self._queue: queue.Queue[tuple[str, float] | None] = queue.Queue(maxsize=max(1, maxsize))
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -437,7 +447,7 @@ class _Remover:
             self._remove(container_id)
             return
         try:
-            self._queue.put_nowait(container_id)
+            self._queue.put_nowait((container_id, time.monotonic()))
         except queue.Full:
             self._remove(container_id)
 
@@ -467,13 +477,18 @@ class _Remover:
 
     def _work(self) -> None:
         while True:
-            container_id = self._queue.get()
+            item = self._queue.get()
             try:
-                if container_id is None:
+                if item is None:
                     return
+                container_id, queued_at = item
+                with self._lock:
+                    closing = self._closed
+                if not closing:
+                    self._wait_quiet(queued_at)
                 self._remove(container_id)
             except Exception:  # the thread must outlive any one failure
-                log.exception("removal of %s failed", container_id)
+                log.exception("removal of %s failed", item)
             finally:
                 self._queue.task_done()
 

@@ -74,6 +74,8 @@ class WarmPool:
         self._cond = threading.Condition()
         self._profiles: dict[str, _Profile] = {}
         self._closed = False
+        self._refill_due = False
+        runner.foreground.on_quiet(self._wake_on_quiet)
         self._threads: list[threading.Thread] = []
         self.recycled = 0
         self.start_failures = 0
@@ -101,16 +103,29 @@ class WarmPool:
             if profile is None:
                 return None
             profile.last_used = time.monotonic()
-            self._cond.notify_all()  # a taken or a new profile needs a replacement
-            while profile.ready:
+            taken: StartedContainer | None = None
+            while profile.ready and taken is None:
                 started = profile.ready.popleft()
                 self._lean_ids.discard(started.container_id)
                 if self._runner.is_alive(started):
-                    return started
-                self._runner.discard(started)
-            if profile.starting:  # demand outran the refill: that is pressure
+                    taken = started
+                else:
+                    self._runner.discard(started)
+            if taken is None and profile.starting:  # demand outran the refill: pressure
                 self._last_miss = time.monotonic()
-            return None
+            if profile.ready:
+                # Not urgent: the starters wake when no run is in flight (_wake_on_quiet),
+                # so waking them now would only take the CPU from this run.
+                self._refill_due = True
+            else:
+                self._cond.notify_all()
+            return taken
+
+    def _wake_on_quiet(self) -> None:
+        with self._cond:
+            if self._refill_due:
+                self._refill_due = False
+                self._cond.notify_all()
 
     def stats(self) -> list[ProfileStats]:
         """Ready and starting sandboxes per profile."""
@@ -202,6 +217,11 @@ class WarmPool:
                     self._cond.wait(tick)
                 if profile is not None:
                     profile.starting += 1
+                # Recycling, and topping up a pool that still has a sandbox ready, can wait
+                # for a moment with no run in flight; refilling an empty one cannot.
+                can_wait = bool(old) or (profile is not None and bool(profile.ready))
+            if can_wait:
+                self._runner.foreground.wait_quiet()
             for started in old:
                 self._runner.discard(started)
             if profile is not None:

@@ -338,32 +338,35 @@ def apply_to_conversation(
 # --- runs ----------------------------------------------------------------------------------
 
 
-def add_run(session: Session, run: RunResult) -> None:
-    """Store the audit record of one run (replacing its "running" placeholder, if any)."""
-    session.merge(
-        RunRow(
-            id=run.run_id,
-            org_id=run.org_id,
-            caller_key_id=run.caller_key_id,
-            action_id=run.action_id,
-            action_version=run.action_version,
-            conversation_id=run.conversation_id,
-            status=str(run.status),
-            error_type=None if run.error is None else str(run.error.type),
-            error_message=None if run.error is None else run.error.message,
-            error_traceback=None if run.error is None else run.error.traceback,
-            output=run.output,
-            effects=[{"kind": str(e.kind), **e.data} for e in run.effects],
-            effects_applied=run.effects_applied,
-            logs=run.logs,
-            duration_ms=run.duration_ms,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            image_digest=run.image_digest,
-            policy_hash=run.policy_hash,
-            egress=list(run.egress),
-        )
+def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False) -> None:
+    """Store the audit record of one run, or complete its "running" placeholder."""
+    row = RunRow(
+        id=run.run_id,
+        org_id=run.org_id,
+        caller_key_id=run.caller_key_id,
+        action_id=run.action_id,
+        action_version=run.action_version,
+        conversation_id=run.conversation_id,
+        status=str(run.status),
+        error_type=None if run.error is None else str(run.error.type),
+        error_message=None if run.error is None else run.error.message,
+        error_traceback=None if run.error is None else run.error.traceback,
+        output=run.output,
+        effects=[{"kind": str(e.kind), **e.data} for e in run.effects],
+        effects_applied=run.effects_applied,
+        logs=run.logs,
+        duration_ms=run.duration_ms,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        image_digest=run.image_digest,
+        policy_hash=run.policy_hash,
+        egress=list(run.egress),
     )
+    # A new run is one INSERT; only a placeholder needs the read that merge() makes.
+    if replaces_placeholder:
+        session.merge(row)
+    else:
+        session.add(row)
     session.flush()
 
 

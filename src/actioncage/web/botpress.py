@@ -115,8 +115,8 @@ def call_action() -> tuple[Response, int]:
             ):
                 with c.store.session() as s:
                     conversation = repo.get_conversation(s, key.org_id, conversation_id)
-        with c.executor.admit(key.org_id, key.id):
-            run = c.executor.run_action(action, key.id, args, conversation)
+        with c.executor.admit(key.org_id, key.id) as admission:
+            run = c.executor.run_action(action, key.id, args, conversation, admission=admission)
         if run.status is not RunStatus.OK:
             return _run_error(run)
         output = run.output if isinstance(run.output, dict) else {"result": run.output}

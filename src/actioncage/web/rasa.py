@@ -97,8 +97,9 @@ def webhook() -> tuple[Response, int]:
 
     def answer() -> calls.Answer:
         conversation = _conversation(key.org_id, key.id, sender_id, tracker)
-        with c.executor.admit(key.org_id, key.id):
-            run = c.executor.run_action(action, key.id, _args(action, tracker), conversation)
+        with c.executor.admit(key.org_id, key.id) as admission:
+            args = _args(action, tracker)
+            run = c.executor.run_action(action, key.id, args, conversation, admission=admission)
         return _response(action, run, domain), 200
 
     out, status, _ = calls.idempotent(f"rasa:{name}", body, answer)
