@@ -20,6 +20,7 @@ from actioncage.settings import Settings
 from actioncage.slots import RunSlots
 from actioncage.store import Store, repo
 from actioncage.web import botpress, dashboard, errors, meta, native, rasa
+from actioncage.web.auth import KeyCache
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Components:
     executor: Executor
     background: BackgroundRuns
     callbacks: CallbackSender
+    keys: KeyCache
     slots: RunSlots | None = None
     metrics: Metrics | None = None
     pool: WarmPool | None = None
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         host_calls=host_calls,
         background=BackgroundRuns(settings.background_workers, settings.background_max_pending),
         callbacks=CallbackSender(settings),
+        keys=KeyCache(settings.key_cache_s),
         executor=Executor(settings, store, runner, host_calls, slots=slots, metrics=metrics),
         slots=slots,
         metrics=metrics,

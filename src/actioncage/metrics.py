@@ -59,12 +59,19 @@ class _LiveCollector(Collector):
         starting = GaugeMetricFamily(
             "actioncage_pool_starting", "Warm sandboxes starting, per profile", labels=["profile"]
         )
+        lean = GaugeMetricFamily(
+            "actioncage_pool_lean_ready",
+            "Warm sandboxes ready without the preload (started under pressure), per profile",
+            labels=["profile"],
+        )
         pool = self._runner.pool
         for p in pool.stats() if pool is not None else []:
             ready.add_metric([p.name], p.ready)
             starting.add_metric([p.name], p.starting)
+            lean.add_metric([p.name], p.lean)
         yield ready
         yield starting
+        yield lean
         yield CounterMetricFamily(
             "actioncage_pool_lean_starts",
             "Warm sandboxes started without the preload because the pool was under pressure",
@@ -89,6 +96,17 @@ class _LiveCollector(Collector):
             "actioncage_live_containers",
             "Containers created by this process and not yet removed",
             self._runner.live_containers,
+        )
+        foreground = self._runner.foreground
+        yield CounterMetricFamily(
+            "actioncage_engine_work_deferred",
+            "Removals and pool refills that waited for the runs in flight to finish",
+            foreground.deferred,
+        )
+        yield CounterMetricFamily(
+            "actioncage_engine_work_overdue",
+            "Deferred removals and refills that went ahead at the bound, runs still in flight",
+            foreground.overdue,
         )
         yield GaugeMetricFamily(
             "actioncage_removals_pending",

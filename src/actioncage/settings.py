@@ -66,6 +66,8 @@ class Settings:
     # bind-mount; default: the system temp dir).
     egress_resolve: dict[str, str] = field(default_factory=dict)
     egress_dir: str | None = None
+    # How long a key that authenticated is trusted without a database lookup (0: always look).
+    key_cache_s: float = 5.0
     # Per API key, in this process (0: unlimited); per-org limits live in the org's policy.
     key_runs_per_minute: int = 0
     key_concurrent_runs: int = 0
@@ -96,6 +98,7 @@ class Settings:
             ("tmpfs_mb", self.tmpfs_mb >= 1),
             ("max_output_bytes", self.max_output_bytes >= 1024),
             ("max_host_calls", self.max_host_calls >= 0),
+            ("key_cache_s", 0 <= self.key_cache_s <= 3600),
             ("key_runs_per_minute", self.key_runs_per_minute >= 0),
             ("key_concurrent_runs", self.key_concurrent_runs >= 0),
             ("port", 0 <= self.port <= 65535),

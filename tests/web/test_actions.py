@@ -53,6 +53,27 @@ def test_create_get_list_update_delete(client: FlaskClient, auth_headers: dict[s
     assert client.get(f"/v1/actions/{action['id']}", headers=auth_headers).status_code == 404
 
 
+def test_a_ref_names_the_action_with_that_id_before_one_with_that_name(
+    client: FlaskClient, auth_headers: dict[str, str]
+) -> None:
+    first = client.post(
+        "/v1/actions", json={"name": "first", "code": CODE}, headers=auth_headers
+    ).get_json()
+    resp = client.post(
+        "/v1/actions", json={"name": first["id"], "code": CODE}, headers=auth_headers
+    )
+    assert resp.status_code == 201
+    named_like_it = resp.get_json()
+    client.patch(f"/v1/actions/{first['id']}", json={"description": "v2"}, headers=auth_headers)
+
+    got = client.get(f"/v1/actions/{first['id']}", headers=auth_headers).get_json()
+    assert got["name"] == "first" and got["version"] == 2 and got["description"] == "v2"
+    assert (
+        client.get(f"/v1/actions/{named_like_it['id']}", headers=auth_headers).get_json()["name"]
+        == first["id"]
+    )
+
+
 def test_syntax_error_is_refused_with_its_line(
     client: FlaskClient, auth_headers: dict[str, str]
 ) -> None:

@@ -44,6 +44,7 @@ class ProfileStats:
     name: str
     ready: int
     starting: int
+    lean: int  # of the ready ones, those started without the preload
 
 
 class WarmPool:
@@ -130,7 +131,15 @@ class WarmPool:
     def stats(self) -> list[ProfileStats]:
         """Ready and starting sandboxes per profile."""
         with self._cond:
-            return [ProfileStats(p.name, len(p.ready), p.starting) for p in self._profiles.values()]
+            return [
+                ProfileStats(
+                    p.name,
+                    len(p.ready),
+                    p.starting,
+                    sum(s.container_id in self._lean_ids for s in p.ready),
+                )
+                for p in self._profiles.values()
+            ]
 
     def wait_ready(self, options: dict[str, Any], count: int, timeout: float) -> bool:
         """Wait until ``count`` sandboxes are ready for these options (for tests and bench)."""
