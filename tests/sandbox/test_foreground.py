@@ -17,7 +17,7 @@ from actioncage import create_app
 from actioncage.models import Policy
 from actioncage.sandbox.foreground import Foreground
 from actioncage.sandbox.limits import RUN_ID_LABEL, container_options, effective_limits
-from tests.conftest import API_KEY, make_settings, session_containers
+from tests.conftest import API_KEY, SESSION, TEST_LABEL, make_settings
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 CODE = "def execute_action(context):\n    return {'ok': True}\n"
@@ -92,7 +92,11 @@ def _execute(app: Flask, code: str = CODE) -> str:
 
 
 def _containers_of(docker_client: docker.DockerClient, run_id: str) -> list[Any]:
-    return [c for c in session_containers(docker_client) if c.labels[RUN_ID_LABEL] == run_id]
+    # The summaries of one list call: no per-container inspect to race the removal.
+    found: list[Any] = docker_client.api.containers(
+        all=True, filters={"label": [f"{RUN_ID_LABEL}={run_id}", f"{TEST_LABEL}={SESSION}"]}
+    )
+    return found
 
 
 @pytest.mark.docker

@@ -195,3 +195,28 @@ def test_a_drained_pool_starts_lean_sandboxes_and_they_still_run(pool_app: Flask
         ),
     )
     assert lean["output"] is False and components.runner.warm_starts == 3
+
+
+@pytest.mark.parametrize(
+    "pool_app", [{"pool_size": 3, "pool_pressure_window_s": 600}], indirect=True
+)
+def test_under_pressure_the_pool_starts_one_sandbox_at_a_time(pool_app: Flask) -> None:
+    components = pool_app.extensions["actioncage"]
+    client = pool_app.test_client()
+    action = _action(client, "def execute_action(context):\n    return 5\n")
+    _wait_ready(pool_app, 3)
+    # Drain the pool faster than it refills: the run that finds it empty is pressure.
+    while components.runner.cold_starts == 0:
+        assert _execute(client, action)["output"] == 5
+    _wait_ready(pool_app, 3)
+    for _ in range(3):
+        assert _execute(client, action)["output"] == 5
+    most_starting = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        stats = components.pool.stats()[0]
+        most_starting = max(most_starting, stats.starting)
+        if stats.ready == 3:
+            break
+        time.sleep(0.02)
+    assert components.pool.stats()[0].ready == 3 and most_starting == 1

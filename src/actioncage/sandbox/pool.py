@@ -185,6 +185,10 @@ class WarmPool:
         starting = sum(p.starting for p in self._profiles.values())
         if self._runner.live_containers + starting >= self._cap:
             return None
+        if starting and now - self._last_miss < self._pressure_window_s:
+            # Under pressure runs start cold anyway; starters crowding the engine beside them
+            # buy no sandbox sooner and cost throughput. One warm start at a time.
+            return None
         needy = [
             p
             for p in self._profiles.values()
