@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item, "fixturenames", []
         ):
             item.fixturenames.append("docker_client")  # type: ignore[attr-defined]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +17,10 @@ from actioncage import create_app
 from actioncage.models import Policy
 from actioncage.sandbox.foreground import Foreground
 from actioncage.sandbox.limits import RUN_ID_LABEL, container_options, effective_limits
-from tests.conftest import API_KEY, SESSION, TEST_LABEL, make_settings
+from tests.conftest import API_KEY, SESSION, TEST_LABEL, make_settings, wait_for
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 CODE = "def execute_action(context):\n    return {'ok': True}\n"
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def test_wait_quiet_returns_at_once_when_no_run_is_in_flight() -> None:
@@ -46,7 +37,7 @@ def test_wait_quiet_waits_for_the_last_run_in_flight() -> None:
     with foreground.run():
         with foreground.run():
             waiter.start()
-            assert _wait_for(lambda: foreground.deferred == 1)
+            assert wait_for(lambda: foreground.deferred == 1, timeout=30)
         assert foreground.active == 1 and waiter.is_alive() and not answers
     waiter.join(timeout=10)
     assert answers == [True] and foreground.overdue == 0
@@ -106,9 +97,9 @@ def test_a_used_container_is_removed_once_no_run_is_in_flight(
     runner = deferring_app.extensions["actioncage"].runner
     with runner.foreground.run():  # another caller's run, still going
         run_id = _execute(deferring_app)
-        assert _wait_for(lambda: runner.foreground.deferred >= 1)
+        assert wait_for(lambda: runner.foreground.deferred >= 1, timeout=30)
         assert len(_containers_of(docker_client, run_id)) == 1
-    assert _wait_for(lambda: not _containers_of(docker_client, run_id))
+    assert wait_for(lambda: not _containers_of(docker_client, run_id), timeout=30)
     assert runner.foreground.overdue == 0
 
 
@@ -120,7 +111,7 @@ def test_a_removal_is_never_put_off_past_the_bound(
     runner = deferring_app.extensions["actioncage"].runner
     with runner.foreground.run():  # runs stay in flight for longer than the bound
         run_id = _execute(deferring_app)
-        assert _wait_for(lambda: not _containers_of(docker_client, run_id))
+        assert wait_for(lambda: not _containers_of(docker_client, run_id), timeout=30)
         assert runner.foreground.overdue >= 1
 
 
@@ -139,7 +130,9 @@ def test_a_pool_with_sandboxes_left_refills_once_no_run_is_in_flight(
         assert runner.warm_starts == 1
         # The starter saw the gap and waits for the run in flight (as does the removal of
         # the used sandbox) instead of starting a replacement now.
-        assert _wait_for(lambda: runner.foreground.deferred >= 2 and pool.stats()[0].starting)
+        assert wait_for(
+            lambda: runner.foreground.deferred >= 2 and pool.stats()[0].starting, timeout=30
+        )
         stats = pool.stats()[0]
         assert (stats.ready, stats.starting) == (1, 1)
         assert not pool.wait_ready(options, 2, timeout=1.5)

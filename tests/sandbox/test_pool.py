@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +15,10 @@ from flask.testing import FlaskClient
 from actioncage import create_app
 from actioncage.models import Policy
 from actioncage.sandbox.limits import container_options, effective_limits
-from tests.conftest import API_KEY, make_settings, session_containers
+from tests.conftest import API_KEY, make_settings, session_containers, wait_for
 
 pytestmark = pytest.mark.docker
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 @pytest.fixture
@@ -124,7 +115,7 @@ def test_a_new_profile_falls_back_to_a_cold_start_at_once(pool_app: Flask) -> No
 @pytest.mark.parametrize("pool_app", [{"pool_max_idle_s": 0.5}], indirect=True)
 def test_idle_sandboxes_are_recycled(pool_app: Flask) -> None:
     pool = pool_app.extensions["actioncage"].pool
-    assert _wait_for(lambda: pool.recycled >= 2), pool.stats()
+    assert wait_for(lambda: pool.recycled >= 2), pool.stats()
     _wait_ready(pool_app)  # and replaced
 
 
@@ -184,7 +175,7 @@ def test_a_drained_pool_starts_lean_sandboxes_and_they_still_run(pool_app: Flask
     _wait_ready(pool_app)
     # This take's replacement starts within the pressure window: lean, without the preload.
     assert _execute(client, action)["output"] == 5
-    assert _wait_for(lambda: components.pool.lean_starts >= 1)
+    assert wait_for(lambda: components.pool.lean_starts >= 1)
     _wait_ready(pool_app)
     lean = _execute(
         client,
