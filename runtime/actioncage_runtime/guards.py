@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs every sandbox an import; annotations need it only here
+    from typing import Any
 
 MAX_JSON_DEPTH = 100
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import copy
-import datetime as dt
-import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TextIO
 
 from actioncage_runtime.guards import JSONValueError, NotJSONError, SizeLimitError, dump_json
+
+# Every sandbox pays for the runtime's imports before it can run anything, so modules only some
+# runs need (copy, datetime, hashlib) are imported where they are used, and names used only in
+# annotations are imported for type checkers alone.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Callable
+    from typing import Any, TextIO
 
 MAX_KEY_CHARS = 256
 MAX_TAG_CHARS = 128
@@ -52,15 +55,24 @@ class HostCallError(Exception):
     """A host call (LLM, Google Sheets) failed and the script gave no fallback."""
 
 
-@dataclass(frozen=True)
 class Limits:
     """The per-run limits from the envelope's ``limits`` object."""
 
-    max_output_bytes: int
-    max_host_calls: int
-    max_tags: int
-    max_events: int
-    max_metadata_value_bytes: int
+    __slots__ = tuple(_LIMIT_FIELDS)
+
+    def __init__(
+        self,
+        max_output_bytes: int,
+        max_host_calls: int,
+        max_tags: int,
+        max_events: int,
+        max_metadata_value_bytes: int,
+    ) -> None:
+        self.max_output_bytes = max_output_bytes
+        self.max_host_calls = max_host_calls
+        self.max_tags = max_tags
+        self.max_events = max_events
+        self.max_metadata_value_bytes = max_metadata_value_bytes
 
     @classmethod
     def from_json(cls, raw: Any) -> Limits:
@@ -156,6 +168,8 @@ class Helpers:
             self._conversation_id = str(conversation.get("id"))
             metadata = conversation.get("metadata")
             if isinstance(metadata, dict):
+                import copy
+
                 self._metadata = copy.deepcopy(metadata)
         self._tags: set[str] = set()
         self._event_count = 0
@@ -178,6 +192,8 @@ class Helpers:
         helper = "get_conversation_metadata"
         self._require_conversation(helper, context)
         _check_str(helper, "key", key, MAX_KEY_CHARS)
+        import copy
+
         return copy.deepcopy(self._metadata.get(key))
 
     def set_conversation_metadata(self, context: dict[str, Any], key: str, value: Any) -> None:
@@ -267,6 +283,8 @@ class Helpers:
         if isinstance(current, str) and current in variants:
             return current
         seed = f"{self._conversation_id}:{test_name}".encode("utf-8", "surrogatepass")
+        import hashlib
+
         variant = variants[int(hashlib.sha256(seed).hexdigest(), 16) % len(variants)]
         self._record_set(key, variant)
         return variant
@@ -452,6 +470,8 @@ def _json_copy(helper: str, name: str, value: Any, max_bytes: int) -> Any:
 
 
 def _parse_date(helper: str, check_date: Any) -> dt.date:
+    import datetime as dt
+
     if check_date is None:
         return dt.date.today()
     if isinstance(check_date, dt.datetime):
