@@ -102,6 +102,7 @@ class Settings:
             ("key_runs_per_minute", self.key_runs_per_minute >= 0),
             ("key_concurrent_runs", self.key_concurrent_runs >= 0),
             ("port", 0 <= self.port <= 65535),
+            ("docker_url", self.docker_url is None or _engine_url_ok(self.docker_url)),
             ("max_api_response_bytes", self.max_api_response_bytes >= 1024),
             ("egress_allowed_cidrs", _cidrs_ok(self.egress_allowed_cidr_list)),
             ("background_workers", self.background_workers >= 1),
@@ -148,6 +149,16 @@ class Settings:
                 continue
             values[f.name] = _parse(var, raw, str(f.type))
         return cls(**values)
+
+
+def _engine_url_ok(url: str) -> bool:
+    from actioncage.sandbox.engine import engine_address
+
+    try:
+        engine_address(url)
+    except ValueError:
+        return False
+    return True
 
 
 def _cidrs_ok(cidrs: Iterable[str]) -> bool:

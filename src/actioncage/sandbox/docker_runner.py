@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import requests.exceptions
 from actioncage.errors import EngineUnavailableError, SandboxError
 from actioncage.models import EffectiveLimits, RawOutcome
 from actioncage.sandbox import envelope
+from actioncage.sandbox.engine import EngineAPIError, EngineConnections
 from actioncage.sandbox.foreground import Foreground
 from actioncage.sandbox.limits import (
     FRAME_ALLOWANCE_BYTES,
@@ -56,6 +58,7 @@ _HOST_CALL_SLACK = 10
 _ENGINE_ERRORS = (
     docker.errors.DockerException,
     requests.exceptions.RequestException,
+    http.client.HTTPException,
     OSError,
 )
 
@@ -77,11 +80,12 @@ class DockerRunner:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._api: docker.APIClient | None = None
+        self._connections: EngineConnections | None = None
         self._lock = threading.Lock()
         self._digest: str | None = None
         self._count_lock = threading.Lock()
         self._live: set[str] = set()
-        self._host_configs: dict[str, Any] = {}
+        self._configs: dict[str, dict[str, Any]] = {}
         self.cold_starts = 0
         self.warm_starts = 0
         # Set by the app when a warm pool is configured; run() then takes from it first.
@@ -100,14 +104,20 @@ class DockerRunner:
         with self._lock:
             if self._api is None:
                 try:
-                    self._api = docker.APIClient(
-                        base_url=url,
-                        version="auto",
-                        timeout=60,
-                    )
+                    api = docker.APIClient(base_url=url, version="auto", timeout=60)
+                    api.trust_env = False  # no proxy or netrc applies to the engine
+                    self._connections = EngineConnections(url, api.api_version, timeout=60)
+                    self._api = api
                 except _ENGINE_ERRORS as exc:
                     raise EngineUnavailableError(f"no container engine answers: {exc}") from exc
             return self._api
+
+    def _engine(self) -> EngineConnections:
+        """Kept-alive connections for the calls every run makes (create, attach, start,
+        remove); docker-py keeps the rare ones."""
+        self._client()
+        assert self._connections is not None
+        return self._connections
 
     def close(self) -> None:
         """Finish pending removals, then close the engine connection (a later call reopens)."""
@@ -116,6 +126,9 @@ class DockerRunner:
             if self._api is not None:
                 self._api.close()
                 self._api = None
+            if self._connections is not None:
+                self._connections.close()
+                self._connections = None
 
     def ping(self) -> bool:
         """True when the engine answers."""
@@ -180,12 +193,11 @@ class DockerRunner:
 
         Raises SandboxError (EngineUnavailableError when no engine answers).
         """
-        api = self._client()
-        options = dict(options)
-        host_config = self._host_config(api, options.pop("host_config"))
+        engine = self._engine()
+        body = dict(self._config(options))
         if command is not None:
-            options["command"] = command
-        all_labels = {
+            body["Cmd"] = list(command)
+        body["Labels"] = {
             **self._settings.container_labels,
             **(labels or {}),
             MANAGED_LABEL: "true",
@@ -194,19 +206,20 @@ class DockerRunner:
         container_id: str | None = None
         sock: Any = None
         try:
-            container_id = api.create_container(
-                self._settings.sandbox_image,
-                name=name,
-                labels=all_labels,
-                host_config=host_config,
-                **options,
-            )["Id"]
+            try:
+                created = engine.call("POST", "/containers/create", {"name": name}, body)
+            except EngineAPIError as exc:
+                if exc.status == 404 and "image" in exc.engine_message.lower():
+                    raise SandboxError(
+                        f"sandbox image {self._settings.sandbox_image} is missing: "
+                        "run `actioncage image build`"
+                    ) from exc
+                raise
+            container_id = str(created["Id"])
             self._live_add(container_id)
-            sock = api.attach_socket(
-                container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-            )
-            api.start(container_id)
-            return StartedContainer(container_id, sock)
+            sock, pending = engine.attach(container_id)
+            engine.call("POST", f"/containers/{container_id}/start")
+            return StartedContainer(container_id, sock, pending)
         except BaseException as exc:
             if sock is not None:
                 _close_attach(sock)
@@ -274,7 +287,8 @@ class DockerRunner:
         """
         raw = getattr(started.sock, "_sock", started.sock)
         deadline = time.monotonic() + timeout_s
-        buffer, stdout = bytearray(), bytearray()
+        # Stream bytes may have come with the attach response already.
+        buffer, stdout = bytearray(started.pending), bytearray()
         while True:
             while len(buffer) >= 8:
                 stream, size = struct.unpack(">BxxxL", buffer[:8])
@@ -337,18 +351,26 @@ class DockerRunner:
             return SandboxError(f"container engine error: {exc}")
         return exc
 
-    def _host_config(self, api: docker.APIClient, host_config: dict[str, Any]) -> Any:
-        # Building a host config validates every option against the API version: do it once.
-        key = json.dumps(host_config, sort_keys=True)
+    def _config(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The create request's body for these container options (labels aside), built and
+        checked against the API version by docker-py once per distinct options."""
+        key = json.dumps(options, sort_keys=True, default=str)
         with self._count_lock:
-            cached = self._host_configs.get(key)
+            cached = self._configs.get(key)
         if cached is None:
-            cached = api.create_host_config(**host_config)
+            api = self._client()
+            options = dict(options)
+            host_config = api.create_host_config(**options.pop("host_config"))
+            cached = dict(
+                api.create_container_config(
+                    self._settings.sandbox_image, host_config=host_config, **options
+                )
+            )
             with self._count_lock:
-                if len(self._host_configs) > 64:
-                    self._host_configs.clear()
-                self._host_configs[key] = cached
-        return dict(cached)
+                if len(self._configs) > 64:
+                    self._configs.clear()
+                self._configs[key] = cached
+        return cached
 
     def _kill(self, api: docker.APIClient, container_id: str) -> None:
         with contextlib.suppress(docker.errors.APIError):  # already stopped: as wanted
@@ -366,11 +388,11 @@ class DockerRunner:
         try:
             for attempt in range(_REMOVE_ATTEMPTS):
                 try:
-                    self._client().remove_container(container_id, force=True)
+                    self._engine().call("DELETE", f"/containers/{container_id}", {"force": 1})
                     return
-                except docker.errors.NotFound:
-                    return
-                except docker.errors.APIError as exc:
+                except EngineAPIError as exc:
+                    if exc.status == 404:  # already gone
+                        return
                     if "already in progress" in str(exc):  # someone else is removing it
                         return
                     # The engine can refuse while the container is mid-exit ("Could not kill
@@ -378,7 +400,7 @@ class DockerRunner:
                     if attempt == _REMOVE_ATTEMPTS - 1:
                         raise
                     time.sleep(_REMOVE_RETRY_S * (2**attempt))
-        except (EngineUnavailableError, *_ENGINE_ERRORS):
+        except (SandboxError, *_ENGINE_ERRORS):
             # Never hide the first error; the start-up sweep removes it by label later.
             log.exception("could not remove container %s", container_id)
         finally:
