@@ -280,3 +280,29 @@ def test_with_the_warm_pool_on_egress_runs_start_cold_and_seed_no_profile(
         assert len(components.pool.stats()) == profiles_before
     finally:
         components.close()
+
+
+def test_the_hosts_docker_client_proxies_never_reach_a_sandbox(
+    tmp_path: Path, auth_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docker-py's create_container adds these to a container's environment by default.
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    (config / "config.json").write_text(
+        '{"proxies": {"default": {"httpProxy": "http://leak.test:3128",'
+        ' "httpsProxy": "http://leak.test:3128", "noProxy": "leak.test"}}}'
+    )
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    app = create_app(make_settings(tmp_path))
+    try:
+        client = app.test_client()
+        code = "import os\ndef execute_action(context):\n    return sorted(os.environ)\n"
+        created = client.post(
+            "/v1/actions", json={"name": "env", "code": code}, headers=auth_headers
+        )
+        assert created.status_code == 201, created.get_json()
+        run = client.post("/v1/actions/env/execute", json={}, headers=auth_headers).get_json()
+        assert run["status"] == "ok", run
+        assert not [k for k in run["output"] if "proxy" in k.lower()], run["output"]
+    finally:
+        app.extensions["actioncage"].close()
