@@ -21,6 +21,7 @@ from actioncage.slots import RunSlots
 from actioncage.store import Store, repo
 from actioncage.web import botpress, dashboard, errors, meta, native, rasa
 from actioncage.web.auth import KeyCache
+from actioncage.web.in_flight import hold_while_responding
 
 log = logging.getLogger(__name__)
 
@@ -89,4 +90,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     dashboard.register(app, settings)
     app.register_blueprint(rasa.bp)
     app.register_blueprint(botpress.bp)
+    app.wsgi_app = hold_while_responding(  # type: ignore[method-assign,assignment]
+        app.wsgi_app, runner.foreground
+    )
     return app

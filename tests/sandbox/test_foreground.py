@@ -137,3 +137,19 @@ def test_a_pool_with_sandboxes_left_refills_once_no_run_is_in_flight(
         assert (stats.ready, stats.starting) == (1, 1)
         assert not pool.wait_ready(options, 2, timeout=1.5)
     assert pool.wait_ready(options, 2, timeout=60), pool.stats()
+
+
+def test_hold_marks_a_run_in_flight_until_released_once() -> None:
+    foreground = Foreground(max_defer_ms=60_000)
+    quiet_calls: list[int] = []
+    foreground.on_quiet(lambda: quiet_calls.append(foreground.active))
+    release = foreground.hold()
+    with foreground.run():
+        assert foreground.active == 2
+    assert foreground.active == 1 and quiet_calls == []
+    release()
+    release()  # a second call changes nothing
+    assert foreground.active == 0 and quiet_calls == [0]
+    with foreground.run():
+        pass
+    assert foreground.active == 0 and quiet_calls == [0, 0]

@@ -42,12 +42,25 @@ class Foreground:
     @contextmanager
     def run(self) -> Iterator[None]:
         """Mark one run as in flight for the block."""
-        with self._cond:
-            self._active += 1
+        release = self.hold()
         try:
             yield
         finally:
+            release()
+
+    def hold(self) -> Callable[[], None]:
+        """Mark one run as in flight until the returned function is called (later calls of
+        it do nothing): for a run whose end is not the end of a block, such as an HTTP
+        response that is still being written."""
+        with self._cond:
+            self._active += 1
+        released = threading.Event()
+
+        def release() -> None:
             with self._cond:
+                if released.is_set():
+                    return
+                released.set()
                 self._active -= 1
                 quiet = self._active == 0
                 if quiet:
@@ -55,6 +68,8 @@ class Foreground:
                 callbacks = list(self._on_quiet) if quiet else []
             for callback in callbacks:
                 callback()
+
+        return release
 
     def wait_quiet(self, since: float | None = None) -> bool:
         """Block until no run is in flight or the bound after ``since`` (a monotonic time,
