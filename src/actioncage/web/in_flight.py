@@ -18,8 +18,8 @@ def hold_while_responding(wsgi_app: WSGIApplication, foreground: Foreground) -> 
     been iterated to the end or closed, whichever comes first (a WSGI server does both once the
     response is written; a client that reads the body does the first).
 
-    Measured on the 2-core bench machine, warm runs at 5/s: p50 15.2 ms -> 11.7 ms and
-    17.1 -> 13.2 ms (two pairs, side by side), the refill no longer starting mid-response.
+    Measured on the 2-core bench machine, warm trivial runs through ``actioncage serve``, in
+    interleaved rounds: p50 at 5/s 13.95 -> 10.2 ms, at 2/s 8.4 -> 7.3 ms.
     """
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
