@@ -176,3 +176,19 @@ def test_a_tcp_engine_runs_a_sandbox_and_removes_it(
         assert runner.live_containers == 0
     finally:
         runner.close()
+
+
+@pytest.mark.docker
+def test_connections_of_ended_threads_are_closed() -> None:
+    connections = EngineConnections(f"unix://{ENGINE_SOCKET}", _api_version())
+    try:
+        for _ in range(4):
+            worker = threading.Thread(target=lambda: connections.call("GET", "/_ping"))
+            worker.start()
+            worker.join()
+        assert connections.opened == 4
+        connections.call("GET", "/_ping")
+        assert connections.opened == 5 and connections.open_count == 1
+    finally:
+        connections.close()
+    assert connections.open_count == 0

@@ -78,7 +78,11 @@ def _open_socket(address: Address, timeout: float | None) -> socket.socket:
 
 
 class EngineConnections:
-    """One kept-alive connection to the engine per thread; close() closes them all."""
+    """One kept-alive connection to the engine per thread; close() closes them all.
+
+    A connection whose thread has ended is closed the next time any thread opens one, so
+    short-lived callers leave no sockets behind.
+    """
 
     def __init__(self, url: str, api_version: str, timeout: float = 60.0) -> None:
         self._address = engine_address(url)
@@ -86,8 +90,14 @@ class EngineConnections:
         self._timeout = timeout
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._open: set[_Connection] = set()
+        self._open: dict[_Connection, threading.Thread] = {}  # each with its thread
         self.opened = 0  # connections made so far (each one costs the engine an accept)
+
+    @property
+    def open_count(self) -> int:
+        """Connections open now."""
+        with self._lock:
+            return len(self._open)
 
     def call(
         self,
@@ -164,7 +174,7 @@ class EngineConnections:
     def close(self) -> None:
         """Close every thread's connection (a later call opens a new one)."""
         with self._lock:
-            connections, self._open = self._open, set()
+            connections, self._open = list(self._open), {}
         for connection in connections:
             connection.close()
 
@@ -173,15 +183,20 @@ class EngineConnections:
         with self._lock:
             if connection is not None and connection in self._open:
                 return connection, True
+            orphans = [c for c, thread in self._open.items() if not thread.is_alive()]
+            for orphan in orphans:
+                del self._open[orphan]
             connection = _Connection(self._address, self._timeout)
-            self._open.add(connection)
+            self._open[connection] = threading.current_thread()
             self.opened += 1
         self._local.connection = connection
+        for orphan in orphans:
+            orphan.close()
         return connection, False
 
     def _drop(self, connection: _Connection) -> None:
         with self._lock:
-            self._open.discard(connection)
+            self._open.pop(connection, None)
         connection.close()
 
 
