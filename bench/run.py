@@ -366,14 +366,14 @@ def engine_churn(image: str) -> Callable[[], bool]:
 
 
 def side_by_side(
-    tmp: Path, pool_size: int, rounds: int, log: Callable[[str], None]
+    tmp: Path, pool_size: int, n: int, rounds: int, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """The targets' cells again, in interleaved rounds: each round measures warm paced
     latency, then the engine's churn ceiling, actioncage with and without the pool and epicbox
     back to back, so every ratio compares numbers taken within the same minute. This machine
     drifts (the same paced cell measured 8 ms and 15 ms half an hour apart); medians over the
     rounds are what the targets report."""
-    runs = runs_for(40, 4, None)
+    runs = runs_for(n, 4, None)
     pool, off = Server(tmp, pool_size), Server(tmp, 0)
     churn = engine_churn(IMAGE)
     plain = plain_image(IMAGE) if BENCH_PY.exists() else None
@@ -387,7 +387,7 @@ def side_by_side(
             latency: dict[str, float] = {}
             for rate in (LIGHT_RATE, PACED_RATE):
                 pool.wait_pool(pool_size)
-                summary = drive(pool.call("trivial"), 40, 1, rate).summary()
+                summary = drive(pool.call("trivial"), n, 1, rate).summary()
                 latency[f"{rate:g}/s p50"] = summary["p50_ms"]
                 latency[f"{rate:g}/s p99"] = summary["p99_ms"]
             paced.append(latency)
@@ -429,6 +429,7 @@ def side_by_side(
         "rounds": table,
         "median": median,
         "ratios": ratios,
+        "paced_runs_per_cell": n,
         "paced_rounds": paced,
         "paced_median": {k: statistics.median(r[k] for r in paced) for k in paced[0]},
     }
@@ -598,7 +599,8 @@ def markdown(result: dict[str, Any]) -> str:
         keys = list(sbs["paced_median"])
         lines += [
             "",
-            "Warm trivial action, 1 caller, paced, ms, in the same rounds (40 runs per cell):",
+            f"Warm trivial action, 1 caller, paced, ms, in the same rounds "
+            f"({sbs['paced_runs_per_cell']} runs per cell):",
             "",
             "| round | " + " | ".join(keys) + " |",
             "|---" * (len(keys) + 1) + "|",
@@ -712,7 +714,7 @@ def main() -> int:
         tmp, args.pool_size, n, callers_list, log, preload="json", scenarios=("trivial",)
     )
     cells += bench_actioncage(tmp, 0, n, callers_list, log)
-    sbs = side_by_side(tmp, args.pool_size, args.rounds, log) if args.rounds else None
+    sbs = side_by_side(tmp, args.pool_size, n, args.rounds, log) if args.rounds else None
     for callers in (1, 4):
         for rate in (PACED_RATE, None):
             cell = drive(hardened_docker_run(IMAGE), runs_for(n, callers, rate), callers, rate)
