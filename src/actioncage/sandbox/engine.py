@@ -114,28 +114,23 @@ class EngineConnections:
         target = self._prefix + path + ("?" + urlencode(query) if query else "")
         payload = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if payload is not None else {}
-        connection, reused = self._connection()
-        try:
-            status, data = _exchange(connection, method, target, payload, headers)
-        except _STALE:
-            self._drop(connection)
-            if not reused:
-                raise
-            # The engine closed the idle connection before reading the request: say it again.
-            connection, _ = self._connection()
+        while True:
+            connection, reused = self._connection()
             try:
                 status, data = _exchange(connection, method, target, payload, headers)
+                break
+            except _STALE:
+                self._drop(connection)
+                if not reused:
+                    raise
+                # The engine closed the idle connection before reading the request: say it
+                # again, once, on a new connection (which is not reused, so never retried).
             except BaseException:
                 self._drop(connection)
                 raise
-        except BaseException:
-            self._drop(connection)
-            raise
-        decoded = _decode(data)
         if status >= 400:
-            message = decoded.get("message") if isinstance(decoded, dict) else None
-            raise EngineAPIError(status, str(message or data[:200].decode(errors="replace")))
-        return decoded
+            raise EngineAPIError(status, _engine_message(data, data[:200].decode(errors="replace")))
+        return _decode(data)
 
     def attach(self, container_id: str) -> tuple[socket.socket, bytes]:
         """Attach to a created container's stdin, stdout and stderr (a connection of its own).
@@ -163,9 +158,7 @@ class EngineConnections:
             status_line = raw_head.split(b"\r\n", 1)[0].split()
             status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
             if status not in (101, 200):
-                message = _decode(rest)
-                text = message.get("message") if isinstance(message, dict) else None
-                raise EngineAPIError(status, str(text or f"attach answered {status}"))
+                raise EngineAPIError(status, _engine_message(rest, f"attach answered {status}"))
             return sock, rest
         except BaseException:
             sock.close()
@@ -213,6 +206,13 @@ def _exchange(
     if response.will_close:
         connection.close()  # the next request reconnects
     return response.status, data
+
+
+def _engine_message(data: bytes, fallback: str) -> str:
+    """The ``message`` of the engine's JSON error body, else ``fallback``."""
+    decoded = _decode(data)
+    message = decoded.get("message") if isinstance(decoded, dict) else None
+    return str(message or fallback)
 
 
 def _decode(data: bytes) -> Any:

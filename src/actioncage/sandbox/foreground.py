@@ -54,13 +54,14 @@ class Foreground:
         response that is still being written."""
         with self._cond:
             self._active += 1
-        released = threading.Event()
+        released = False
 
         def release() -> None:
+            nonlocal released
             with self._cond:
-                if released.is_set():
+                if released:
                     return
-                released.set()
+                released = True
                 self._active -= 1
                 quiet = self._active == 0
                 if quiet:
