@@ -377,6 +377,16 @@ def side_by_side(
     pool, off = Server(tmp, pool_size), Server(tmp, 0)
     churn = engine_churn(IMAGE)
     plain = plain_image(IMAGE) if BENCH_PY.exists() else None
+    cells = {
+        "churn": lambda: drive(churn, runs, 3, None),
+        # The issue defines the ceiling at 3 callers; at 4 it shows what the engine does at
+        # the same concurrency as the actioncage cells.
+        "churn at 4": lambda: drive(churn, runs, 4, None),
+        "pool": lambda: drive(pool.call("trivial"), runs, 4, None),
+        "off": lambda: drive(off.call("trivial"), runs, 4, None),
+    }
+    if plain is not None:
+        cells["epicbox"] = lambda: bench_epicbox(plain, runs, 4)
     table: list[dict[str, float]] = []
     paced: list[dict[str, float]] = []
     try:
@@ -393,16 +403,6 @@ def side_by_side(
             paced.append(latency)
             log(f"side by side, round {index + 1}: warm trivial paced {latency}")
             row: dict[str, float] = {}
-            cells = {
-                "churn": lambda: drive(churn, runs, 3, None),
-                # The issue defines the ceiling at 3 callers; at 4 it shows what the engine
-                # does at the same concurrency as the actioncage cells.
-                "churn at 4": lambda: drive(churn, runs, 4, None),
-                "pool": lambda: drive(pool.call("trivial"), runs, 4, None),
-                "off": lambda: drive(off.call("trivial"), runs, 4, None),
-            }
-            if plain is not None:
-                cells["epicbox"] = lambda: bench_epicbox(plain, runs, 4)
             for name, measure in cells.items():
                 pool.wait_pool(pool_size)  # no refill left over from the previous cell
                 cell = measure()
@@ -413,7 +413,7 @@ def side_by_side(
     finally:
         pool.stop()
         off.stop()
-    median = {k: statistics.median(r[k] for r in table) for k in table[0]}
+    median = _medians(table)
     ratios = {
         f"{a}/{b}": round(statistics.median(r[a] / r[b] for r in table if r[b]), 2)
         for a, b in (
@@ -431,8 +431,13 @@ def side_by_side(
         "ratios": ratios,
         "paced_runs_per_cell": n,
         "paced_rounds": paced,
-        "paced_median": {k: statistics.median(r[k] for r in paced) for k in paced[0]},
+        "paced_median": _medians(paced),
     }
+
+
+def _medians(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Each column's median over the rounds."""
+    return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
 
 
 def plain_image(image: str) -> str:
@@ -579,35 +584,23 @@ def markdown(result: dict[str, Any]) -> str:
         )
     sbs = result.get("side_by_side")
     if sbs:
-        names = list(sbs["median"])
-        lines += [
-            "",
+        lines += _rounds_table(
             f"Throughput side by side, runs/s ({sbs['runs_per_cell']} runs per cell, "
             "trivial action; actioncage and epicbox at 4 callers back-to-back, the churn "
             "ceiling at 3 and at 4):",
-            "",
-            "| round | " + " | ".join(names) + " |",
-            "|---" * (len(names) + 1) + "|",
-        ]
-        for index, row in enumerate(sbs["rounds"], 1):
-            lines.append(f"| {index} | " + " | ".join(str(row[n]) for n in names) + " |")
-        lines.append("| median | " + " | ".join(str(sbs["median"][n]) for n in names) + " |")
+            sbs["rounds"],
+            sbs["median"],
+        )
         lines += [
             "",
             "Median ratios per round: " + ", ".join(f"{k} {v}" for k, v in sbs["ratios"].items()),
         ]
-        keys = list(sbs["paced_median"])
-        lines += [
-            "",
+        lines += _rounds_table(
             f"Warm trivial action, 1 caller, paced, ms, in the same rounds "
             f"({sbs['paced_runs_per_cell']} runs per cell):",
-            "",
-            "| round | " + " | ".join(keys) + " |",
-            "|---" * (len(keys) + 1) + "|",
-        ]
-        for index, row in enumerate(sbs["paced_rounds"], 1):
-            lines.append(f"| {index} | " + " | ".join(str(row[k]) for k in keys) + " |")
-        lines.append("| median | " + " | ".join(str(sbs["paced_median"][k]) for k in keys) + " |")
+            sbs["paced_rounds"],
+            sbs["paced_median"],
+        )
     lines += ["", "Targets:", ""]
     lines += [f"- {k}: {v}" for k, v in result["targets"].items()]
     if result.get("soak"):
@@ -619,6 +612,18 @@ def markdown(result: dict[str, Any]) -> str:
             f"{s['containers_left_after_stop']}.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _rounds_table(
+    title: str, rounds: list[dict[str, float]], median: dict[str, float]
+) -> list[str]:
+    """A markdown table: one row per round, then the medians."""
+    keys = list(median)
+    lines = ["", title, "", "| round | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for index, row in enumerate(rounds, 1):
+        lines.append(f"| {index} | " + " | ".join(str(row[k]) for k in keys) + " |")
+    lines.append("| median | " + " | ".join(str(median[k]) for k in keys) + " |")
+    return lines
 
 
 def targets(cells: list[Cell], sbs: dict[str, Any] | None = None) -> dict[str, str]:
