@@ -7,6 +7,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -83,6 +84,24 @@ def _api_version() -> str:
     return str(docker.APIClient(version="auto").api_version)
 
 
+@pytest.fixture
+def engine() -> Iterator[EngineConnections]:
+    connections = EngineConnections(f"unix://{ENGINE_SOCKET}", _api_version())
+    yield connections
+    connections.close()
+
+
+@contextlib.contextmanager
+def _runner(tmp_path: Path, **overrides: Any) -> Iterator[tuple[DockerRunner, dict[str, Any]]]:
+    """A DockerRunner with these settings and the default policy's container options."""
+    settings = make_settings(tmp_path, **overrides)
+    runner = DockerRunner(settings)
+    try:
+        yield runner, container_options(effective_limits(Policy(), settings), settings)
+    finally:
+        runner.close()
+
+
 def test_engine_urls_are_parsed_and_unsupported_ones_refused() -> None:
     assert engine_address("unix:///var/run/docker.sock") == ("unix", "/var/run/docker.sock")
     assert engine_address("tcp://127.0.0.1:2375") == ("tcp", ("127.0.0.1", 2375))
@@ -95,21 +114,17 @@ def test_engine_urls_are_parsed_and_unsupported_ones_refused() -> None:
 
 
 @pytest.mark.docker
-def test_calls_from_one_thread_share_one_connection() -> None:
-    connections = EngineConnections(f"unix://{ENGINE_SOCKET}", _api_version())
-    try:
-        for _ in range(5):
-            assert connections.call("GET", "/info")["ID"]
-        assert connections.opened == 1
-        seen: list[int] = []
-        worker = threading.Thread(
-            target=lambda: seen.append(len(connections.call("GET", "/containers/json") or []))
-        )
-        worker.start()
-        worker.join()
-        assert seen and connections.opened == 2  # a thread of its own, a connection of its own
-    finally:
-        connections.close()
+def test_calls_from_one_thread_share_one_connection(engine: EngineConnections) -> None:
+    for _ in range(5):
+        assert engine.call("GET", "/info")["ID"]
+    assert engine.opened == 1
+    seen: list[int] = []
+    worker = threading.Thread(
+        target=lambda: seen.append(len(engine.call("GET", "/containers/json") or []))
+    )
+    worker.start()
+    worker.join()
+    assert seen and engine.opened == 2  # a thread of its own, a connection of its own
 
 
 @pytest.mark.docker
@@ -125,42 +140,33 @@ def test_a_connection_the_engine_closed_is_reopened_once(tcp_engine: TcpToEngine
 
 
 @pytest.mark.docker
-def test_engine_errors_carry_the_status_and_the_engines_message() -> None:
-    connections = EngineConnections(f"unix://{ENGINE_SOCKET}", _api_version())
-    try:
-        with pytest.raises(EngineAPIError) as caught:
-            connections.call("POST", "/containers/no-such-container-here/start")
-        assert caught.value.status == 404
-        assert "no-such-container-here" in caught.value.engine_message
-        with pytest.raises(EngineAPIError) as attach_error:
-            connections.attach("no-such-container-here")
-        assert attach_error.value.status == 404
-        assert connections.call("GET", "/_ping") is None  # not JSON: no body to decode
-    finally:
-        connections.close()
+def test_engine_errors_carry_the_status_and_the_engines_message(
+    engine: EngineConnections,
+) -> None:
+    with pytest.raises(EngineAPIError) as caught:
+        engine.call("POST", "/containers/no-such-container-here/start")
+    assert caught.value.status == 404
+    assert "no-such-container-here" in caught.value.engine_message
+    with pytest.raises(EngineAPIError) as attach_error:
+        engine.attach("no-such-container-here")
+    assert attach_error.value.status == 404
+    assert engine.call("GET", "/_ping") is None  # not JSON: no body to decode
 
 
 @pytest.mark.docker
 def test_a_missing_image_says_how_to_build_it(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, sandbox_image="actioncage-no-such-image:never")
-    runner = DockerRunner(settings)
-    options = container_options(effective_limits(Policy(), settings), settings)
-    try:
+    with _runner(tmp_path, sandbox_image="actioncage-no-such-image:never") as (runner, options):
         with pytest.raises(SandboxError, match="is missing: run `actioncage image build`"):
             runner.start_container(options, name="actioncage-missing-image", label_value="x")
         assert runner.live_containers == 0
-    finally:
-        runner.close()
 
 
 @pytest.mark.docker
 def test_a_tcp_engine_runs_a_sandbox_and_removes_it(
     tmp_path: Path, tcp_engine: TcpToEngine, docker_client: docker.DockerClient
 ) -> None:
-    settings = make_settings(tmp_path, docker_url=f"tcp://127.0.0.1:{tcp_engine.port}")
-    runner = DockerRunner(settings)
-    options = container_options(effective_limits(Policy(), settings), settings)
-    try:
+    url = f"tcp://127.0.0.1:{tcp_engine.port}"
+    with _runner(tmp_path, docker_url=url) as (runner, options):
         started = runner.start_container(
             options,
             name="actioncage-tcp-engine-test",
@@ -174,21 +180,16 @@ def test_a_tcp_engine_runs_a_sandbox_and_removes_it(
         assert runner.remover.drain(timeout=30)
         assert session_containers(docker_client) == []
         assert runner.live_containers == 0
-    finally:
-        runner.close()
 
 
 @pytest.mark.docker
-def test_connections_of_ended_threads_are_closed() -> None:
-    connections = EngineConnections(f"unix://{ENGINE_SOCKET}", _api_version())
-    try:
-        for _ in range(4):
-            worker = threading.Thread(target=lambda: connections.call("GET", "/_ping"))
-            worker.start()
-            worker.join()
-        assert connections.opened == 4
-        connections.call("GET", "/_ping")
-        assert connections.opened == 5 and connections.open_count == 1
-    finally:
-        connections.close()
-    assert connections.open_count == 0
+def test_connections_of_ended_threads_are_closed(engine: EngineConnections) -> None:
+    for _ in range(4):
+        worker = threading.Thread(target=lambda: engine.call("GET", "/_ping"))
+        worker.start()
+        worker.join()
+    assert engine.opened == 4
+    engine.call("GET", "/_ping")
+    assert engine.opened == 5 and engine.open_count == 1
+    engine.close()
+    assert engine.open_count == 0
