@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from actioncage.audit import CATALOGUE, Attack, print_table, run_battery
+from actioncage.audit.battery import CATALOGUE, Attack, print_table, run_battery
 from tests.conftest import IMAGE, SESSION, TEST_LABEL, make_settings
 
 pytestmark = pytest.mark.docker

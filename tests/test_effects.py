@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from actioncage.effects import EffectsInvalid, apply_effects, parse_effects
 from actioncage.models import Conversation, EffectKind
+from actioncage.runs.effects import EffectsInvalid, apply_effects, parse_effects
 
 
 def _conversation() -> Conversation:

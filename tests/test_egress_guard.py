@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from actioncage.egress_guard import EgressGuard, HostPattern, parse_patterns, pattern_within
+from actioncage.egress.guard import EgressGuard, HostPattern, parse_patterns, pattern_within
 from actioncage.errors import EgressRefusedError
 
 

@@ -7,8 +7,8 @@ import socket
 from pathlib import Path
 from threading import Thread
 
-from actioncage.egress_guard import EgressGuard, parse_patterns
-from actioncage.egress_proxy import SOCKET_NAME, EgressProxy
+from actioncage.egress.guard import EgressGuard, parse_patterns
+from actioncage.egress.proxy import SOCKET_NAME, EgressProxy
 
 
 def _ask(directory: str, request: bytes) -> bytes:

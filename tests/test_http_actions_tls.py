@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from actioncage.egress_guard import EgressGuard
-from actioncage.http_actions import HttpActionRunner, check_endpoint
+from actioncage.actions.http import HttpActionRunner, check_endpoint
+from actioncage.egress.guard import EgressGuard
 from tests.conftest import make_settings
 
 

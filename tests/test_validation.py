@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from actioncage.actions.validation import args_problems, check_code, check_name, check_schema
 from actioncage.errors import InvalidCodeError, ValidationFailedError
-from actioncage.validation import args_problems, check_code, check_name, check_schema
 
 
 def test_syntax_error_names_its_line() -> None:

@@ -7,20 +7,21 @@ from dataclasses import dataclass
 
 from flask import Flask
 
-from actioncage.background import BackgroundRuns
-from actioncage.callbacks import CallbackSender
-from actioncage.executor import Executor
-from actioncage.host_calls import HostCalls
+from actioncage.hostcalls.registry import HostCalls
 from actioncage.metrics import Metrics
 from actioncage.models import Policy
-from actioncage.sandbox.docker_runner import DockerRunner
+from actioncage.runs.background import BackgroundRuns
+from actioncage.runs.callbacks import CallbackSender
+from actioncage.runs.executor import Executor
+from actioncage.runs.slots import RunSlots
+from actioncage.sandbox.docker.runner import DockerRunner
 from actioncage.sandbox.limits import container_options, effective_limits
 from actioncage.sandbox.pool import WarmPool
 from actioncage.settings import Settings
-from actioncage.slots import RunSlots
 from actioncage.store import Store, repo
-from actioncage.web import botpress, dashboard, errors, meta, native, rasa
+from actioncage.web import dashboard, errors, meta, native
 from actioncage.web.auth import KeyCache
+from actioncage.web.frontdoors import botpress, rasa
 from actioncage.web.in_flight import hold_while_responding
 
 log = logging.getLogger(__name__)

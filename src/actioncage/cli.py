@@ -22,7 +22,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from actioncage.app import create_app
     from actioncage.errors import SandboxError
-    from actioncage.sandbox.docker_runner import DockerRunner
+    from actioncage.sandbox.docker.runner import DockerRunner
 
     # Sweep a previous process's containers before this one's warm pool starts its own.
     sweeper = DockerRunner(settings)
@@ -57,12 +57,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     """Run a script in the sandbox with a throwaway in-memory store and print the result."""
     from dataclasses import replace
 
-    from actioncage.executor import Executor
-    from actioncage.host_calls import HostCalls
+    from actioncage.actions.validation import check_code
+    from actioncage.hostcalls.registry import HostCalls
     from actioncage.models import Policy
-    from actioncage.sandbox.docker_runner import DockerRunner
+    from actioncage.runs.executor import Executor
+    from actioncage.sandbox.docker.runner import DockerRunner
     from actioncage.store import Store, repo
-    from actioncage.validation import check_code
     from actioncage.web.wire import run_out
 
     code = check_code(Path(args.script).read_text(encoding="utf-8"), settings.max_code_bytes)
@@ -158,7 +158,7 @@ def _org_set_policy(args: argparse.Namespace, settings: Settings) -> int:
     """Merge the given ceilings into the org's policy (0 clears one) and print the result."""
     from dataclasses import asdict, replace
 
-    from actioncage.egress_guard import parse_patterns
+    from actioncage.egress.guard import parse_patterns
     from actioncage.models import OrgPolicy
     from actioncage.store import Store, repo
 
@@ -200,7 +200,7 @@ def _org_show_policy(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
-    from actioncage.audit import print_table, run_battery
+    from actioncage.audit.battery import print_table, run_battery
 
     results = run_battery(settings)
     print_table(results, sys.stdout)

@@ -9,8 +9,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from actioncage.models import RunResult
-from actioncage.sandbox.docker_runner import DockerRunner
-from actioncage.slots import RunSlots
+from actioncage.runs.slots import RunSlots
+from actioncage.sandbox.docker.runner import DockerRunner
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

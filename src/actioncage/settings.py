@@ -152,7 +152,7 @@ class Settings:
 
 
 def _engine_url_ok(url: str) -> bool:
-    from actioncage.sandbox.engine import engine_address
+    from actioncage.sandbox.docker.engine import engine_address
 
     try:
         engine_address(url)

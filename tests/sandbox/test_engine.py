@@ -14,8 +14,8 @@ import pytest
 
 from actioncage.errors import ConfigError, SandboxError
 from actioncage.models import Policy
-from actioncage.sandbox.docker_runner import DockerRunner
-from actioncage.sandbox.engine import EngineAPIError, EngineConnections, engine_address
+from actioncage.sandbox.docker.engine import EngineAPIError, EngineConnections, engine_address
+from actioncage.sandbox.docker.runner import DockerRunner
 from actioncage.sandbox.limits import COMMAND, container_options, effective_limits
 from actioncage.settings import Settings
 from tests.conftest import make_settings, session_containers

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from actioncage.audit import AUDIT_EGRESS_CEILING, CATALOGUE, Attack, Observed, no_survivors
+from actioncage.audit.battery import AUDIT_EGRESS_CEILING, CATALOGUE, Attack, Observed, no_survivors
 from actioncage.models import OrgPolicy
 from actioncage.store import repo
 from tests.conftest import session_containers

@@ -17,9 +17,9 @@ from actioncage import create_app
 from actioncage.cli import main
 from actioncage.errors import RateLimitedError
 from actioncage.models import OrgPolicy
+from actioncage.runs.tenant_limits import TenantLimiter
 from actioncage.sandbox.limits import SECCOMP_PROFILE_PATH, seccomp_profile
 from actioncage.store import repo
-from actioncage.tenant_limits import TenantLimiter
 from tests.conftest import SESSION, TEST_LABEL, make_settings
 
 _OK = "def execute_action(context):\n    return 1\n"

@@ -8,8 +8,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from actioncage.actions.restricted import restricted_problems
 from actioncage.models import OrgPolicy
-from actioncage.restricted import restricted_problems
 from actioncage.store import repo
 
 _ALLOWED = (

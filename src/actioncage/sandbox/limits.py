@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from actioncage.egress_guard import HostPattern, parse_patterns, pattern_within
+from actioncage.egress.guard import HostPattern, parse_patterns, pattern_within
 from actioncage.errors import PolicyError
 from actioncage.models import EffectiveLimits, OrgPolicy, Policy
 from actioncage.settings import Settings

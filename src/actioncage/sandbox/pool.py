@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actioncage.errors import ActioncageError
-from actioncage.sandbox.docker_runner import DockerRunner, StartedContainer
+from actioncage.sandbox.docker.runner import DockerRunner, StartedContainer
 from actioncage.sandbox.limits import COMMAND
 from actioncage.settings import Settings
 

@@ -6,12 +6,12 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from actioncage import triggers
-from actioncage.callbacks import SIGNATURE_HEADER
+from actioncage.actions.validation import check_org_rules
 from actioncage.models import InvocationTrigger
+from actioncage.runs import triggers
+from actioncage.runs.callbacks import SIGNATURE_HEADER
 from actioncage.sandbox.limits import policy_description
 from actioncage.store import repo
-from actioncage.validation import check_org_rules
 from actioncage.web import calls, wire
 from actioncage.web.auth import current_key, require_key
 

@@ -8,8 +8,9 @@ from typing import Any
 
 from flask import request
 
-from actioncage import http_actions
-from actioncage.egress_guard import parse_patterns
+from actioncage.actions import http as http_actions
+from actioncage.actions.validation import CONVERSATION_ID_RE, check_code, check_name, check_schema
+from actioncage.egress.guard import parse_patterns
 from actioncage.errors import BadRequestError, ValidationFailedError
 from actioncage.models import (
     Action,
@@ -21,7 +22,6 @@ from actioncage.models import (
     RunResult,
     RunStatus,
 )
-from actioncage.validation import CONVERSATION_ID_RE, check_code, check_name, check_schema
 
 _ACTION_FIELDS = {"name", "type", "code", "parameters", "description", "policy", "endpoint"}
 # Fields of the common "create action" APIs, snake_case name by wire name (endpoint: see

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from actioncage.egress_guard import EgressGuard, guard_from_settings
+from actioncage.egress.guard import EgressGuard, guard_from_settings
 from actioncage.errors import EgressRefusedError, PolicyError, ValidationFailedError
 from actioncage.models import ErrorType, RunError
 from actioncage.settings import Settings

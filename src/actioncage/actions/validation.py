@@ -10,9 +10,9 @@ import jsonschema
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
+from actioncage.actions.restricted import check_restricted
 from actioncage.errors import InvalidCodeError, ValidationFailedError
 from actioncage.models import ActionType, OrgPolicy
-from actioncage.restricted import check_restricted
 from actioncage.sandbox.limits import check_policy
 from actioncage.settings import Settings
 

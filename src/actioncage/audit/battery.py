@@ -779,9 +779,9 @@ def run_battery(settings: Settings, attacks: tuple[Attack, ...] = CATALOGUE) -> 
     """
     from dataclasses import replace
 
-    from actioncage.executor import Executor
-    from actioncage.host_calls import HostCalls
-    from actioncage.sandbox.docker_runner import DockerRunner
+    from actioncage.hostcalls.registry import HostCalls
+    from actioncage.runs.executor import Executor
+    from actioncage.sandbox.docker.runner import DockerRunner
     from actioncage.store import Store, repo
 
     results = []

@@ -13,10 +13,10 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from actioncage import errors
+from actioncage.actions.validation import CONVERSATION_ID_RE
 from actioncage.models import ErrorType, InvocationTrigger, RunResult, RunStatus
+from actioncage.runs.triggers import run_triggered
 from actioncage.store import repo
-from actioncage.triggers import run_triggered
-from actioncage.validation import CONVERSATION_ID_RE
 from actioncage.web import calls
 from actioncage.web.auth import current_key, require_key
 from actioncage.web.errors import error_headers

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from actioncage import errors
+from actioncage.actions.validation import CONVERSATION_ID_RE
 from actioncage.models import (
     Action,
     Conversation,
@@ -23,9 +24,8 @@ from actioncage.models import (
     RunResult,
     RunStatus,
 )
+from actioncage.runs.triggers import run_triggered
 from actioncage.store import repo
-from actioncage.triggers import run_triggered
-from actioncage.validation import CONVERSATION_ID_RE
 from actioncage.web import calls
 from actioncage.web.auth import authenticate, current_key, key_from_request
 from actioncage.web.errors import error_headers, status_for

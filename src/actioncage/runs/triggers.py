@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from actioncage.executor import Executor
 from actioncage.models import InvocationTrigger, RunResult
+from actioncage.runs.executor import Executor
 from actioncage.store import Store, repo
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from actioncage.effects import EffectsInvalid, apply_effects, parse_effects
-from actioncage.egress_guard import guard_from_settings, parse_patterns
-from actioncage.egress_proxy import SOCKET_NAME, EgressProxy
+from actioncage.actions.http import HttpActionRunner
+from actioncage.actions.restricted import IMPORT_ALLOWLIST
+from actioncage.actions.validation import args_problems
+from actioncage.egress.guard import guard_from_settings, parse_patterns
+from actioncage.egress.proxy import SOCKET_NAME, EgressProxy
 from actioncage.errors import SandboxError, ValidationFailedError
-from actioncage.host_calls import HostCalls
-from actioncage.http_actions import HttpActionRunner
+from actioncage.hostcalls.registry import HostCalls
 from actioncage.metrics import Metrics
 from actioncage.models import (
     Action,
@@ -32,15 +33,14 @@ from actioncage.models import (
     RunResult,
     RunStatus,
 )
-from actioncage.restricted import IMPORT_ALLOWLIST
-from actioncage.sandbox.docker_runner import DockerRunner
+from actioncage.runs.effects import EffectsInvalid, apply_effects, parse_effects
+from actioncage.runs.slots import RunSlots
+from actioncage.runs.tenant_limits import TenantLimiter
+from actioncage.sandbox.docker.runner import DockerRunner
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
 from actioncage.sandbox.limits import EGRESS_MOUNT, effective_limits, policy_hash
 from actioncage.settings import Settings
-from actioncage.slots import RunSlots
 from actioncage.store import Store, repo
-from actioncage.tenant_limits import TenantLimiter
-from actioncage.validation import args_problems
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from actioncage.egress_guard import EgressGuard, HostPattern
+from actioncage.egress.guard import EgressGuard, HostPattern
 from actioncage.errors import EgressRefusedError
 
 SOCKET_NAME = "proxy.sock"

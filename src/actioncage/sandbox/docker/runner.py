@@ -23,7 +23,7 @@ import requests.exceptions
 from actioncage.errors import EngineUnavailableError, SandboxError
 from actioncage.models import EffectiveLimits, RawOutcome
 from actioncage.sandbox import envelope
-from actioncage.sandbox.engine import EngineAPIError, EngineConnections
+from actioncage.sandbox.docker.engine import EngineAPIError, EngineConnections
 from actioncage.sandbox.foreground import Foreground
 from actioncage.sandbox.limits import (
     FRAME_ALLOWANCE_BYTES,

@@ -12,7 +12,7 @@ import urllib.parse
 
 import urllib3
 
-from actioncage.egress_guard import EgressGuard, guard_from_settings
+from actioncage.egress.guard import EgressGuard, guard_from_settings
 from actioncage.errors import EgressRefusedError, ValidationFailedError
 from actioncage.settings import Settings
 

@@ -1,0 +1,1 @@
+"""The address guard and the per-run egress proxy."""

@@ -1,0 +1,1 @@
+"""Host calls answered for a sandbox (LLM, Sheets), one registry."""

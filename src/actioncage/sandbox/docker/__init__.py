@@ -1,0 +1,1 @@
+"""The Docker sandbox backend: the only package that imports docker."""
