@@ -1,4 +1,4 @@
-"""The tables."""
+"""store/: the tables (the schema Alembic's migrations build)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ class ApiKeyRow(Base):
     # sha256 of the key: keys are 256-bit random, so a fast hash is enough.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Set once revoked: the key then authenticates nowhere (the row stays for the audit trail).
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class ActionRow(Base):
@@ -106,6 +108,8 @@ class RunRow(Base):
     image_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
     policy_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     egress: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    # Which door the call came in by (native, rasa, botpress, dashboard, trigger, mcp...).
+    front_door: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class OrgPolicyRow(Base):
@@ -134,4 +138,71 @@ class IdempotencyRow(Base):
     # None while the first call is still running.
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     body: Mapped[Any] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class InstanceRow(Base):
+    """One live actioncage process (serve or worker). It heartbeats here; a row whose
+    heartbeat is stale belongs to a dead process, whose containers and leases may be reaped."""
+
+    __tablename__ = "instances"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class JobRow(Base):
+    """A run that outlasts its caller's waitMs: durable, leased by the process running it.
+
+    ``state``: queued (no process has started it), running (``owner`` holds a lease until
+    ``lease_until``), done. A running job whose lease ran out is completed as sandbox_error
+    ("executor lost") by the reaper, never re-run.
+    """
+
+    __tablename__ = "jobs"
+    run_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    owner: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    deadline_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class CallbackRow(Base):
+    """The callback outbox: a signed POST owed to a caller's callbackUrl for a finished run.
+
+    ``state``: pending (due at ``next_attempt_at``; a process delivering it holds a lease),
+    delivered, failed (attempts ran out or the target refused).
+    """
+
+    __tablename__ = "callbacks"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), index=True)
+    run_id: Mapped[str] = mapped_column(String(40), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    owner: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ServerSecretRow(Base):
+    """Secrets every process of one deployment shares (the dashboard's session key when
+    ACTIONCAGE_SECRET_KEY is unset). Made once; the first insert wins."""
+
+    __tablename__ = "server_secrets"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
