@@ -58,21 +58,19 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import replace
 
     from actioncage.actions.validation import check_code
-    from actioncage.hostcalls.registry import HostCalls
-    from actioncage.models import Policy
-    from actioncage.runs.executor import Executor
-    from actioncage.sandbox.docker.runner import DockerRunner
-    from actioncage.store import Store, repo
+    from actioncage.components import build
+    from actioncage.models import FrontDoor, Policy, RunResult
+    from actioncage.runs.service import Caller, ConversationRef, RunRequest
+    from actioncage.store import repo
     from actioncage.web.wire import run_out
 
     code = check_code(Path(args.script).read_text(encoding="utf-8"), settings.max_code_bytes)
     call_args = _json_arg(args.args, "--args")
     conversation_in = _json_arg(args.conversation, "--conversation") if args.conversation else None
-    settings = replace(settings, database_url="sqlite:///:memory:")
-    store = Store(settings.database_url)
-    store.create_all()
-    runner = DockerRunner(settings)
-    executor = Executor(settings, store, runner, HostCalls(settings))
+    # A throwaway in-memory store and no warm pool: one run, then nothing is left.
+    settings = replace(settings, database_url="sqlite:///:memory:", api_key=None, pool_size=0)
+    components = build(settings)
+    store = components.store
     with store.session() as s:
         action = repo.create_action(
             s,
@@ -97,20 +95,24 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 conversation_in.get("metadata", {}),
                 conversation_in.get("tags", []),
             )
+    ref = None if conversation is None else ConversationRef(conversation.id)
     try:
-        run = executor.run_action(action, None, call_args, conversation)
+        run = components.service.run(
+            RunRequest(Caller("local", None, FrontDoor.CLI), action, call_args, ref)
+        )
+        assert isinstance(run, RunResult)  # no waitMs: never pending
+        out: dict[str, Any] = run_out(run)
+        if conversation is not None:
+            with store.session() as s:
+                after = repo.get_conversation(s, "local", conversation.id)
+            out["conversationAfter"] = {
+                "metadata": after.metadata,
+                "tags": list(after.tags),
+                "events": list(after.events),
+                "handedOff": after.handed_off,
+            }
     finally:
-        runner.close()  # finishes the container's removal before the process exits
-    out: dict[str, Any] = run_out(run)
-    if conversation is not None:
-        with store.session() as s:
-            after = repo.get_conversation(s, "local", conversation.id)
-        out["conversationAfter"] = {
-            "metadata": after.metadata,
-            "tags": list(after.tags),
-            "events": list(after.events),
-            "handedOff": after.handed_off,
-        }
+        components.close()  # finishes the container's removal before the process exits
     print(json.dumps(out, indent=2))
     return 0 if run.status == "ok" else 1
 

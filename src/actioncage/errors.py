@@ -116,4 +116,8 @@ class HostCallError(ActioncageError):
 
 
 class BusyError(ActioncageError):
-    """The bounded background run queue is full; try again later."""
+    """The bounded background run queue is full; try again after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -26,6 +26,20 @@ class InvocationTrigger(enum.StrEnum):
     CONVERSATION_END = "webhook.conversation_end"
 
 
+class FrontDoor(enum.StrEnum):
+    """The door a run came in by; recorded on every run."""
+
+    NATIVE = "native"
+    RASA = "rasa"
+    BOTPRESS = "botpress"
+    DASHBOARD = "dashboard"
+    TRIGGER = "trigger"
+    BACKGROUND = "background"
+    CLI = "cli"
+    AUDIT = "audit"
+    MCP = "mcp"
+
+
 class ErrorType(enum.StrEnum):
     """Exactly the contract's error types."""
 
@@ -156,6 +170,8 @@ class RunResult:
     policy_hash: str | None = None
     # Every connection the run asked the egress proxy for: host, port, allowed, reason, bytes.
     egress: tuple[dict[str, Any], ...] = ()
+    # The door the run came in by (None: recorded before doors were).
+    front_door: FrontDoor | None = None
 
 
 @dataclass(frozen=True)

@@ -128,3 +128,51 @@ def test_conversation_triggers_run_and_are_on_the_audit_trail(
     again = client.post("/v1/conversations/c1/end", headers=auth_headers)
     assert again.status_code == 409
     assert client.post("/v1/conversations/nope/end", headers=auth_headers).status_code == 404
+
+
+@pytest.mark.docker
+def test_trigger_runs_pass_the_orgs_rate_limit_and_a_refused_one_is_recorded(
+    app: Any, client: FlaskClient, auth_headers: dict[str, str], make_action: Any
+) -> None:
+    from actioncage.models import OrgPolicy
+    from actioncage.store import repo
+
+    with app.extensions["actioncage"].store.session() as s:
+        repo.set_org_policy(s, "default", OrgPolicy(runs_per_minute=1))
+    for name in ("a_first", "b_second"):
+        make_action(
+            "def execute_action(context):\n    return 'started'\n",
+            name=name,
+            invocationTrigger="webhook.conversation_start",
+        )
+    created = client.post("/v1/conversations", json={"id": "limited"}, headers=auth_headers)
+    assert created.status_code == 201
+    first, second = created.get_json()["triggeredRuns"]
+    assert first["status"] == "ok"
+    assert second["status"] == "error"
+    refused = client.get(f"/v1/runs/{second['runId']}", headers=auth_headers).get_json()
+    assert refused["error"]["type"] == "sandbox_error"
+    assert "runs per minute" in refused["error"]["message"]
+    # The org's minute is used up: the next call through the native door is refused too.
+    resp = client.post("/v1/actions/a_first/execute", json={"args": {}}, headers=auth_headers)
+    assert resp.status_code == 429
+
+
+@pytest.mark.docker
+def test_each_run_records_its_front_door(
+    app: Any, client: FlaskClient, auth_headers: dict[str, str], make_action: Any
+) -> None:
+    from actioncage.models import FrontDoor
+    from actioncage.store import repo
+
+    make_action("def execute_action(context):\n    return 1\n", name="door")
+    native = client.post("/v1/actions/door/execute", json={"args": {}}, headers=auth_headers)
+    botpress = client.post(
+        "/v1/chat/actions",
+        json={"type": "door", "input": {}},
+        headers={**auth_headers, "x-bot-id": "bot"},
+    )
+    assert native.status_code == 200 and botpress.status_code == 200
+    with app.extensions["actioncage"].store.session() as s:
+        runs = repo.list_runs(s, "default")
+    assert sorted(str(r.front_door) for r in runs) == [FrontDoor.BOTPRESS, FrontDoor.NATIVE]

@@ -779,18 +779,19 @@ def run_battery(settings: Settings, attacks: tuple[Attack, ...] = CATALOGUE) -> 
     """
     from dataclasses import replace
 
-    from actioncage.hostcalls.registry import HostCalls
-    from actioncage.runs.executor import Executor
-    from actioncage.sandbox.docker.runner import DockerRunner
-    from actioncage.store import Store, repo
+    from actioncage.components import build
+    from actioncage.models import FrontDoor
+    from actioncage.runs.service import Caller, ConversationRef, RunRequest
+    from actioncage.store import repo
 
     results = []
+    caller = Caller("audit", None, FrontDoor.AUDIT)
     with tempfile.TemporaryDirectory(prefix="actioncage-audit-") as tmp:
-        settings = replace(settings, database_url=f"sqlite:///{tmp}/audit.db")
-        store = Store(settings.database_url)
-        store.create_all()
-        runner = DockerRunner(settings)
-        executor = Executor(settings, store, runner, HostCalls(settings))
+        settings = replace(
+            settings, database_url=f"sqlite:///{tmp}/audit.db", api_key=None, pool_size=0
+        )
+        components = build(settings)
+        store, service = components.store, components.service
         with store.session() as s:
             repo.set_org_policy(s, "audit", OrgPolicy(egress=AUDIT_EGRESS_CEILING))
         try:
@@ -803,9 +804,11 @@ def run_battery(settings: Settings, attacks: tuple[Attack, ...] = CATALOGUE) -> 
                     )
                 if attack.before is not None:
                     before = _action(store, f"{i}_before", attack.before)
-                    executor.run_action(before, None, {}, None)
+                    service.run(RunRequest(caller, before, {}))
                 action = _action(store, str(i), attack.code, attack.policy)
-                run = executor.run_action(action, None, {}, conversation)
+                ref = None if conversation is None else ConversationRef(conversation.id)
+                run = service.run(RunRequest(caller, action, {}, ref))
+                assert isinstance(run, RunResult)  # no waitMs: never pending
                 observed = Observed.from_run(run)
                 passed = attack.check(observed)
                 note = observed.summary()
@@ -813,8 +816,7 @@ def run_battery(settings: Settings, attacks: tuple[Attack, ...] = CATALOGUE) -> 
                     passed, note = False, note + "; something outlived the run"
                 results.append(AuditResult(attack, note, passed))
         finally:
-            runner.close()
-            store.dispose()
+            components.close()
     return results
 
 

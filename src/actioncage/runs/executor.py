@@ -1,13 +1,12 @@
-"""Runs one action: validate args, call the runner, classify the outcome, apply effects on
-success, record the run."""
+"""runs/: the executor: validate args, run the script in a sandbox (or the API call),
+classify the outcome, apply effects on success and record the run."""
 
 from __future__ import annotations
 
 import json
 import logging
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -27,15 +26,15 @@ from actioncage.models import (
     Effect,
     EffectiveLimits,
     ErrorType,
-    OrgPolicy,
+    FrontDoor,
     RawOutcome,
     RunError,
     RunResult,
     RunStatus,
 )
+from actioncage.runs.admission import Admission
 from actioncage.runs.effects import EffectsInvalid, apply_effects, parse_effects
 from actioncage.runs.slots import RunSlots
-from actioncage.runs.tenant_limits import TenantLimiter
 from actioncage.sandbox.docker.runner import DockerRunner
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
 from actioncage.sandbox.limits import EGRESS_MOUNT, effective_limits, policy_hash
@@ -46,13 +45,6 @@ log = logging.getLogger(__name__)
 
 _MAX_MESSAGE = 4096
 _MAX_TRACEBACK = 16 * 1024
-
-
-@dataclass(frozen=True)
-class Admission:
-    """What admit() read on the way in: the org's policy (None: the org has none)."""
-
-    org: OrgPolicy | None
 
 
 @dataclass(frozen=True)
@@ -88,7 +80,6 @@ class Executor:
         store: Store,
         runner: DockerRunner,
         host_calls: HostCalls,
-        limiter: TenantLimiter | None = None,
         slots: RunSlots | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -97,48 +88,13 @@ class Executor:
         self._runner = runner
         self._host_calls = host_calls
         self._http = HttpActionRunner(settings)
-        self._limiter = limiter or TenantLimiter(settings)
         self._slots = slots or RunSlots(settings)
         self._metrics = metrics
 
-    def execute(
-        self,
-        org_id: str,
-        key_id: str | None,
-        action_ref: str,
-        args: dict[str, Any],
-        conversation_id: str | None = None,
-        dry_run: bool = False,
-    ) -> RunResult:
-        """Run the action named by id or name and record the run.
-
-        ``dry_run`` (the dashboard's test panel): effects are validated and returned, not
-        applied. Returns the RunResult (a failing script is an outcome). Raises
-        ActionNotFoundError, ConversationNotFoundError or RateLimitedError before anything runs.
-        """
-        with self._runner.foreground.run():
-            with self._store.session() as s:
-                action = repo.get_action(s, org_id, action_ref)
-                conversation = (
-                    repo.get_conversation(s, org_id, conversation_id) if conversation_id else None
-                )
-                admission = Admission(repo.find_org_policy(s, org_id))
-            with self._limiter.admit(org_id, key_id, admission.org):
-                return self.run_action(
-                    action, key_id, args, conversation, dry_run=dry_run, admission=admission
-                )
-
-    @contextmanager
-    def admit(self, org_id: str, key_id: str | None) -> Iterator[Admission]:
-        """Hold a run slot under the org's and the key's rate and concurrency limits.
-
-        Every front door runs inside one; hand what it yields to run_action, which then
-        need not read the org's policy again. Raises RateLimitedError (carrying Retry-After).
-        """
-        with self._store.session() as s:
-            admission = Admission(repo.find_org_policy(s, org_id))
-        with self._limiter.admit(org_id, key_id, admission.org):
-            yield admission
+    def in_flight(self) -> AbstractContextManager[None]:
+        """Counts a run in flight for the block: the engine's background work (removals,
+        pool refills) waits for a gap, so it does not take the CPU from a waiting caller."""
+        return self._runner.foreground.run()
 
     def run_action(
         self,
@@ -149,14 +105,20 @@ class Executor:
         dry_run: bool = False,
         run_id: str | None = None,
         admission: Admission | None = None,
+        front_door: FrontDoor | None = None,
     ) -> RunResult:
         """Run a loaded action against a loaded conversation and record the run.
 
-        ``run_id`` names a "running" placeholder record to complete (a background run).
-        ``admission`` is what admit() yielded (the org's policy as of admission).
+        ``dry_run`` (the dashboard's test panel): effects are validated and returned, not
+        applied. ``run_id`` names a "running" placeholder record to complete (a background
+        run). ``admission`` is what the gate yielded (the org's policy as of admission).
+        Returns the RunResult (a failing script is an outcome). Raises OverloadedError when
+        no run slot can be had (nothing is recorded then).
         """
         with self._runner.foreground.run():
-            return self._run_action(action, key_id, args, conversation, dry_run, run_id, admission)
+            return self._run_action(
+                action, key_id, args, conversation, dry_run, run_id, admission, front_door
+            )
 
     def _run_action(
         self,
@@ -167,6 +129,7 @@ class Executor:
         dry_run: bool,
         run_id: str | None,
         admission: Admission | None,
+        front_door: FrontDoor | None,
     ) -> RunResult:
         placeholder = run_id is not None
         run_id = run_id or repo.new_id("run")
@@ -236,6 +199,7 @@ class Executor:
             hashed,
             egress,
             placeholder,
+            front_door,
         )
 
     def _egress_proxy(self, limits: EffectiveLimits) -> EgressProxy | None:
@@ -255,12 +219,24 @@ class Executor:
         key_id: str | None,
         conversation: Conversation | None,
         message: str,
+        front_door: FrontDoor | None = None,
+        placeholder: bool = True,
     ) -> RunResult:
-        """Complete a run that could not start (a background run that found no slot free in
-        time) as a sandbox_error, so its record never stays "running"."""
+        """Record a run that could not start (no slot free in time, a triggered run over
+        the limits) as a sandbox_error; with ``placeholder`` it completes the "running"
+        record, so that record never stays "running"."""
         outcome = _error(ErrorType.SANDBOX_ERROR, message)
         return self._record(
-            run_id, action, key_id, conversation, outcome, "", repo.now(), None, placeholder=True
+            run_id,
+            action,
+            key_id,
+            conversation,
+            outcome,
+            "",
+            repo.now(),
+            None,
+            placeholder=placeholder,
+            front_door=front_door,
         )
 
     def _record(
@@ -277,6 +253,7 @@ class Executor:
         hashed: str | None = None,
         egress: tuple[dict[str, Any], ...] = (),
         placeholder: bool = False,
+        front_door: FrontDoor | None = None,
     ) -> RunResult:
         finished_at = repo.now()
         applied = (
@@ -304,6 +281,7 @@ class Executor:
             image_digest=digest,
             policy_hash=hashed,
             egress=egress,
+            front_door=front_door,
         )
         # Effects and the audit record land together or not at all.
         with self._store.session() as s:

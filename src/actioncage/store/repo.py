@@ -27,6 +27,7 @@ from actioncage.models import (
     Effect,
     EffectKind,
     ErrorType,
+    FrontDoor,
     IdempotentResponse,
     InvocationTrigger,
     OrgPolicy,
@@ -376,6 +377,7 @@ def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False
         "image_digest": run.image_digest,
         "policy_hash": run.policy_hash,
         "egress": list(run.egress),
+        "front_door": None if run.front_door is None else str(run.front_door),
     }
     if replaces_placeholder:
         session.merge(RunRow(**values))
@@ -462,6 +464,7 @@ def _run(row: RunRow) -> RunResult:
         image_digest=row.image_digest,
         policy_hash=row.policy_hash,
         egress=tuple(row.egress or ()),
+        front_door=None if row.front_door is None else FrontDoor(row.front_door),
     )
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from flask import current_app, g, request
 
 from actioncage.errors import AuthError
 from actioncage.models import ApiKey
+
+if TYPE_CHECKING:
+    from actioncage.components import Components
 from actioncage.store import repo
 
 _MAX_CACHED_KEYS = 10_000
@@ -64,7 +68,7 @@ def authenticate(secret: str | None) -> ApiKey:
     """The key whose secret this is, stored on ``g.api_key``. Raises AuthError."""
     if not secret:
         raise AuthError("missing API key: send Authorization: Bearer <key>")
-    components = current_app.extensions["actioncage"]
+    components: Components = current_app.extensions["actioncage"]
     key: ApiKey | None = components.keys.find(secret)
     if key is None:
         with components.store.session() as s:

@@ -20,7 +20,6 @@ from flask import (
     Blueprint,
     Flask,
     Response,
-    current_app,
     g,
     jsonify,
     redirect,
@@ -32,11 +31,13 @@ from flask import (
 from werkzeug.exceptions import Forbidden
 from werkzeug.wrappers import Response as BaseResponse
 
+from actioncage.components import Components
 from actioncage.errors import AuthError, ValidationFailedError
-from actioncage.models import Action, ActionType, ErrorType
+from actioncage.models import Action, ActionType, ErrorType, FrontDoor, RunResult
+from actioncage.runs.service import ConversationRef, RunRequest
 from actioncage.settings import Settings
 from actioncage.store import repo
-from actioncage.web import native, wire
+from actioncage.web import calls, native, wire
 from actioncage.web.auth import current_key
 
 bp = Blueprint(
@@ -62,8 +63,8 @@ def register(app: Flask, settings: Settings) -> None:
     app.register_blueprint(bp)
 
 
-def _components() -> Any:
-    return current_app.extensions["actioncage"]
+def _components() -> Components:
+    return calls.components()
 
 
 def csrf_token() -> str:
@@ -216,15 +217,22 @@ def ui_update(action_id: str) -> Response:
 @bp.post("/ui/actions/<action_id>/test")
 def ui_test(action_id: str) -> Response:
     """One test run: a dry run (effects shown, not applied) unless ``applyEffects``."""
-    c, key = _components(), current_key()
+    service = _components().service
     body = wire.json_body()
     apply = body.pop("applyEffects", False)
     if not isinstance(apply, bool):
         raise ValidationFailedError("applyEffects must be true or false", "applyEffects")
     args, conversation_id = wire.execute_request(body)
-    run = c.executor.execute(
-        key.org_id, key.id, action_id, args, conversation_id, dry_run=not apply
+    run = service.run(
+        RunRequest(
+            calls.caller(FrontDoor.DASHBOARD),
+            action_id,
+            args,
+            None if conversation_id is None else ConversationRef(conversation_id),
+            dry_run=not apply,
+        )
     )
+    assert isinstance(run, RunResult)  # no waitMs: never pending
     return jsonify(wire.run_out(run))
 
 

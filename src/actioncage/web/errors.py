@@ -1,4 +1,5 @@
-"""The one table from domain errors to HTTP, rendered as ``{"error": {"type", "message"}}``."""
+"""web/: the error kinds every front door shares, and the native API's table from them to
+HTTP, rendered as ``{"error": {"type", "message"}}``."""
 
 from __future__ import annotations
 
@@ -12,31 +13,59 @@ from actioncage import errors
 
 log = logging.getLogger(__name__)
 
-# Most specific first: the first matching class decides.
-STATUS: list[tuple[type[errors.ActioncageError], int, str]] = [
-    (errors.AuthError, 401, "unauthorized"),
-    (errors.NotFoundError, 404, "not_found"),
-    (errors.BadRequestError, 400, "bad_request"),
-    (errors.InvalidCodeError, 422, "invalid_code"),
-    (errors.PolicyError, 422, "policy_violation"),
-    (errors.ValidationFailedError, 422, "validation_failed"),
-    (errors.ConflictError, 409, "conflict"),
-    (errors.OverloadedError, 429, "overloaded"),
-    (errors.RateLimitedError, 429, "rate_limited"),
-    (errors.EngineUnavailableError, 503, "engine_unavailable"),
-    (errors.SandboxError, 503, "sandbox_error"),
-    (errors.HostCallError, 502, "host_call_failed"),
-    (errors.BusyError, 503, "busy"),
-    (errors.ActioncageError, 500, "internal_error"),
+# The kinds of error the run service and the views raise, most specific first: the first
+# matching class decides. Every front door maps a kind to its own protocol in one table of
+# its own (native below; Rasa and Botpress in web/frontdoors/), and tests hold the tables to
+# one meaning: the caller's limits and a full system are 429 with Retry-After everywhere, no
+# run at all is 503.
+KINDS: list[tuple[type[errors.ActioncageError], str]] = [
+    (errors.AuthError, "unauthorized"),
+    (errors.NotFoundError, "not_found"),
+    (errors.BadRequestError, "bad_request"),
+    (errors.InvalidCodeError, "invalid_code"),
+    (errors.PolicyError, "policy_violation"),
+    (errors.ValidationFailedError, "validation_failed"),
+    (errors.ConflictError, "conflict"),
+    (errors.OverloadedError, "overloaded"),
+    (errors.RateLimitedError, "rate_limited"),
+    (errors.BusyError, "busy"),
+    (errors.EngineUnavailableError, "engine_unavailable"),
+    (errors.SandboxError, "sandbox_error"),
+    (errors.HostCallError, "host_call_failed"),
+    (errors.ActioncageError, "internal_error"),
 ]
+
+# The native API's table: kind -> HTTP status; the kind is the body's error type.
+NATIVE: dict[str, int] = {
+    "unauthorized": 401,
+    "not_found": 404,
+    "bad_request": 400,
+    "invalid_code": 422,
+    "policy_violation": 422,
+    "validation_failed": 422,
+    "conflict": 409,
+    "overloaded": 429,
+    "rate_limited": 429,
+    "busy": 429,
+    "engine_unavailable": 503,
+    "sandbox_error": 503,
+    "host_call_failed": 502,
+    "internal_error": 500,
+}
+
+
+def kind_of(exc: errors.ActioncageError) -> str:
+    """The kind of a domain error (see KINDS)."""
+    for cls, kind in KINDS:
+        if isinstance(exc, cls):
+            return kind
+    return "internal_error"
 
 
 def status_for(exc: errors.ActioncageError) -> tuple[int, str]:
-    """The HTTP status and error type for a domain error."""
-    for cls, status, type_ in STATUS:
-        if isinstance(exc, cls):
-            return status, type_
-    return 500, "internal_error"
+    """The native HTTP status and error type for a domain error."""
+    kind = kind_of(exc)
+    return NATIVE[kind], kind
 
 
 def error_body(exc: errors.ActioncageError) -> dict[str, Any]:
@@ -59,8 +88,9 @@ def _json(body: dict[str, Any], status: int) -> Response:
 
 def error_headers(exc: errors.ActioncageError) -> dict[str, str]:
     """Headers an error answer carries whatever its protocol (Retry-After on 429)."""
-    if isinstance(exc, errors.RateLimitedError):
-        return {"Retry-After": str(exc.retry_after_s)}
+    retry_after = getattr(exc, "retry_after_s", None)
+    if isinstance(retry_after, int):
+        return {"Retry-After": str(retry_after)}
     return {}
 
 

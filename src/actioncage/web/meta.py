@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 import actioncage
 from actioncage.metrics import CONTENT_TYPE
+from actioncage.web import calls
 
 bp = Blueprint("meta", __name__)
 
 
 @bp.get("/health")
 def health() -> tuple[Response, int]:
-    runner = current_app.extensions["actioncage"].runner
+    runner = calls.components().runner
     engine = runner.ping()
     body = {
         "status": "ok" if engine else "degraded",
@@ -26,7 +27,7 @@ def health() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    components = current_app.extensions["actioncage"]
+    components = calls.components()
     return Response(components.metrics.render(), mimetype=None, content_type=CONTENT_TYPE)
 
 

@@ -1,15 +1,16 @@
-"""The /v1 blueprint: actions, execute, conversations, runs."""
+"""web/: the native /v1 API: actions, execute, conversations, runs, policy; execute and
+conversations go through the run service."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from actioncage.actions.validation import check_org_rules
-from actioncage.models import InvocationTrigger
-from actioncage.runs import triggers
+from actioncage.components import Components
+from actioncage.models import FrontDoor
 from actioncage.runs.callbacks import SIGNATURE_HEADER
+from actioncage.runs.idempotency import Answer
+from actioncage.runs.service import ConversationRef, Pending, RunRequest
 from actioncage.sandbox.limits import policy_description
 from actioncage.store import repo
 from actioncage.web import calls, wire
@@ -19,8 +20,8 @@ bp = Blueprint("native", __name__, url_prefix="/v1")
 bp.before_request(require_key)
 
 
-def _components() -> Any:
-    return current_app.extensions["actioncage"]
+def _components() -> Components:
+    return calls.components()
 
 
 @bp.post("/actions")
@@ -76,26 +77,28 @@ def delete_action(action_id: str) -> tuple[str, int]:
 
 @bp.post("/actions/<action_ref>/execute")
 def execute(action_ref: str) -> tuple[Response, int]:
-    c, key = _components(), current_key()
+    service, who = calls.components().service, calls.caller(FrontDoor.NATIVE)
     body = wire.json_body()
     args, conversation_id = wire.execute_request(body)
     wait_ms, callback_url = wire.execute_options(body)
+    request = RunRequest(
+        who,
+        action_ref,
+        args,
+        None if conversation_id is None else ConversationRef(conversation_id),
+        wait_ms=wait_ms,
+        callback_url=callback_url,
+    )
 
-    def answer() -> calls.Answer:
-        if wait_ms is None and callback_url is None:
-            run = c.executor.execute(key.org_id, key.id, action_ref, args, conversation_id)
-            return wire.run_out(run), calls.status_for_run(run)
-        with c.store.session() as s:
-            action = repo.get_action(s, key.org_id, action_ref)
-            conversation = (
-                repo.get_conversation(s, key.org_id, conversation_id) if conversation_id else None
-            )
-        done, run_id = calls.run_with_wait(action, args, conversation, wait_ms, callback_url)
-        if done is None:
-            return calls.waiting_body(run_id, action), 202
-        return wire.run_out(done), calls.status_for_run(done)
+    def answer() -> Answer:
+        run = service.run(request)
+        if isinstance(run, Pending):
+            return calls.waiting_body(run.run_id, run.action), 202
+        return wire.run_out(run), calls.status_for_run(run)
 
-    out, status, replayed = calls.idempotent(f"native:{action_ref}", body, answer)
+    out, status, replayed = service.once(
+        who, calls.idempotency_key(), f"native:{action_ref}", body, answer
+    )
     response = jsonify(out)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -104,21 +107,11 @@ def execute(action_ref: str) -> tuple[Response, int]:
 
 @bp.post("/conversations")
 def create_conversation() -> tuple[Response, int]:
-    c, key = _components(), current_key()
+    service, who = calls.components().service, calls.caller(FrontDoor.NATIVE)
     fields = wire.conversation_in(wire.json_body())
-    with c.store.session() as s:
-        conversation = repo.create_conversation(s, key.org_id, **fields)
-    runs = triggers.run_triggered(
-        c.executor,
-        c.store,
-        key.org_id,
-        key.id,
-        InvocationTrigger.CONVERSATION_START,
-        conversation.id,
+    conversation, runs = service.create_conversation(
+        who, fields["conversation_id"], fields["messages"], fields["metadata"], fields["tags"]
     )
-    if runs:
-        with c.store.session() as s:
-            conversation = repo.get_conversation(s, key.org_id, conversation.id)
     return jsonify(
         {**wire.conversation_out(conversation), "triggeredRuns": wire.run_ids(runs)}
     ), 201
@@ -126,14 +119,8 @@ def create_conversation() -> tuple[Response, int]:
 
 @bp.post("/conversations/<conversation_id>/end")
 def end_conversation(conversation_id: str) -> Response:
-    c, key = _components(), current_key()
-    with c.store.session() as s:
-        conversation = repo.end_conversation(s, key.org_id, conversation_id)
-    runs = triggers.run_triggered(
-        c.executor, c.store, key.org_id, key.id, InvocationTrigger.CONVERSATION_END, conversation.id
-    )
-    with c.store.session() as s:
-        conversation = repo.get_conversation(s, key.org_id, conversation_id)
+    service, who = calls.components().service, calls.caller(FrontDoor.NATIVE)
+    conversation, runs = service.end_conversation(who, conversation_id)
     return jsonify({**wire.conversation_out(conversation), "triggeredRuns": wire.run_ids(runs)})
 
 

@@ -9,33 +9,41 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from actioncage import errors
 from actioncage.actions.validation import CONVERSATION_ID_RE
-from actioncage.models import ErrorType, InvocationTrigger, RunResult, RunStatus
-from actioncage.runs.triggers import run_triggered
-from actioncage.store import repo
+from actioncage.models import ErrorType, FrontDoor, RunResult, RunStatus
+from actioncage.runs.idempotency import Answer
+from actioncage.runs.service import ConversationRef, RunRequest
 from actioncage.web import calls
-from actioncage.web.auth import current_key, require_key
-from actioncage.web.errors import error_headers
+from actioncage.web.auth import require_key
+from actioncage.web.errors import error_headers, kind_of
 
 bp = Blueprint("botpress", __name__, url_prefix="/v1/chat")
 bp.before_request(require_key)
 
 _MAX_TYPE = 200
 
-# Our error classes to Botpress's (status, type); the first match decides.
-_TYPES: list[tuple[type[errors.ActioncageError], int, str]] = [
-    (errors.AuthError, 401, "Unauthorized"),
-    (errors.NotFoundError, 404, "ResourceNotFound"),
-    (errors.BadRequestError, 400, "InvalidPayload"),
-    (errors.ValidationFailedError, 400, "InvalidPayload"),
-    (errors.ConflictError, 409, "ResourceLockedConflict"),
-    (errors.BusyError, 429, "RateLimited"),
-    (errors.RateLimitedError, 429, "RateLimited"),
-]
+# The error kinds (web/errors.py KINDS) to Botpress's (status, type): its client turns the
+# type into its own error class. Sandbox errors keep the native 503: no run was produced.
+_TYPES: dict[str, tuple[int, str]] = {
+    "unauthorized": (401, "Unauthorized"),
+    "not_found": (404, "ResourceNotFound"),
+    "bad_request": (400, "InvalidPayload"),
+    "invalid_code": (400, "InvalidPayload"),
+    "policy_violation": (400, "InvalidPayload"),
+    "validation_failed": (400, "InvalidPayload"),
+    "conflict": (409, "ResourceLockedConflict"),
+    "overloaded": (429, "RateLimited"),
+    "rate_limited": (429, "RateLimited"),
+    "busy": (429, "RateLimited"),
+    "engine_unavailable": (503, "Internal"),
+    "sandbox_error": (503, "Internal"),
+    "host_call_failed": (502, "Internal"),
+    "internal_error": (500, "Internal"),
+}
 
 
 def _body(status: int, type_: str, message: str) -> dict[str, Any]:
@@ -44,10 +52,9 @@ def _body(status: int, type_: str, message: str) -> dict[str, Any]:
 
 @bp.errorhandler(errors.ActioncageError)
 def _error(exc: errors.ActioncageError) -> tuple[Response, int, dict[str, str]]:
-    for cls, status, type_ in _TYPES:
-        if isinstance(exc, cls):
-            return jsonify(_body(status, type_, str(exc))), status, error_headers(exc)
-    return jsonify(_body(500, "Internal", "internal error")), 500, {}
+    status, type_ = _TYPES[kind_of(exc)]
+    message = "internal error" if status == 500 else str(exc)
+    return jsonify(_body(status, type_, message)), status, error_headers(exc)
 
 
 @bp.errorhandler(HTTPException)
@@ -67,13 +74,13 @@ def _run_error(run: RunResult) -> tuple[dict[str, Any], int]:
     if run.error.type is ErrorType.TIMEOUT:
         return _body(504, "OperationTimeout", message), 504
     if run.error.type is ErrorType.SANDBOX_ERROR:
-        return _body(500, "Internal", message), 500
+        return _body(503, "Internal", message), 503
     return _body(400, "Runtime", message), 400
 
 
 @bp.post("/actions")
 def call_action() -> tuple[Response, int]:
-    c, key = current_app.extensions["actioncage"], current_key()
+    who = calls.caller(FrontDoor.BOTPRESS)
     if not request.headers.get("x-bot-id"):
         raise errors.BadRequestError("the x-bot-id header is required")
     body = request.get_json(silent=True)
@@ -96,33 +103,26 @@ def call_action() -> tuple[Response, int]:
         not isinstance(conversation_id, str) or not CONVERSATION_ID_RE.match(conversation_id)
     ):
         raise errors.BadRequestError("input.conversationId is not a valid conversation id")
-    with c.store.session() as s:
-        action = repo.get_action(s, key.org_id, name)
+    service = calls.components().service
+    action = service.action(who, name)
+    request_ = RunRequest(
+        who,
+        action,
+        args,
+        None if conversation_id is None else ConversationRef(conversation_id, create=True),
+    )
 
-    def answer() -> calls.Answer:
-        conversation = None
-        if conversation_id is not None:
-            with c.store.session() as s:
-                conversation = repo.find_conversation(s, key.org_id, conversation_id)
-                created = conversation is None
-                if conversation is None:
-                    conversation = repo.create_conversation(
-                        s, key.org_id, conversation_id, [], {}, []
-                    )
-            start = InvocationTrigger.CONVERSATION_START
-            if created and run_triggered(
-                c.executor, c.store, key.org_id, key.id, start, conversation_id
-            ):
-                with c.store.session() as s:
-                    conversation = repo.get_conversation(s, key.org_id, conversation_id)
-        with c.executor.admit(key.org_id, key.id) as admission:
-            run = c.executor.run_action(action, key.id, args, conversation, admission=admission)
+    def answer() -> Answer:
+        run = service.run(request_)
+        assert isinstance(run, RunResult)  # no waitMs: never pending
         if run.status is not RunStatus.OK:
             return _run_error(run)
         output = run.output if isinstance(run.output, dict) else {"result": run.output}
         return {"output": output, "meta": {"cached": False}}, 200
 
-    out, status, replayed = calls.idempotent(f"botpress:{type_}", body, answer)
+    out, status, replayed = service.once(
+        who, calls.idempotency_key(), f"botpress:{type_}", body, answer
+    )
     if replayed and status == 200:
         out = {**out, "meta": {"cached": True}}
     response = jsonify(out)

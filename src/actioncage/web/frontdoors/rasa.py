@@ -6,29 +6,28 @@ rejected run (Rasa then predicts another action), 449 when the domain is needed.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections import OrderedDict
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from actioncage import errors
 from actioncage.actions.validation import CONVERSATION_ID_RE
 from actioncage.models import (
     Action,
-    Conversation,
     EffectKind,
     ErrorType,
-    InvocationTrigger,
+    FrontDoor,
     RunResult,
     RunStatus,
 )
-from actioncage.runs.triggers import run_triggered
+from actioncage.runs.idempotency import Answer
+from actioncage.runs.service import ConversationRef, RunRequest
 from actioncage.store import repo
 from actioncage.web import calls
 from actioncage.web.auth import authenticate, current_key, key_from_request
-from actioncage.web.errors import error_headers, status_for
+from actioncage.web.errors import error_headers, kind_of
 
 bp = Blueprint("rasa", __name__)
 
@@ -51,6 +50,26 @@ def _auth() -> None:
     authenticate(key_from_request() or request.args.get("token"))
 
 
+# The error kinds (web/errors.py KINDS) to the Rasa action server's statuses: 400 is
+# Rasa's ActionExecutionRejection, 449 asks for the domain; the rest keep the native meaning.
+_STATUS: dict[str, int] = {
+    "unauthorized": 401,
+    "not_found": 404,
+    "bad_request": 400,
+    "invalid_code": 422,
+    "policy_violation": 422,
+    "validation_failed": 422,
+    "conflict": 409,
+    "overloaded": 429,
+    "rate_limited": 429,
+    "busy": 429,
+    "engine_unavailable": 503,
+    "sandbox_error": 503,
+    "host_call_failed": 502,
+    "internal_error": 500,
+}
+
+
 @bp.errorhandler(errors.ActioncageError)
 def _error(exc: errors.ActioncageError) -> tuple[Response, int, dict[str, str]]:
     if isinstance(exc, DomainNeededError):
@@ -58,7 +77,7 @@ def _error(exc: errors.ActioncageError) -> tuple[Response, int, dict[str, str]]:
     elif isinstance(exc, RasaRejectedError):
         status = 400
     else:
-        status, _ = status_for(exc)
+        status = _STATUS[kind_of(exc)]
     body = {"error": str(exc), "action_name": g.get("rasa_action_name")}
     return jsonify(body), status, error_headers(exc)
 
@@ -66,14 +85,14 @@ def _error(exc: errors.ActioncageError) -> tuple[Response, int, dict[str, str]]:
 @bp.get("/actions")
 def list_actions() -> Response:
     key = current_key()
-    with current_app.extensions["actioncage"].store.session() as s:
+    with calls.components().store.session() as s:
         actions = repo.list_actions(s, key.org_id)
     return jsonify([{"name": a.name} for a in actions])
 
 
 @bp.post("/webhook")
 def webhook() -> tuple[Response, int]:
-    c, key = current_app.extensions["actioncage"], current_key()
+    key = current_key()
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise errors.BadRequestError("the request body must be a JSON object")
@@ -92,17 +111,21 @@ def webhook() -> tuple[Response, int]:
             "sender_id must be 1-128 letters, digits or _.:@+- starting with a letter or digit"
         )
     domain = _domain(key.org_id, body, name)
-    with c.store.session() as s:
-        action = repo.get_action(s, key.org_id, name)
+    service, who = calls.components().service, calls.caller(FrontDoor.RASA)
+    action = service.action(who, name)
+    request_ = RunRequest(
+        who,
+        action,
+        lambda a: _args(a, tracker),
+        ConversationRef(sender_id, create=True, messages=tuple(_messages(tracker))),
+    )
 
-    def answer() -> calls.Answer:
-        conversation = _conversation(key.org_id, key.id, sender_id, tracker)
-        with c.executor.admit(key.org_id, key.id) as admission:
-            args = _args(action, tracker)
-            run = c.executor.run_action(action, key.id, args, conversation, admission=admission)
+    def answer() -> Answer:
+        run = service.run(request_)
+        assert isinstance(run, RunResult)  # no waitMs: never pending
         return _response(action, run, domain), 200
 
-    out, status, _ = calls.idempotent(f"rasa:{name}", body, answer)
+    out, status, _ = service.once(who, calls.idempotency_key(), f"rasa:{name}", body, answer)
     return jsonify(out), status
 
 
@@ -162,26 +185,6 @@ def _messages(tracker: dict[str, Any]) -> list[dict[str, Any]]:
         if last_user is None or last_user["text"] != latest["text"]:
             out.append({"role": "user", "text": latest["text"]})
     return out
-
-
-def _conversation(
-    org_id: str, key_id: str, sender_id: str, tracker: dict[str, Any]
-) -> Conversation:
-    """Our conversation ``sender_id`` (made, and its start triggers run, when new) with the
-    tracker's messages."""
-    c = current_app.extensions["actioncage"]
-    messages = _messages(tracker)
-    with c.store.session() as s:
-        conversation = repo.find_conversation(s, org_id, sender_id)
-        created = conversation is None
-        if conversation is None:
-            conversation = repo.create_conversation(s, org_id, sender_id, messages, {}, [])
-    if created and run_triggered(
-        c.executor, c.store, org_id, key_id, InvocationTrigger.CONVERSATION_START, sender_id
-    ):
-        with c.store.session() as s:
-            conversation = repo.get_conversation(s, org_id, sender_id)
-    return dataclasses.replace(conversation, messages=tuple(messages))
 
 
 def _text(text: str) -> dict[str, Any]:
