@@ -1,0 +1,3 @@
+def execute_action(context):
+    while True:
+        pass

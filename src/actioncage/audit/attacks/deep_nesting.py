@@ -1,0 +1,5 @@
+def execute_action(context):
+    value = []
+    for _ in range(200_000):
+        value = [value]
+    return value

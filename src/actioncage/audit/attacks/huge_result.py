@@ -1,0 +1,2 @@
+def execute_action(context):
+    return 'x' * (64 << 20)

@@ -1,0 +1,3 @@
+import os
+def execute_action(context):
+    os._exit(0)
