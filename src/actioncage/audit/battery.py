@@ -53,7 +53,7 @@ def run_battery(settings: Settings, attacks: tuple[Attack, ...] = CATALOGUE) -> 
     from dataclasses import replace
 
     from actioncage.components import build
-    from actioncage.models import FrontDoor
+    from actioncage.models import FrontDoor, RunResult
     from actioncage.runs.service import Caller, ConversationRef, RunRequest
     from actioncage.store import repo
 
