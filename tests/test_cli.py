@@ -139,3 +139,29 @@ def test_image_build_is_a_no_op_when_current_and_prints_the_digest(tmp_path: Pat
         assert out.stdout.strip().splitlines()[-1] == client.images.get(IMAGE).id
     finally:
         client.close()
+
+
+def test_org_set_policy_repeated_egress_flags_add(tmp_path: Path) -> None:
+    env = serve_env(tmp_path)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*ACTIONCAGE, "org", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    done = cli("set-policy", "acme", "--egress", "api.example.com", "--egress", "*.acme.test:443")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(cli("show-policy", "acme").stdout)
+    assert shown["egress"] == ["api.example.com", "*.acme.test:443"]
+    # A new list replaces the old one; '' alone closes; --inherit-egress gives the default back.
+    assert cli("set-policy", "acme", "--egress", "b.example.com,c.example.com").returncode == 0
+    assert json.loads(cli("show-policy", "acme").stdout)["egress"] == [
+        "b.example.com",
+        "c.example.com",
+    ]
+    assert cli("set-policy", "acme", "--egress", "").returncode == 0
+    assert json.loads(cli("show-policy", "acme").stdout)["egress"] == []
+    assert cli("set-policy", "acme", "--inherit-egress").returncode == 0
+    assert json.loads(cli("show-policy", "acme").stdout)["egress"] is None
+    refused = cli("set-policy", "acme", "--egress", "ok.example.com", "--egress", "bad host")
+    assert refused.returncode == 2 and "bad host" in refused.stderr

@@ -351,7 +351,7 @@ def org_policy_out(org: OrgPolicy | None) -> dict[str, Any] | None:
         "restricted": org.restricted,
         "runsPerMinute": org.runs_per_minute,
         "concurrentRuns": org.concurrent_runs,
-        "egress": list(org.egress),
+        "egress": None if org.egress is None else list(org.egress),
     }
 
 
@@ -380,6 +380,7 @@ def policy_out(description: dict[str, Any], org: OrgPolicy | None, digest: str) 
         "policyHash": description["policy_hash"],
         "imageDigest": digest,
         "orgPolicy": org_policy_out(org),
+        "egressCeiling": description["egress_ceiling"],
     }
 
 
