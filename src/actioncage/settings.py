@@ -52,8 +52,8 @@ class Settings:
     # `org set-policy --egress`): what their scripts and API actions may reach. Empty: none.
     default_egress: str = ""
     max_api_response_bytes: int = 1024 * 1024
-    # Signs the dashboard's session cookie. Unset: a random key per process (sessions end at
-    # restart and are not shared between processes).
+    # Signs the dashboard's session cookie. Unset: a random key made once and kept in the
+    # database, so every process of the deployment shares it.
     secret_key: str | None = None
     # Runs that outlast a call's waitMs go on in a bounded pool of background workers.
     background_workers: int = 4
