@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.conftest import IMAGE
-from tests.served import ACTIONCAGE, serve_env, served
+from tests.served import ACTIONCAGE, http, serve_env, served
 
 
 @pytest.fixture
@@ -29,13 +28,13 @@ def test_readme_walkthrough_over_real_http(server: str) -> None:
         "    set_conversation_metadata(context, 'greeting', 'hello ' + context['args']['name'])\n"
         "    return {'message': 'hello ' + context['args']['name']}\n"
     )
-    action = requests.post(
+    action = http.post(
         f"{server}/v1/actions", headers=h, json={"name": "greet", "code": code}, timeout=10
     )
     assert action.status_code == 201
-    conv = requests.post(f"{server}/v1/conversations", headers=h, json={"id": "demo-1"}, timeout=10)
+    conv = http.post(f"{server}/v1/conversations", headers=h, json={"id": "demo-1"}, timeout=10)
     assert conv.status_code == 201
-    run = requests.post(
+    run = http.post(
         f"{server}/v1/actions/greet/execute",
         headers=h,
         json={"args": {"name": "Ada"}, "conversationId": "demo-1"},
@@ -43,9 +42,9 @@ def test_readme_walkthrough_over_real_http(server: str) -> None:
     )
     assert run.status_code == 200 and run.json()["output"] == {"message": "hello Ada"}
     assert run.headers["Content-Type"] == "application/json"
-    after = requests.get(f"{server}/v1/conversations/demo-1", headers=h, timeout=10).json()
+    after = http.get(f"{server}/v1/conversations/demo-1", headers=h, timeout=10).json()
     assert after["tags"] == ["greeted"] and after["metadata"] == {"greeting": "hello Ada"}
-    assert requests.get(f"{server}/v1/actions", timeout=10).status_code == 401
+    assert http.get(f"{server}/v1/actions", timeout=10).status_code == 401
 
 
 def test_keys_create_prints_a_working_key(tmp_path: Path) -> None:

@@ -348,7 +348,7 @@ def test_patching_the_endpoint_regenerates_the_schema(
         ({"url": "http://api.example.com/x", "method": "PATCH"}, {}, "endpoint.method"),
         ({"url": "http://api.example.com/x", "headers": {"Host": "evil"}}, {}, "endpoint.headers"),
         ({"url": "http://api.example.com/x", "headers": {"A": "b\r\nc"}}, {}, "endpoint.headers.A"),
-        ({"url": "http://api.example.com/x", "headers": {"A": 1}}, {}, "endpoint.headers"),
+        ({"url": "http://api.example.com/x", "headers": {"A": 1}}, {}, "endpoint.headers.A"),
         ({"url": "http://api.example.com/x", "timeoutMs": 10**7}, {}, "endpoint.timeoutMs"),
         ({"url": "http://api.example.com/x", "verb": "GET"}, {}, "endpoint.verb"),
         (

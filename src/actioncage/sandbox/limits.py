@@ -87,7 +87,7 @@ def egress_ceiling(settings: Settings, org: OrgPolicy | None) -> tuple[HostPatte
 def _egress_owner(org: OrgPolicy | None) -> str:
     if org is not None and org.egress is not None:
         return "the org's ceiling"
-    return "the operator's default egress ceiling (ACTIONCAGE_DEFAULT_EGRESS)"
+    return "the default egress ceiling ACTIONCAGE_DEFAULT_EGRESS"
 
 
 def api_egress(
@@ -114,8 +114,8 @@ def api_egress(
     raise EgressRefusedError(
         f"{host}:{port} is outside {_egress_owner(org)} "
         f"({', '.join(map(str, ceiling)) or 'no egress allowed'}); the operator allows it "
-        f"with `actioncage org set-policy <org> --egress {host}` or, for every org without "
-        f"its own ceiling, ACTIONCAGE_DEFAULT_EGRESS={host}"
+        f"with `actioncage org set-policy <org> --egress {host}`, or with "
+        f"ACTIONCAGE_DEFAULT_EGRESS={host} for every org without a ceiling of its own"
     )
 
 

@@ -226,10 +226,8 @@ def ui_test(action_id: str) -> Response:
     """One test run: a dry run (effects shown, not applied) unless ``applyEffects``."""
     c, key = _components(), current_key()
     body = wire.json_body()
-    apply = body.pop("applyEffects", False)
-    if not isinstance(apply, bool):
-        raise ValidationFailedError("applyEffects must be true or false", "applyEffects")
-    args, conversation_id = wire.execute_request(body)
+    args, conversation_id = wire.execute_request(body, "DashboardTestRequest")
+    apply = body.get("applyEffects", False)
     run = c.executor.execute(
         key.org_id, key.id, action_id, args, conversation_id, dry_run=not apply
     )
