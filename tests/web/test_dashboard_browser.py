@@ -51,7 +51,10 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     with served(
-        tmp_path, ACTIONCAGE_API_KEY=KEY, ACTIONCAGE_EGRESS_ALLOWED_CIDRS="127.0.0.0/8"
+        tmp_path,
+        ACTIONCAGE_API_KEY=KEY,
+        ACTIONCAGE_EGRESS_ALLOWED_CIDRS="127.0.0.0/8",
+        ACTIONCAGE_DEFAULT_EGRESS="127.0.0.1",  # the API action's local upstream
     ) as base:
         yield base
 

@@ -17,14 +17,12 @@ from actioncage.actions.validation import CONVERSATION_ID_RE
 from actioncage.models import ErrorType, InvocationTrigger, RunResult, RunStatus
 from actioncage.runs.triggers import run_triggered
 from actioncage.store import repo
-from actioncage.web import calls
+from actioncage.web import calls, schemas
 from actioncage.web.auth import current_key, require_key
 from actioncage.web.errors import error_headers
 
 bp = Blueprint("botpress", __name__, url_prefix="/v1/chat")
 bp.before_request(require_key)
-
-_MAX_TYPE = 200
 
 # Our error classes to Botpress's (status, type); the first match decides.
 _TYPES: list[tuple[type[errors.ActioncageError], int, str]] = [
@@ -79,15 +77,9 @@ def call_action() -> tuple[Response, int]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise errors.BadRequestError("the request body must be a JSON object")
-    extra = sorted(set(body) - {"type", "input"})
-    if extra:
-        raise errors.BadRequestError(f"unknown property {extra[0]!r}")
-    type_ = body.get("type")
-    if not isinstance(type_, str) or not 0 < len(type_) <= _MAX_TYPE:
-        raise errors.BadRequestError(f"type must be a string of 1-{_MAX_TYPE} characters")
-    input_ = body.get("input")
-    if not isinstance(input_, dict):
-        raise errors.BadRequestError("input must be an object")
+    schemas.check("BotpressCallRequest", body)  # ValidationFailedError: 400 InvalidPayload
+    type_: str = body["type"]
+    input_: dict[str, Any] = body["input"]
     # "alias:actionName" names an integration's action; ours are named by the last part.
     name = type_.rpartition(":")[2]
     args = {k: v for k, v in input_.items() if k != "conversationId"}
