@@ -61,6 +61,10 @@ def test_requests_are_validated_by_the_documented_schema(
     body = {"name": "a", "code": code, "endpointt": {}}
     resp = client.post("/v1/actions", json=body, headers=auth_headers)
     assert resp.get_json()["error"]["message"] == "unknown field 'endpointt'"
+    body = {"name": "a", "code": code, "invocationTrigger": None, "policy": {"egress": None}}
+    resp = client.post("/v1/actions", json=body, headers=auth_headers)
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["invocationTrigger"] == "user_query"
 
 
 _RUN = {

@@ -161,7 +161,12 @@ _ACTION_INPUT = _closed(
         "userWaitingText": _USER_TEXT,
         "userSuccessText": _USER_TEXT,
         "userErrorText": _USER_TEXT,
-        "invocationTrigger": {**_TRIGGER, "type": ["string", "null"]},
+        "invocationTrigger": {
+            **_TRIGGER,
+            "type": ["string", "null"],
+            "enum": [*_TRIGGER["enum"], None],
+            "description": "null: user_query",
+        },
     }
 )
 
