@@ -21,6 +21,11 @@ from flask.testing import FlaskClient  # noqa: E402
 
 from actioncage import create_app  # noqa: E402
 from actioncage.settings import Settings  # noqa: E402
+from tests.openapi_check import CheckedClient  # noqa: E402
+
+# Every app's test client, including apps a test makes itself, checks every response it
+# receives against the OpenAPI document (tests/openapi_check.py).
+Flask.test_client_class = CheckedClient
 
 TEST_LABEL = "io.actioncage.test"
 # Unique per test session, so parallel sessions on one engine never remove each other's.

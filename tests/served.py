@@ -15,6 +15,9 @@ import pytest
 import requests
 
 from tests.conftest import IMAGE, SESSION, TEST_LABEL
+from tests.openapi_check import http
+
+__all__ = ["ACTIONCAGE", "free_port", "http", "serve_env", "served"]
 
 ACTIONCAGE = [sys.executable, "-m", "actioncage.cli"]
 
@@ -58,7 +61,7 @@ def served(tmp_path: Path, **env: str) -> Iterator[str]:
             if time.monotonic() > deadline:
                 pytest.fail("serve did not answer within 30 s")
             try:
-                requests.get(base + "/health", timeout=1)
+                http.get(base + "/health", timeout=1)
                 break
             except requests.ConnectionError:
                 time.sleep(0.05)

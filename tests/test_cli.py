@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.conftest import IMAGE
-from tests.served import ACTIONCAGE, serve_env, served
+from tests.served import ACTIONCAGE, http, serve_env, served
 
 
 @pytest.fixture
@@ -29,13 +28,13 @@ def test_readme_walkthrough_over_real_http(server: str) -> None:
         "    set_conversation_metadata(context, 'greeting', 'hello ' + context['args']['name'])\n"
         "    return {'message': 'hello ' + context['args']['name']}\n"
     )
-    action = requests.post(
+    action = http.post(
         f"{server}/v1/actions", headers=h, json={"name": "greet", "code": code}, timeout=10
     )
     assert action.status_code == 201
-    conv = requests.post(f"{server}/v1/conversations", headers=h, json={"id": "demo-1"}, timeout=10)
+    conv = http.post(f"{server}/v1/conversations", headers=h, json={"id": "demo-1"}, timeout=10)
     assert conv.status_code == 201
-    run = requests.post(
+    run = http.post(
         f"{server}/v1/actions/greet/execute",
         headers=h,
         json={"args": {"name": "Ada"}, "conversationId": "demo-1"},
@@ -43,9 +42,9 @@ def test_readme_walkthrough_over_real_http(server: str) -> None:
     )
     assert run.status_code == 200 and run.json()["output"] == {"message": "hello Ada"}
     assert run.headers["Content-Type"] == "application/json"
-    after = requests.get(f"{server}/v1/conversations/demo-1", headers=h, timeout=10).json()
+    after = http.get(f"{server}/v1/conversations/demo-1", headers=h, timeout=10).json()
     assert after["tags"] == ["greeted"] and after["metadata"] == {"greeting": "hello Ada"}
-    assert requests.get(f"{server}/v1/actions", timeout=10).status_code == 401
+    assert http.get(f"{server}/v1/actions", timeout=10).status_code == 401
 
 
 def test_keys_create_prints_a_working_key(tmp_path: Path) -> None:
@@ -139,3 +138,29 @@ def test_image_build_is_a_no_op_when_current_and_prints_the_digest(tmp_path: Pat
         assert out.stdout.strip().splitlines()[-1] == client.images.get(IMAGE).id
     finally:
         client.close()
+
+
+def test_org_set_policy_repeated_egress_flags_add(tmp_path: Path) -> None:
+    env = serve_env(tmp_path)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*ACTIONCAGE, "org", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    done = cli("set-policy", "acme", "--egress", "api.example.com", "--egress", "*.acme.test:443")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(cli("show-policy", "acme").stdout)
+    assert shown["egress"] == ["api.example.com", "*.acme.test:443"]
+    # A new list replaces the old one; '' alone closes; --inherit-egress gives the default back.
+    assert cli("set-policy", "acme", "--egress", "b.example.com,c.example.com").returncode == 0
+    assert json.loads(cli("show-policy", "acme").stdout)["egress"] == [
+        "b.example.com",
+        "c.example.com",
+    ]
+    assert cli("set-policy", "acme", "--egress", "").returncode == 0
+    assert json.loads(cli("show-policy", "acme").stdout)["egress"] == []
+    assert cli("set-policy", "acme", "--inherit-egress").returncode == 0
+    assert json.loads(cli("show-policy", "acme").stdout)["egress"] is None
+    refused = cli("set-policy", "acme", "--egress", "ok.example.com", "--egress", "bad host")
+    assert refused.returncode == 2 and "bad host" in refused.stderr

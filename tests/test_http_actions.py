@@ -11,9 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
+from actioncage.errors import PolicyError
+from actioncage.models import OrgPolicy, Policy
+from actioncage.sandbox.limits import check_policy, effective_limits
 from actioncage.settings import Settings
+from actioncage.store import repo
 from tests.conftest import make_settings
 
 
@@ -22,10 +27,12 @@ class Upstream:
 
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.hits = 0
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
             def _handle(self) -> None:
+                upstream.hits += 1
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 if self.path.startswith("/missing"):
@@ -86,7 +93,10 @@ def upstream() -> Iterator[Upstream]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(
-        tmp_path, egress_allowed_cidrs="127.0.0.0/8", max_api_response_bytes=100_000
+        tmp_path,
+        egress_allowed_cidrs="127.0.0.0/8",
+        default_egress="127.0.0.1",
+        max_api_response_bytes=100_000,
     )
 
 
@@ -237,7 +247,7 @@ def test_loopback_is_refused_without_the_operator_cidr(
 ) -> None:
     from actioncage import create_app
 
-    app = create_app(make_settings(tmp_path / "strict"))
+    app = create_app(make_settings(tmp_path / "strict", default_egress="127.0.0.1,169.254.169.254"))
     try:
         client = app.test_client()
         resp = client.post(
@@ -338,7 +348,7 @@ def test_patching_the_endpoint_regenerates_the_schema(
         ({"url": "http://api.example.com/x", "method": "PATCH"}, {}, "endpoint.method"),
         ({"url": "http://api.example.com/x", "headers": {"Host": "evil"}}, {}, "endpoint.headers"),
         ({"url": "http://api.example.com/x", "headers": {"A": "b\r\nc"}}, {}, "endpoint.headers.A"),
-        ({"url": "http://api.example.com/x", "headers": {"A": 1}}, {}, "endpoint.headers"),
+        ({"url": "http://api.example.com/x", "headers": {"A": 1}}, {}, "endpoint.headers.A"),
         ({"url": "http://api.example.com/x", "timeoutMs": 10**7}, {}, "endpoint.timeoutMs"),
         ({"url": "http://api.example.com/x", "verb": "GET"}, {}, "endpoint.verb"),
         (
@@ -376,3 +386,102 @@ def test_python_actions_take_no_endpoint(client: FlaskClient, auth_headers: Any)
         headers=auth_headers,
     )
     assert resp.status_code == 422 and resp.get_json()["error"]["field"] == "endpoint"
+
+
+def _api_app(tmp_path: Path, **overrides: Any) -> Flask:
+    from actioncage import create_app
+
+    return create_app(make_settings(tmp_path, egress_allowed_cidrs="127.0.0.0/8", **overrides))
+
+
+def _set_org_egress(app: Flask, egress: tuple[str, ...] | None) -> None:
+    with app.extensions["actioncage"].store.session() as s:
+        repo.set_org_policy(s, "default", OrgPolicy(egress=egress))
+
+
+def _run_api(client: FlaskClient, headers: dict[str, str], url: str, **extra: Any) -> Any:
+    made = client.post(
+        "/v1/actions",
+        json={"name": "ext", "type": "api", "endpoint": {"url": url}, **extra},
+        headers=headers,
+    )
+    assert made.status_code == 201, made.get_json()
+    ran = client.post("/v1/actions/ext/execute", json={}, headers=headers)
+    assert ran.status_code == 200, ran.get_json()
+    return ran.get_json()
+
+
+def test_an_org_without_a_ceiling_reaches_no_host_by_default(
+    tmp_path: Path, upstream: Upstream, auth_headers: dict[str, str]
+) -> None:
+    app = _api_app(tmp_path)  # no ACTIONCAGE_DEFAULT_EGRESS: closed
+    try:
+        run = _run_api(app.test_client(), auth_headers, upstream.base + "/echo")
+        assert run["status"] == "error" and run["error"]["type"] == "exception"
+        message = run["error"]["message"]
+        host = upstream.base.removeprefix("http://")
+        assert message.startswith(f"egress refused: {host} is outside"), message
+        assert "no egress allowed" in message
+        assert "org set-policy" in message and "ACTIONCAGE_DEFAULT_EGRESS=127.0.0.1" in message
+        assert upstream.hits == 0
+    finally:
+        app.extensions["actioncage"].close()
+
+
+def test_the_orgs_own_ceiling_replaces_the_operators_default(
+    tmp_path: Path, upstream: Upstream, auth_headers: dict[str, str]
+) -> None:
+    app = _api_app(tmp_path, default_egress="127.0.0.1")
+    try:
+        client = app.test_client()
+        _set_org_egress(app, ("api.example.com",))
+        run = _run_api(client, auth_headers, upstream.base + "/echo")
+        assert (
+            run["status"] == "error"
+            and "the org's ceiling (api.example.com)" in (run["error"]["message"])
+        )
+        _set_org_egress(app, ())  # an empty list of its own: nothing, whatever the default
+        run = client.post("/v1/actions/ext/execute", json={}, headers=auth_headers).get_json()
+        assert "no egress allowed" in run["error"]["message"]
+        assert upstream.hits == 0
+        _set_org_egress(app, ("127.0.0.1:" + upstream.base.rsplit(":", 1)[1],))
+        run = client.post("/v1/actions/ext/execute", json={}, headers=auth_headers).get_json()
+        assert run["status"] == "ok" and upstream.hits == 1
+        _set_org_egress(app, None)  # back to the operator's default
+        run = client.post("/v1/actions/ext/execute", json={}, headers=auth_headers).get_json()
+        assert run["status"] == "ok" and upstream.hits == 2
+    finally:
+        app.extensions["actioncage"].close()
+
+
+def test_an_api_actions_policy_egress_narrows_what_it_may_reach(
+    tmp_path: Path, upstream: Upstream, auth_headers: dict[str, str]
+) -> None:
+    app = _api_app(tmp_path, default_egress="127.0.0.1,*.example.com")
+    try:
+        run = _run_api(
+            app.test_client(),
+            auth_headers,
+            upstream.base + "/echo",
+            policy={"egress": ["api.example.com"]},
+        )
+        assert run["status"] == "error"
+        assert "not in the action's policy.egress (api.example.com)" in run["error"]["message"]
+        assert upstream.hits == 0
+    finally:
+        app.extensions["actioncage"].close()
+
+
+def test_scripts_get_the_operators_default_ceiling_too() -> None:
+    settings = Settings(default_egress="api.example.com,*.partner.test")
+    asked = Policy(egress=("api.example.com", "other.test", "x.partner.test"))
+    assert effective_limits(asked, settings, None).egress == ("api.example.com", "x.partner.test")
+    assert effective_limits(asked, settings, OrgPolicy()).egress == (
+        "api.example.com",
+        "x.partner.test",
+    )
+    assert effective_limits(asked, settings, OrgPolicy(egress=())).egress == ()
+    assert effective_limits(asked, Settings(), None).egress == ()
+    check_policy(Policy(egress=("api.example.com",)), settings, None)
+    with pytest.raises(PolicyError, match="ACTIONCAGE_DEFAULT_EGRESS"):
+        check_policy(Policy(egress=("other.test",)), settings, None)

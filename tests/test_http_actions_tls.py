@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from actioncage.actions.http import HttpActionRunner, check_endpoint
 from actioncage.egress.guard import EgressGuard
+from actioncage.models import Policy
 from tests.conftest import make_settings
 
 
@@ -95,7 +96,8 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path, list[str]]]:
 def _runner(tmp_path: Path, tls: ssl.SSLContext | None) -> HttpActionRunner:
     # A stand-in DNS: every name resolves to loopback, which the operator allowed.
     guard = EgressGuard(allowed_cidrs=["127.0.0.0/8"], resolver=lambda host, port: ["127.0.0.1"])
-    return HttpActionRunner(make_settings(tmp_path), guard=guard, tls=tls)
+    settings = make_settings(tmp_path, default_egress="*.test")
+    return HttpActionRunner(settings, guard=guard, tls=tls)
 
 
 def _endpoint(url: str) -> dict[str, Any]:
@@ -107,7 +109,9 @@ def test_https_dials_the_checked_address_and_verifies_the_name(
 ) -> None:
     port, ca_file, hosts = tls_server
     runner = _runner(tmp_path, ssl.create_default_context(cafile=str(ca_file)))
-    call = runner.call(_endpoint(f"https://api.test:{port}/orders/$id"), {"id": "7"})
+    call = runner.call(
+        _endpoint(f"https://api.test:{port}/orders/$id"), {"id": "7"}, Policy(), None
+    )
     assert call.error is None, call.error
     assert call.output == {"path": "/orders/7"}
     assert hosts == [f"api.test:{port}"]
@@ -117,7 +121,7 @@ def test_https_with_an_untrusted_certificate_fails(
     tmp_path: Path, tls_server: tuple[int, Path, list[str]]
 ) -> None:
     port, _, hosts = tls_server
-    call = _runner(tmp_path, None).call(_endpoint(f"https://api.test:{port}/x"), {})
+    call = _runner(tmp_path, None).call(_endpoint(f"https://api.test:{port}/x"), {}, Policy(), None)
     assert call.error is not None and "CERTIFICATE_VERIFY_FAILED" in call.error.message
     assert hosts == []
 
@@ -127,6 +131,6 @@ def test_https_to_a_name_the_certificate_does_not_cover_fails(
 ) -> None:
     port, ca_file, hosts = tls_server
     runner = _runner(tmp_path, ssl.create_default_context(cafile=str(ca_file)))
-    call = runner.call(_endpoint(f"https://other.test:{port}/x"), {})
+    call = runner.call(_endpoint(f"https://other.test:{port}/x"), {}, Policy(), None)
     assert call.error is not None and "CERTIFICATE_VERIFY_FAILED" in call.error.message
     assert hosts == []

@@ -177,8 +177,13 @@ def _org_set_policy(args: argparse.Namespace, settings: Settings) -> int:
                 changes[name] = value or None
         if args.restricted is not None:
             changes["restricted"] = args.restricted
+        if args.egress is not None and args.inherit_egress:
+            raise ConfigError("--egress and --inherit-egress contradict each other")
+        if args.inherit_egress:
+            changes["egress"] = None
         if args.egress is not None:
-            entries = [e.strip() for e in args.egress.split(",") if e.strip()]
+            # Each --egress adds; each may also list several, comma-separated.
+            entries = [e.strip() for raw in args.egress for e in raw.split(",") if e.strip()]
             try:
                 changes["egress"] = tuple(str(p) for p in parse_patterns(entries))
             except ValueError as exc:
@@ -248,7 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     set_policy.add_argument(
         "--egress",
-        help="comma-separated host patterns the org's actions may ask for ('' clears)",
+        action="append",
+        help="host patterns the org's scripts and API actions may reach (repeat to add; "
+        "'' alone: none); replaces the org's list and the operator's default for it",
+    )
+    set_policy.add_argument(
+        "--inherit-egress",
+        action="store_true",
+        help="drop the org's own egress list: ACTIONCAGE_DEFAULT_EGRESS applies again",
     )
     set_policy.set_defaults(func=_org_set_policy)
     show_policy = org_sub.add_parser("show-policy", help="print the org's ceilings")

@@ -184,8 +184,9 @@ class OrgPolicy:
     restricted: bool = False
     runs_per_minute: int | None = None
     concurrent_runs: int | None = None
-    # The host patterns this org's actions may ask for; empty: no egress at all.
-    egress: tuple[str, ...] = ()
+    # The host patterns this org's scripts and API actions may reach; empty: none at all;
+    # None: the org has no ceiling of its own and gets the operator's (default_egress).
+    egress: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,12 @@ class Settings:
     # private/metadata ban (comma-separated, e.g. "10.1.0.0/16"); API response bodies past
     # max_api_response_bytes fail the run.
     egress_allowed_cidrs: str = ""
+    # The egress ceiling of orgs without their own (comma-separated host patterns, as for
+    # `org set-policy --egress`): what their scripts and API actions may reach. Empty: none.
+    default_egress: str = ""
     max_api_response_bytes: int = 1024 * 1024
-    # Signs the dashboard's session cookie. Unset: a random key per process (sessions end at
-    # restart and are not shared between processes).
+    # Signs the dashboard's session cookie. Unset: a random key made once and kept in the
+    # database, so every process of the deployment shares it.
     secret_key: str | None = None
     # Runs that outlast a call's waitMs go on in a bounded pool of background workers.
     background_workers: int = 4
@@ -105,6 +108,7 @@ class Settings:
             ("docker_url", self.docker_url is None or _engine_url_ok(self.docker_url)),
             ("max_api_response_bytes", self.max_api_response_bytes >= 1024),
             ("egress_allowed_cidrs", _cidrs_ok(self.egress_allowed_cidr_list)),
+            ("default_egress", _patterns_ok(self.default_egress_list)),
             ("background_workers", self.background_workers >= 1),
             ("background_max_pending", self.background_max_pending >= 1),
             ("callback_max_attempts", self.callback_max_attempts >= 1),
@@ -137,6 +141,11 @@ class Settings:
         """``egress_allowed_cidrs`` split on commas."""
         return tuple(c.strip() for c in self.egress_allowed_cidrs.split(",") if c.strip())
 
+    @property
+    def default_egress_list(self) -> tuple[str, ...]:
+        """``default_egress`` split on commas."""
+        return tuple(p.strip() for p in self.default_egress.split(",") if p.strip())
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``ACTIONCAGE_*`` variables; raise ConfigError naming a malformed one."""
@@ -156,6 +165,16 @@ def _engine_url_ok(url: str) -> bool:
 
     try:
         engine_address(url)
+    except ValueError:
+        return False
+    return True
+
+
+def _patterns_ok(patterns: Iterable[str]) -> bool:
+    from actioncage.egress.guard import parse_patterns
+
+    try:
+        parse_patterns(patterns)
     except ValueError:
         return False
     return True

@@ -253,31 +253,3 @@ def test_conversation_create_and_read(client: FlaskClient, auth_headers: dict[st
     )
     generated = client.post("/v1/conversations", json={}, headers=auth_headers).get_json()
     assert generated["id"].startswith("conv_")
-
-
-def test_openapi_is_a_valid_document_of_every_route(app: Flask, client: FlaskClient) -> None:
-    from openapi_spec_validator import validate
-
-    doc = client.get("/openapi.json").get_json()
-    validate(doc)
-    documented = {path for path in doc["paths"]}
-    for rule in app.url_map.iter_rules():
-        if rule.endpoint.startswith("dashboard."):
-            continue  # HTML pages and their form endpoints, not the API
-        path = rule.rule
-        for arg in rule.arguments:
-            path = path.replace(
-                f"<{arg}>",
-                "{"
-                + {
-                    "action_ref": "actionRef",
-                    "action_id": "actionRef",
-                    "conversation_id": "conversationId",
-                    "run_id": "runId",
-                }.get(arg, arg)
-                + "}",
-            )
-        assert path in documented, path
-        methods = rule.methods - {"HEAD", "OPTIONS"}
-        for method in methods:
-            assert method.lower() in doc["paths"][path], (method, path)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
+from tests.served import http
 from tests.test_cli import server  # noqa: F401  (the live `actioncage serve` fixture)
 
 CLIENT_DIR = Path(__file__).parent.parent / "botpress"
@@ -54,11 +54,11 @@ def test_official_client_calls_actions(botpress_client: Path, server: str) -> No
         "    set_conversation_metadata(context, 'n', n)\n"
         "    return {'greeting': 'hi ' + context['args']['name'], 'n': n}\n"
     )
-    made = requests.post(
+    made = http.post(
         f"{server}/v1/actions", headers=h, json={"name": "greet", "code": code}, timeout=10
     )
     assert made.status_code == 201
-    requests.post(
+    http.post(
         f"{server}/v1/actions",
         headers=h,
         json={"name": "fails", "code": "def execute_action(context):\n    raise KeyError('x')\n"},

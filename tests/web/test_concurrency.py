@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import IMAGE, SESSION, TEST_LABEL
-from tests.served import ACTIONCAGE, free_port, serve_env, served
+from tests.served import ACTIONCAGE, free_port, http, serve_env, served
 
 pytestmark = pytest.mark.docker
 H = {"Authorization": "Bearer concurrency-key"}
@@ -36,14 +36,12 @@ def server(tmp_path: Path) -> Iterator[str]:
 
 
 def _create(base: str, name: str, code: str) -> None:
-    resp = requests.post(
-        f"{base}/v1/actions", headers=H, json={"name": name, "code": code}, timeout=10
-    )
+    resp = http.post(f"{base}/v1/actions", headers=H, json={"name": name, "code": code}, timeout=10)
     assert resp.status_code == 201, resp.text
 
 
 def _in_flight(base: str) -> float:
-    text = requests.get(f"{base}/metrics", timeout=10).text
+    text = http.get(f"{base}/metrics", timeout=10).text
     line = next(x for x in text.splitlines() if x.startswith("actioncage_runs_in_flight "))
     return float(line.split()[1])
 
@@ -57,9 +55,7 @@ def _wait_in_flight(base: str, count: int, done: list[Any]) -> None:
 
 def _execute_in_background(base: str, name: str, out: list[Any]) -> threading.Thread:
     def call() -> None:
-        out.append(
-            requests.post(f"{base}/v1/actions/{name}/execute", headers=H, json={}, timeout=60)
-        )
+        out.append(http.post(f"{base}/v1/actions/{name}/execute", headers=H, json={}, timeout=60))
 
     thread = threading.Thread(target=call)
     thread.start()
@@ -72,7 +68,7 @@ def test_a_slow_run_does_not_block_a_fast_one(server: str) -> None:
     slow: list[Any] = []
     thread = _execute_in_background(server, "slow", slow)
     _wait_in_flight(server, 1, slow)
-    fast = requests.post(f"{server}/v1/actions/fast/execute", headers=H, json={}, timeout=60)
+    fast = http.post(f"{server}/v1/actions/fast/execute", headers=H, json={}, timeout=60)
     assert fast.status_code == 200 and fast.json()["output"] == "fast"
     assert not slow, "the fast run waited for the slow one"
     thread.join()
@@ -87,17 +83,17 @@ def test_full_slots_and_queue_answer_429_with_retry_after(server: str) -> None:
     _wait_in_flight(server, 2, results)
     threads.append(_execute_in_background(server, "fast", results))  # takes the queue place
     deadline = time.monotonic() + 30
-    while "actioncage_run_queue_depth 1.0" not in requests.get(f"{server}/metrics").text:
+    while "actioncage_run_queue_depth 1.0" not in http.get(f"{server}/metrics").text:
         assert time.monotonic() < deadline, "the third run was not queued"
         time.sleep(0.05)
-    refused = requests.post(f"{server}/v1/actions/fast/execute", headers=H, json={}, timeout=60)
+    refused = http.post(f"{server}/v1/actions/fast/execute", headers=H, json={}, timeout=60)
     assert refused.status_code == 429
     assert refused.headers["Retry-After"] == "1"
     assert refused.json()["error"]["type"] == "overloaded"
     for thread in threads:
         thread.join()
     assert sorted(r.json()["output"] for r in results) == ["fast", "slow", "slow"]
-    assert "actioncage_runs_refused_total 1.0" in requests.get(f"{server}/metrics").text
+    assert "actioncage_runs_refused_total 1.0" in http.get(f"{server}/metrics").text
 
 
 def test_serve_sweeps_leftovers_then_sigterm_removes_its_warm_pool(
@@ -123,7 +119,7 @@ def test_serve_sweeps_leftovers_then_sigterm_removes_its_warm_pool(
         while True:
             assert time.monotonic() < deadline and proc.poll() is None, "no warm pool came up"
             try:
-                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                text = http.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
                 if 'actioncage_pool_ready{profile="default"} 2.0' in text:
                     break
             except requests.ConnectionError:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
+from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import API_KEY
+from actioncage import create_app
+from actioncage.settings import Settings
+from tests.conftest import API_KEY, make_settings
 
 PY = "def execute_action(context):\n    return context['args'].get('who')\n"
 
@@ -130,3 +134,22 @@ def test_sign_out_ends_the_session(client: FlaskClient) -> None:
     token = _sign_in(client)
     assert client.post("/logout", data={"csrf": token}).status_code == 302
     assert client.get("/").status_code == 302
+
+
+def test_two_processes_on_one_database_accept_each_others_sessions(
+    app: Flask, client: FlaskClient, settings: Settings, tmp_path: Path
+) -> None:
+    _sign_in(client)
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    other = create_app(settings)  # no ACTIONCAGE_SECRET_KEY: the key comes from the database
+    elsewhere = create_app(make_settings(tmp_path / "elsewhere"))
+    try:
+        assert other.secret_key == app.secret_key
+        for peer, status in ((other, 200), (elsewhere, 302)):
+            peer_client = peer.test_client()
+            peer_client.set_cookie("session", cookie.value)
+            assert peer_client.get("/").status_code == status
+    finally:
+        other.extensions["actioncage"].close()
+        elsewhere.extensions["actioncage"].close()

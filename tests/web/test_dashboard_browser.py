@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from tests.fakes import Request, serve
-from tests.served import served
+from tests.served import http, served
 
 CHROMIUM = "/usr/bin/chromium"
 KEY = "dashboard-test-key"
@@ -52,7 +51,10 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     with served(
-        tmp_path, ACTIONCAGE_API_KEY=KEY, ACTIONCAGE_EGRESS_ALLOWED_CIDRS="127.0.0.0/8"
+        tmp_path,
+        ACTIONCAGE_API_KEY=KEY,
+        ACTIONCAGE_EGRESS_ALLOWED_CIDRS="127.0.0.0/8",
+        ACTIONCAGE_DEFAULT_EGRESS="127.0.0.1",  # the API action's local upstream
     ) as base:
         yield base
 
@@ -77,7 +79,7 @@ def test_sign_in_edit_test_and_see_history(browser: Any, server: str) -> None:
     from playwright.sync_api import expect
 
     h = {"Authorization": f"Bearer {KEY}"}
-    conv = requests.post(f"{server}/v1/conversations", headers=h, json={"id": "conv-1"}, timeout=10)
+    conv = http.post(f"{server}/v1/conversations", headers=h, json={"id": "conv-1"}, timeout=10)
     assert conv.status_code == 201
 
     context = browser.new_context()
@@ -114,13 +116,13 @@ def test_sign_in_edit_test_and_see_history(browser: Any, server: str) -> None:
         expect(page.locator("#result-effects")).to_contain_text('"tag": "greeted"')
         expect(page.locator("#result-applied")).to_have_text("(not applied)")
         # A dry run: the conversation is untouched.
-        after = requests.get(f"{server}/v1/conversations/conv-1", headers=h, timeout=10).json()
+        after = http.get(f"{server}/v1/conversations/conv-1", headers=h, timeout=10).json()
         assert after["tags"] == []
         # Ticking "apply effects" applies them.
         page.check("#apply-effects")
         page.click("#test-run")
         expect(page.locator("#result-applied")).to_have_text("(applied)", timeout=60_000)
-        after = requests.get(f"{server}/v1/conversations/conv-1", headers=h, timeout=10).json()
+        after = http.get(f"{server}/v1/conversations/conv-1", headers=h, timeout=10).json()
         assert after["tags"] == ["greeted"]
 
         # An API action against a real local server, tested from the panel.

@@ -5,9 +5,11 @@ An API action's ``endpoint`` is ``{url, method, headers, query, payload, timeout
 payload is a required argument. Values are encoded for where they land: percent-encoded in the
 URL, form-encoded in the query, JSON in the payload (a string that is exactly ``"$count"`` takes
 the argument's JSON value; inside a longer string it is interpolated as text), and refused in a
-header when they hold a line break. The scheme, host and port are never templated, and the call
-goes through the EgressGuard: the host is resolved once, every address checked, and the
-connection made to the checked address (Host header and TLS name stay the real host name).
+header when they hold a line break. The scheme, host and port are never templated. The host
+must be within the org's egress ceiling (or the operator's default) and the action's own
+``policy.egress`` when it lists any (sandbox/limits.py decides), and the call goes through the
+EgressGuard: the host is resolved once, every address checked, and the connection made to the
+checked address (Host header and TLS name stay the real host name).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from actioncage.egress.guard import EgressGuard, guard_from_settings
+from actioncage.egress.guard import EgressGuard, HostPattern, guard_from_settings
 from actioncage.errors import EgressRefusedError, PolicyError, ValidationFailedError
-from actioncage.models import ErrorType, RunError
+from actioncage.models import ErrorType, OrgPolicy, Policy, RunError
+from actioncage.sandbox.limits import api_egress
 from actioncage.settings import Settings
 
 VARIABLE_RE = re.compile(r"\$([A-Za-z][A-Za-z0-9_]{0,63})")
@@ -337,8 +340,16 @@ class HttpActionRunner:
         # Verifies the chain against the system CAs and the name we were given, not the IP.
         self._tls = tls or ssl.create_default_context()
 
-    def call(self, endpoint: dict[str, Any], args: dict[str, Any]) -> CallResult:
-        """Make the call; failures are outcomes (``error`` set), never raised."""
+    def call(
+        self,
+        endpoint: dict[str, Any],
+        args: dict[str, Any],
+        policy: Policy,
+        org: OrgPolicy | None,
+    ) -> CallResult:
+        """Make the call if its host is within the org's egress (``org`` None: the operator's
+        default ceiling) and the action's ``policy.egress``; failures are outcomes (``error``
+        set), never raised."""
         try:
             req = prepare(endpoint, args)
         except ArgsUnfitError as exc:
@@ -349,7 +360,9 @@ class HttpActionRunner:
         )
         where = f"{req.method} {req.scheme}://{req.host}:{req.port}{req.target.split('?')[0]}"
         try:
-            status, content_type, body = self._send(req, time.monotonic() + timeout_ms / 1000)
+            allowed = api_egress(policy, self._settings, org, req.host, req.port)
+            deadline = time.monotonic() + timeout_ms / 1000
+            status, content_type, body = self._send(req, allowed, deadline)
         except EgressRefusedError as exc:
             return _failed(ErrorType.EXCEPTION, f"egress refused: {exc}", where)
         except TimeoutError:
@@ -373,8 +386,10 @@ class HttpActionRunner:
                 output = text
         return CallResult(output, None, logs)
 
-    def _send(self, req: PreparedCall, deadline: float) -> tuple[int, str, bytes]:
-        address = self._guard.resolve(req.host, req.port, None)
+    def _send(
+        self, req: PreparedCall, allowed: tuple[HostPattern, ...], deadline: float
+    ) -> tuple[int, str, bytes]:
+        address = self._guard.resolve(req.host, req.port, allowed)
 
         def remaining() -> float:
             left = deadline - time.monotonic()

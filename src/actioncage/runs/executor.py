@@ -139,11 +139,14 @@ class Executor:
         egress: tuple[dict[str, Any], ...] = ()
         raw: RawOutcome | None = None
         api_logs: str | None = None
+        if admission is None:
+            with self._store.session() as s:
+                admission = Admission(repo.find_org_policy(s, action.org_id))
         problems = args_problems(action.parameters, args)
         if problems:
             outcome = _error(ErrorType.INVALID_ARGS, "; ".join(problems))
         elif action.type is ActionType.API and action.endpoint is not None:
-            call = self._http.call(action.endpoint, args)
+            call = self._http.call(action.endpoint, args, action.policy, admission.org)
             api_logs = call.logs
             outcome = (
                 Outcome(status=RunStatus.OK, output=call.output)
@@ -153,9 +156,6 @@ class Executor:
         elif action.type is not ActionType.PYTHON:
             raise ValidationFailedError(f"actions of type {action.type} cannot run yet", "type")
         else:
-            if admission is None:
-                with self._store.session() as s:
-                    admission = Admission(repo.find_org_policy(s, action.org_id))
             org = admission.org
             limits = effective_limits(action.policy, self._settings, org)
             hashed = policy_hash(limits, self._settings)

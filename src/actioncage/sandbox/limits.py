@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from actioncage.egress.guard import HostPattern, parse_patterns, pattern_within
-from actioncage.errors import PolicyError
+from actioncage.errors import EgressRefusedError, PolicyError
 from actioncage.models import EffectiveLimits, OrgPolicy, Policy
 from actioncage.settings import Settings
 
@@ -65,15 +65,58 @@ def check_policy(policy: Policy, settings: Settings, org: OrgPolicy | None = Non
         raise PolicyError(f"memoryMb must be between 16 and {max_memory} ({who})", field="memoryMb")
     if policy.cpus is not None and not 0.01 <= policy.cpus <= max_cpus:
         raise PolicyError(f"cpus must be between 0.01 and {max_cpus} ({who})", field="cpus")
-    ceiling = parse_patterns(org.egress) if org is not None else ()
+    ceiling = egress_ceiling(settings, org)
     for pattern in parse_patterns(policy.egress):
         if not pattern_within(pattern, ceiling):
             raise PolicyError(
-                f"egress {pattern} is outside the org's ceiling "
+                f"egress {pattern} is outside {_egress_owner(org)} "
                 f"({', '.join(map(str, ceiling)) or 'no egress allowed'})",
                 field="policy.egress",
             )
     return policy
+
+
+def egress_ceiling(settings: Settings, org: OrgPolicy | None) -> tuple[HostPattern, ...]:
+    """The hosts an org's scripts and API actions may reach at most: the org's own ceiling,
+    or the operator's default (``default_egress``, empty: none) when it has none."""
+    if org is not None and org.egress is not None:
+        return parse_patterns(org.egress)
+    return parse_patterns(settings.default_egress_list)
+
+
+def _egress_owner(org: OrgPolicy | None) -> str:
+    if org is not None and org.egress is not None:
+        return "the org's ceiling"
+    return "the default egress ceiling ACTIONCAGE_DEFAULT_EGRESS"
+
+
+def api_egress(
+    policy: Policy, settings: Settings, org: OrgPolicy | None, host: str, port: int
+) -> tuple[HostPattern, ...]:
+    """The hosts an API action's call may reach, if ``host:port`` is one of them.
+
+    The action's ``policy.egress`` clamped to the ceiling, exactly as for a script; an action
+    that lists none asks for its own endpoint's host and port. Raises EgressRefusedError
+    naming the host and how to allow it.
+    """
+    host = host.lower().rstrip(".")
+    own = (HostPattern(host=host, port=port),)
+    asked = parse_patterns(policy.egress) if policy.egress else own
+    ceiling = egress_ceiling(settings, org)
+    allowed = tuple(p for p in asked if pattern_within(p, ceiling))
+    if any(p.matches(host, port) for p in allowed):
+        return allowed
+    if policy.egress and not any(p.matches(host, port) for p in asked):
+        raise EgressRefusedError(
+            f"{host}:{port} is not in the action's policy.egress "
+            f"({', '.join(map(str, asked))}); add it there"
+        )
+    raise EgressRefusedError(
+        f"{host}:{port} is outside {_egress_owner(org)} "
+        f"({', '.join(map(str, ceiling)) or 'no egress allowed'}); the operator allows it "
+        f"with `actioncage org set-policy <org> --egress {host}`, or with "
+        f"ACTIONCAGE_DEFAULT_EGRESS={host} for every org without a ceiling of its own"
+    )
 
 
 def effective_limits(
@@ -93,13 +136,12 @@ def effective_limits(
         tmpfs_mb=settings.tmpfs_mb,
         max_output_bytes=settings.max_output_bytes,
         max_host_calls=settings.max_host_calls,
-        egress=_egress_within(policy.egress, org),
+        egress=_egress_within(policy.egress, egress_ceiling(settings, org)),
     )
 
 
-def _egress_within(asked: tuple[str, ...], org: OrgPolicy | None) -> tuple[str, ...]:
-    """The action's egress patterns still inside the org's ceiling (it may have shrunk)."""
-    ceiling = parse_patterns(org.egress) if org is not None else ()
+def _egress_within(asked: tuple[str, ...], ceiling: tuple[HostPattern, ...]) -> tuple[str, ...]:
+    """The action's egress patterns still inside the ceiling (it may have shrunk)."""
     return tuple(p for p in asked if pattern_within(HostPattern.parse(p), ceiling))
 
 
@@ -160,8 +202,9 @@ def container_options(limits: EffectiveLimits, settings: Settings) -> dict[str, 
 
 def policy_description(settings: Settings, org: OrgPolicy | None = None) -> dict[str, Any]:
     """The effective sandbox settings of a run with the default policy, for auditors to read:
-    the limits, every container option, the seccomp profile's sha256 and the policy hash
-    runs with these limits record. The profile itself is shown by hash, not inline.
+    the limits, every container option, the seccomp profile's sha256, the policy hash
+    runs with these limits record and the egress ceiling (the org's, or the operator's).
+    The profile itself is shown by hash, not inline.
     """
     limits = effective_limits(Policy(), settings, org)
     container = container_options(limits, settings)
@@ -178,4 +221,5 @@ def policy_description(settings: Settings, org: OrgPolicy | None = None) -> dict
         "container": container,
         "seccomp_sha256": seccomp_sha256(),
         "policy_hash": policy_hash(limits, settings),
+        "egress_ceiling": [str(p) for p in egress_ceiling(settings, org)],
     }

@@ -598,7 +598,7 @@ def find_org_policy(session: Session, org_id: str) -> OrgPolicy | None:
         restricted=row.restricted,
         runs_per_minute=row.runs_per_minute,
         concurrent_runs=row.concurrent_runs,
-        egress=tuple(row.egress or ()),
+        egress=None if row.egress is None else tuple(row.egress),
     )
 
 
@@ -615,7 +615,7 @@ def set_org_policy(session: Session, org_id: str, policy: OrgPolicy) -> OrgPolic
     row.restricted = policy.restricted
     row.runs_per_minute = policy.runs_per_minute
     row.concurrent_runs = policy.concurrent_runs
-    row.egress = list(policy.egress)
+    row.egress = None if policy.egress is None else list(policy.egress)
     row.updated_at = now()
     session.flush()
     return policy

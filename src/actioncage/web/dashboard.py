@@ -1,7 +1,8 @@
 """The dashboard at ``/``: sign in with an API key, list, create and edit actions, a test
 panel, and run history from the audit trail.
 
-The session cookie is Flask's signed cookie (``ACTIONCAGE_SECRET_KEY``) and holds the key's id
+The session cookie is Flask's signed cookie (``ACTIONCAGE_SECRET_KEY``, else a key made once
+and shared through the database) and holds the key's id
 and a CSRF token, never the key itself. Every POST/PATCH must carry the token (a form field or
 the ``X-CSRF-Token`` header). Pages send a strict Content-Security-Policy: scripts come only
 from our static folder, and page data reaches them as JSON, never inlined into code.
@@ -37,6 +38,7 @@ from actioncage.models import Action, ActionType, ErrorType, FrontDoor, RunResul
 from actioncage.runs.service import ConversationRef, RunRequest
 from actioncage.settings import Settings
 from actioncage.store import repo
+from actioncage.store.secrets import SESSION_KEY, shared_secret
 from actioncage.web import calls, native, wire
 from actioncage.web.auth import current_key
 
@@ -56,9 +58,15 @@ RUN_FILTERS = ("ok", "error", *(str(t) for t in ErrorType))
 
 
 def register(app: Flask, settings: Settings) -> None:
-    """Mount the dashboard and configure the signed session cookie."""
-    # Unset: random per process, so sessions end when the process restarts.
-    app.secret_key = settings.secret_key or secrets.token_hex(32)
+    """Mount the dashboard and configure the signed session cookie (``app.extensions``
+    must hold the components already)."""
+    if settings.secret_key:
+        app.secret_key = settings.secret_key
+    else:
+        # Made once and kept in the database: every process accepts every other's sessions,
+        # and they survive restarts.
+        with app.extensions["actioncage"].store.session() as s:
+            app.secret_key = shared_secret(s, SESSION_KEY)
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
     app.register_blueprint(bp)
 
@@ -219,10 +227,8 @@ def ui_test(action_id: str) -> Response:
     """One test run: a dry run (effects shown, not applied) unless ``applyEffects``."""
     service = _components().service
     body = wire.json_body()
-    apply = body.pop("applyEffects", False)
-    if not isinstance(apply, bool):
-        raise ValidationFailedError("applyEffects must be true or false", "applyEffects")
-    args, conversation_id = wire.execute_request(body)
+    args, conversation_id = wire.execute_request(body, "DashboardTestRequest")
+    apply = bool(body.get("applyEffects", False))
     run = service.run(
         RunRequest(
             calls.caller(FrontDoor.DASHBOARD),

@@ -9,7 +9,7 @@ from typing import Any
 from flask import request
 
 from actioncage.actions import http as http_actions
-from actioncage.actions.validation import CONVERSATION_ID_RE, check_code, check_name, check_schema
+from actioncage.actions.validation import check_code, check_name, check_schema
 from actioncage.egress.guard import parse_patterns
 from actioncage.errors import BadRequestError, ValidationFailedError
 from actioncage.models import (
@@ -22,8 +22,8 @@ from actioncage.models import (
     RunResult,
     RunStatus,
 )
+from actioncage.web import schemas
 
-_ACTION_FIELDS = {"name", "type", "code", "parameters", "description", "policy", "endpoint"}
 # Fields of the common "create action" APIs, snake_case name by wire name (endpoint: see
 # http_actions, which owns API actions).
 _RECORD_FIELDS = {
@@ -32,9 +32,7 @@ _RECORD_FIELDS = {
     "userErrorText": "user_error_text",
     "invocationTrigger": "invocation_trigger",
 }
-_MAX_USER_TEXT = 2048
 _POLICY_FIELDS = {"timeoutMs": "timeout_ms", "memoryMb": "memory_mb", "cpus": "cpus"}
-_MAX_MESSAGES = 1000
 
 
 def iso(value: datetime) -> str:
@@ -55,6 +53,13 @@ def _unknown(body: dict[str, Any], allowed: set[str], where: str = "") -> None:
         raise ValidationFailedError(f"unknown field {where}{extra[0]!r}", field=where + extra[0])
 
 
+def checked(schema: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``body``, if it fits the request schema ``schema`` (web/schemas.py, the same one
+    /openapi.json shows). Raises ValidationFailedError naming the field."""
+    schemas.check(schema, body)
+    return body
+
+
 # --- actions -------------------------------------------------------------------------------
 
 
@@ -68,7 +73,7 @@ def action_fields(
 
     Raises ValidationFailedError (InvalidCodeError for code) naming the field.
     """
-    _unknown(body, _ACTION_FIELDS | set(_RECORD_FIELDS))
+    checked("ActionInput", body)
     base: dict[str, Any] = {}
     if current is not None:
         base = {
@@ -88,11 +93,7 @@ def action_fields(
     fields = dict(base)
     if "name" in body:
         fields["name"] = check_name(body["name"])
-    type_value = body.get("type", base.get("type", "python"))
-    try:
-        fields_type = ActionType(type_value)
-    except ValueError as exc:
-        raise ValidationFailedError("type must be 'python' or 'api'", field="type") from exc
+    fields_type = ActionType(body.get("type", base.get("type", "python")))
     fields["type"] = fields_type
     is_api = fields_type is ActionType.API
     if is_api:
@@ -106,12 +107,7 @@ def action_fields(
     if ("parameters" in body or current is None) and not is_api:
         fields["parameters"] = check_schema(body.get("parameters"))
     if "description" in body or current is None:
-        description = body.get("description")
-        if description is not None and (
-            not isinstance(description, str) or not 1 <= len(description) <= 512
-        ):
-            raise ValidationFailedError("description must be 1-512 characters", "description")
-        fields["description"] = description
+        fields["description"] = body.get("description")
     if "policy" in body or current is None:
         fields["policy"] = policy(body.get("policy"))
     return fields
@@ -142,56 +138,35 @@ def _python_only(body: dict[str, Any], current: Action | None) -> None:
 
 
 def record_fields(body: dict[str, Any], fields: dict[str, Any], creating: bool) -> None:
-    """Validate the record fields (user texts, trigger) into ``fields``."""
+    """The record fields (user texts, trigger) of a schema-checked body into ``fields``."""
     for wire_name, name in _RECORD_FIELDS.items():
         if wire_name not in body and not creating:
             continue
         value = body.get(wire_name)
         if wire_name == "invocationTrigger":
-            try:
-                fields[name] = InvocationTrigger(value or InvocationTrigger.USER_QUERY)
-            except ValueError as exc:
-                raise ValidationFailedError(
-                    "invocationTrigger must be one of "
-                    + ", ".join(t.value for t in InvocationTrigger),
-                    field=wire_name,
-                ) from exc
+            fields[name] = InvocationTrigger(value or InvocationTrigger.USER_QUERY)
         else:
-            if value is not None and (not isinstance(value, str) or len(value) > _MAX_USER_TEXT):
-                raise ValidationFailedError(
-                    f"{wire_name} must be a string of at most {_MAX_USER_TEXT} characters",
-                    field=wire_name,
-                )
             fields[name] = value
 
 
-def policy(raw: Any) -> Policy:
-    """A Policy from ``{timeoutMs, memoryMb, cpus}`` (each optional)."""
+def policy(raw: dict[str, Any] | None) -> Policy:
+    """A Policy from a schema-checked ``{timeoutMs, memoryMb, cpus, egress}`` (each optional).
+
+    Raises ValidationFailedError for a malformed host pattern."""
     if raw is None:
         return Policy()
-    if not isinstance(raw, dict):
-        raise ValidationFailedError("policy must be an object", field="policy")
-    _unknown(raw, {*_POLICY_FIELDS, "egress"}, "policy.")
-    values: dict[str, Any] = {}
-    for wire_name, name in _POLICY_FIELDS.items():
-        value = raw.get(wire_name)
-        if value is None:
-            continue
-        ok_type = (int, float) if name == "cpus" else (int,)
-        if isinstance(value, bool) or not isinstance(value, ok_type):
-            raise ValidationFailedError(
-                f"policy.{wire_name} must be a number", f"policy.{wire_name}"
-            )
-        values[name] = value
+    values: dict[str, Any] = {
+        name: raw[wire_name]
+        for wire_name, name in _POLICY_FIELDS.items()
+        if raw.get(wire_name) is not None
+    }
     if raw.get("egress") is not None:
         values["egress"] = egress_patterns(raw["egress"], "policy.egress")
     return Policy(**values)
 
 
-def egress_patterns(raw: Any, field: str) -> tuple[str, ...]:
+def egress_patterns(raw: list[str], field: str) -> tuple[str, ...]:
     """Host patterns, each checked and normalised. Raises ValidationFailedError."""
-    if not isinstance(raw, list) or len(raw) > 100 or not all(isinstance(p, str) for p in raw):
-        raise ValidationFailedError(f"{field} must be a list of at most 100 host patterns", field)
     try:
         return tuple(str(p) for p in parse_patterns(raw))
     except ValueError as exc:
@@ -231,39 +206,17 @@ def action_out(action: Action) -> dict[str, Any]:
 # --- execute -------------------------------------------------------------------------------
 
 
-def execute_request(body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+def execute_request(
+    body: dict[str, Any], schema: str = "ExecuteRequest"
+) -> tuple[dict[str, Any], str | None]:
     """``(args, conversationId)`` from an execute body. Raises ValidationFailedError."""
-    _unknown(body, {"args", "conversationId", "waitMs", "callbackUrl"})
-    args = body.get("args", {})
-    if args is None:
-        args = {}
-    if not isinstance(args, dict):
-        raise ValidationFailedError("args must be an object", field="args")
-    return args, conversation_id(body.get("conversationId"), "conversationId")
+    checked(schema, body)
+    return body.get("args") or {}, body.get("conversationId")
 
 
 def execute_options(body: dict[str, Any]) -> tuple[int | None, str | None]:
-    """``(waitMs, callbackUrl)`` from an execute body. Raises ValidationFailedError."""
-    wait_ms = body.get("waitMs")
-    if wait_ms is not None and (
-        isinstance(wait_ms, bool) or not isinstance(wait_ms, int) or not 0 <= wait_ms <= 600_000
-    ):
-        raise ValidationFailedError("waitMs must be an integer of 0-600000", field="waitMs")
-    callback_url = body.get("callbackUrl")
-    if callback_url is not None and not isinstance(callback_url, str):
-        raise ValidationFailedError("callbackUrl must be a URL string", field="callbackUrl")
-    return wait_ms, callback_url
-
-
-def conversation_id(value: Any, field: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not CONVERSATION_ID_RE.match(value):
-        raise ValidationFailedError(
-            f"{field} must be 1-128 letters, digits or _.:@+- starting with a letter or digit",
-            field=field,
-        )
-    return value
+    """``(waitMs, callbackUrl)`` from an execute body checked by execute_request."""
+    return body.get("waitMs"), body.get("callbackUrl")
 
 
 def run_out(run: RunResult) -> dict[str, Any]:
@@ -351,7 +304,7 @@ def org_policy_out(org: OrgPolicy | None) -> dict[str, Any] | None:
         "restricted": org.restricted,
         "runsPerMinute": org.runs_per_minute,
         "concurrentRuns": org.concurrent_runs,
-        "egress": list(org.egress),
+        "egress": None if org.egress is None else list(org.egress),
     }
 
 
@@ -380,6 +333,7 @@ def policy_out(description: dict[str, Any], org: OrgPolicy | None, digest: str) 
         "policyHash": description["policy_hash"],
         "imageDigest": digest,
         "orgPolicy": org_policy_out(org),
+        "egressCeiling": description["egress_ceiling"],
     }
 
 
@@ -387,35 +341,15 @@ def policy_out(description: dict[str, Any], org: OrgPolicy | None, digest: str) 
 
 
 def conversation_in(body: dict[str, Any]) -> dict[str, Any]:
-    """Fields of a new conversation: ``id``, ``messages``, ``metadata``, ``tags``."""
-    _unknown(body, {"id", "messages", "metadata", "tags"})
-    messages = body.get("messages", [])
-    if not isinstance(messages, list) or len(messages) > _MAX_MESSAGES:
-        raise ValidationFailedError(
-            f"messages must be a list of at most {_MAX_MESSAGES}", "messages"
-        )
-    for i, m in enumerate(messages):
-        if (
-            not isinstance(m, dict)
-            or not isinstance(m.get("role"), str)
-            or not isinstance(m.get("text"), str)
-        ):
-            raise ValidationFailedError(
-                f"messages[{i}] must be an object with string role and text", f"messages[{i}]"
-            )
-    metadata = body.get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise ValidationFailedError("metadata must be an object", "metadata")
-    tags = body.get("tags", [])
-    if not isinstance(tags, list) or not all(
-        isinstance(t, str) and 0 < len(t) <= 128 for t in tags
-    ):
-        raise ValidationFailedError("tags must be a list of strings of 1-128 characters", "tags")
+    """Fields of a new conversation: ``id``, ``messages``, ``metadata``, ``tags``.
+
+    Raises ValidationFailedError naming the field."""
+    checked("ConversationInput", body)
     return {
-        "conversation_id": conversation_id(body.get("id"), "id"),
-        "messages": messages,
-        "metadata": metadata,
-        "tags": list(dict.fromkeys(tags)),
+        "conversation_id": body.get("id"),
+        "messages": body.get("messages", []),
+        "metadata": body.get("metadata", {}),
+        "tags": list(dict.fromkeys(body.get("tags", []))),
     }
 
 

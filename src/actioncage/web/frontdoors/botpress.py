@@ -17,14 +17,13 @@ from actioncage.actions.validation import CONVERSATION_ID_RE
 from actioncage.models import ErrorType, FrontDoor, RunResult, RunStatus
 from actioncage.runs.idempotency import Answer
 from actioncage.runs.service import ConversationRef, RunRequest
-from actioncage.web import calls
+from actioncage.web import calls, schemas
 from actioncage.web.auth import require_key
 from actioncage.web.errors import error_headers, kind_of
 
 bp = Blueprint("botpress", __name__, url_prefix="/v1/chat")
 bp.before_request(require_key)
 
-_MAX_TYPE = 200
 
 # The error kinds (web/errors.py KINDS) to Botpress's (status, type): its client turns the
 # type into its own error class. Sandbox errors keep the native 503: no run was produced.
@@ -86,15 +85,9 @@ def call_action() -> tuple[Response, int]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise errors.BadRequestError("the request body must be a JSON object")
-    extra = sorted(set(body) - {"type", "input"})
-    if extra:
-        raise errors.BadRequestError(f"unknown property {extra[0]!r}")
-    type_ = body.get("type")
-    if not isinstance(type_, str) or not 0 < len(type_) <= _MAX_TYPE:
-        raise errors.BadRequestError(f"type must be a string of 1-{_MAX_TYPE} characters")
-    input_ = body.get("input")
-    if not isinstance(input_, dict):
-        raise errors.BadRequestError("input must be an object")
+    schemas.check("BotpressCallRequest", body)  # ValidationFailedError: 400 InvalidPayload
+    type_: str = body["type"]
+    input_: dict[str, Any] = body["input"]
     # "alias:actionName" names an integration's action; ours are named by the last part.
     name = type_.rpartition(":")[2]
     args = {k: v for k, v in input_.items() if k != "conversationId"}
