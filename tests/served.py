@@ -60,7 +60,7 @@ def served(tmp_path: Path, **env: str) -> Iterator[str]:
             try:
                 requests.get(base + "/health", timeout=1)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or not serving yet
                 time.sleep(0.05)
         yield base
     finally:

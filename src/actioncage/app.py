@@ -8,15 +8,19 @@ from dataclasses import dataclass
 from flask import Flask
 
 from actioncage.hostcalls.registry import HostCalls
+from actioncage.instances import Instance, sweep_quietly
 from actioncage.metrics import Metrics
 from actioncage.models import Policy
 from actioncage.runs.background import BackgroundRuns
 from actioncage.runs.callbacks import CallbackSender
 from actioncage.runs.executor import Executor
 from actioncage.runs.slots import RunSlots
-from actioncage.sandbox.docker.runner import DockerRunner
-from actioncage.sandbox.limits import container_options, effective_limits
+from actioncage.sandbox.backend import SandboxBackend
+from actioncage.sandbox.docker.backend import DockerBackend
+from actioncage.sandbox.foreground import Foreground
+from actioncage.sandbox.limits import effective_limits
 from actioncage.sandbox.pool import WarmPool
+from actioncage.sandbox.runner import SandboxRunner
 from actioncage.settings import Settings
 from actioncage.store import Store, repo
 from actioncage.web import dashboard, errors, meta, native
@@ -31,7 +35,8 @@ log = logging.getLogger(__name__)
 class Components:
     settings: Settings
     store: Store
-    runner: DockerRunner
+    instance: Instance
+    runner: SandboxRunner
     host_calls: HostCalls
     executor: Executor
     background: BackgroundRuns
@@ -42,13 +47,12 @@ class Components:
     pool: WarmPool | None = None
 
     def close(self) -> None:
-        """Finish background runs and callbacks, stop the warm pool, finish removals, then
-        release the database pool and the engine connection."""
+        """Finish background runs and callbacks, stop the warm pool, finish removals and
+        release the engine, forget this instance, then release the database pool."""
         self.callbacks.close()
         self.background.close()
-        if self.pool is not None:
-            self.pool.close()
-        self.runner.close()
+        self.runner.backend.close()  # the pool, when there is one, closes its backend
+        self.instance.close()
         self.store.dispose()
 
 
@@ -60,17 +64,23 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.api_key:
         with store.session() as s:
             repo.create_key(s, "default", settings.api_key)
-    runner = DockerRunner(settings)
-    host_calls = HostCalls(settings)
-    slots = RunSlots(settings)
-    metrics = Metrics(runner, slots)
+    instance = Instance(settings, store, role="serve")
+    instance.start()
+    foreground = Foreground(settings.engine_work_defer_ms)
+    backend: SandboxBackend = DockerBackend(settings, instance.id, foreground)
     pool = None
     if settings.pool_size > 0:
-        pool = runner.pool = WarmPool(settings, runner)
-        pool.start(container_options(effective_limits(Policy(), settings), settings))
+        backend = pool = WarmPool(settings, backend, foreground)
+        pool.keep_warm(effective_limits(Policy(), settings))
+    runner = SandboxRunner(backend, foreground)
+    instance.every_stale_window(lambda: sweep_quietly(instance, backend))
+    host_calls = HostCalls(settings)
+    slots = RunSlots(settings)
+    metrics = Metrics(runner, slots, pool)
     components = Components(
         settings=settings,
         store=store,
+        instance=instance,
         runner=runner,
         host_calls=host_calls,
         background=BackgroundRuns(settings.background_workers, settings.background_max_pending),

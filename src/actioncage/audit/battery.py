@@ -781,7 +781,7 @@ def run_battery(settings: Settings, attacks: tuple[Attack, ...] = CATALOGUE) -> 
 
     from actioncage.hostcalls.registry import HostCalls
     from actioncage.runs.executor import Executor
-    from actioncage.sandbox.docker.runner import DockerRunner
+    from actioncage.sandbox.docker.backend import bare_runner
     from actioncage.store import Store, repo
 
     results = []
@@ -789,7 +789,7 @@ def run_battery(settings: Settings, attacks: tuple[Attack, ...] = CATALOGUE) -> 
         settings = replace(settings, database_url=f"sqlite:///{tmp}/audit.db")
         store = Store(settings.database_url)
         store.create_all()
-        runner = DockerRunner(settings)
+        runner = bare_runner(settings)
         executor = Executor(settings, store, runner, HostCalls(settings))
         with store.session() as s:
             repo.set_org_policy(s, "audit", OrgPolicy(egress=AUDIT_EGRESS_CEILING))
@@ -813,7 +813,7 @@ def run_battery(settings: Settings, attacks: tuple[Attack, ...] = CATALOGUE) -> 
                     passed, note = False, note + "; something outlived the run"
                 results.append(AuditResult(attack, note, passed))
         finally:
-            runner.close()
+            runner.backend.close()
             store.dispose()
     return results
 
