@@ -48,6 +48,7 @@ _REMOVE_RETRY_S = 0.1
 # The attach stream's chunk header: stream id, 3 bytes padding, payload size.
 _HEADER = struct.Struct(">BxxxL")
 _STREAMS = {1: Stream.STDOUT, 2: Stream.STDERR}
+_WRITE_TIMEOUT_S = 60.0
 
 
 def bare_runner(settings: Settings) -> SandboxRunner:
@@ -87,8 +88,12 @@ class DockerSandbox:
         return self._profile
 
     def write(self, data: bytes) -> None:
+        sock = self._open()
         with self._backend.errors():
-            self._open().sendall(data)
+            # The runtime reads stdin while it waits for a reply; one that stops reading is
+            # cut off rather than left to block this thread forever.
+            sock.settimeout(_WRITE_TIMEOUT_S)
+            sock.sendall(data)
 
     def read(self, timeout_s: float) -> Output | None:
         deadline = time.monotonic() + timeout_s
@@ -127,7 +132,8 @@ class DockerSandbox:
         if self._eof or self._sock is None:
             return False
         try:
-            return bool(self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b"")
+            self._sock.settimeout(0)  # a peek that never waits
+            return bool(self._sock.recv(1, socket.MSG_PEEK) != b"")
         except BlockingIOError:
             return True  # nothing to read: alive and waiting, as it should be
         except OSError:
