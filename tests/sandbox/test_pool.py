@@ -13,8 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from actioncage import create_app
-from actioncage.models import Policy
-from actioncage.models import EffectiveLimits
+from actioncage.models import EffectiveLimits, Policy
 from actioncage.sandbox.limits import effective_limits
 from tests.conftest import API_KEY, make_settings, session_containers, wait_for
 
