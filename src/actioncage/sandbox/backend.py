@@ -115,7 +115,8 @@ class SandboxBackend(Protocol):
     def start(self, run_id: str, profile: Profile) -> Sandbox:
         """Start one sandbox for ``profile``; the caller must discard() it after use.
 
-        A warm profile's sandbox is not returned before its ready frame. Raises SandboxError
+        A warm profile's sandbox may not have written its ready frame yet: whoever keeps it
+        warm reads up to it (channel.await_ready). Raises SandboxError
         (EngineUnavailableError when no engine answers).
         """
         ...
