@@ -179,7 +179,7 @@ def session_containers(docker_client: docker.DockerClient, app: Flask | None = N
     removals are done.
     """
     if app is not None:
-        assert app.extensions["actioncage"].runner.remover.drain(timeout=30)
+        assert app.extensions["actioncage"].runner.backend.drain(timeout_s=30)
     containers: list[Any] = docker_client.containers.list(
         all=True, filters={"label": ["io.actioncage.managed=true", f"{TEST_LABEL}={SESSION}"]}
     )

@@ -41,33 +41,51 @@ def free_port() -> int:
         return port
 
 
-@contextmanager
-def served(tmp_path: Path, **env: str) -> Iterator[str]:
-    """Run `actioncage serve` with ``env`` until the block ends; yields its base URL once
-    /health answers (fails the test if it exits or stays silent for 30 s)."""
-    port = free_port()
+def spawn(
+    tmp_path: Path, port: int | None = None, **env: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `actioncage serve` on ``port`` (default: a free one); returns the process and
+    its base URL. Its stderr is a pipe: read it with ``stderr_of`` once it has exited."""
+    port = port or free_port()
     proc = subprocess.Popen(
         [*ACTIONCAGE, "serve"],
         env=serve_env(tmp_path, ACTIONCAGE_PORT=str(port), **env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_serving(proc: subprocess.Popen[bytes], base: str, timeout: float = 30) -> None:
+    """Return once /health answers; fail the test if the process exits or stays silent."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"serve exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"serve did not answer within {timeout} s")
+        try:
+            http.get(base + "/health", timeout=1)
+            return
+        except requests.RequestException:  # not listening yet, or not serving yet
+            time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    proc.wait(timeout=30)
+    if proc.stderr:
+        proc.stderr.close()
+
+
+@contextmanager
+def served(tmp_path: Path, **env: str) -> Iterator[str]:
+    """Run `actioncage serve` with ``env`` until the block ends; yields its base URL once
+    /health answers (fails the test if it exits or stays silent for 30 s)."""
+    proc, base = spawn(tmp_path, **env)
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"serve exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-            if time.monotonic() > deadline:
-                pytest.fail("serve did not answer within 30 s")
-            try:
-                http.get(base + "/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
+        wait_serving(proc, base)
         yield base
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        if proc.stderr:
-            proc.stderr.close()
+        stop(proc)

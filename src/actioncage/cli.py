@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,31 +24,66 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from actioncage.app import create_app
     from actioncage.errors import SandboxError
-    from actioncage.sandbox.docker.runner import DockerRunner
+    from actioncage.instances import sweep_dead_owners
 
-    # Sweep a previous process's containers before this one's warm pool starts its own.
-    sweeper = DockerRunner(settings)
-    try:
-        removed = sweeper.remove_leftovers()
-        if removed:
-            log.info("removed %d leftover sandbox containers", removed)
-    except SandboxError as exc:
-        log.warning("container engine not reachable at start-up: %s", exc)
-    finally:
-        sweeper.close()
-    app = create_app(settings)
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     # Every queued run holds a server thread while it waits, plus a few for other routes.
     threads = args.threads or settings.max_concurrent_runs + settings.run_queue_size + 4
-    log.info("actioncage serving on http://%s:%d (%d threads)", host, port, threads)
-    # SIGTERM ends the server loop like Ctrl-C, so the warm pool and removals are cleaned up.
+    # Bind before anything else: a port in use must stop this process before it touches the
+    # engine, so a second start never disturbs a live server's sandboxes.
+    listener = _listen(host, port)
+    # SIGTERM ends the server like Ctrl-C, so the warm pool and removals are cleaned up.
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    app = None
     try:
-        waitress.serve(app, host=host, port=port, threads=threads, ident="actioncage")
+        app = create_app(settings)
+        components = app.extensions["actioncage"]
+        try:
+            sweep_dead_owners(components.instance, components.runner.backend)
+        except SandboxError as exc:
+            log.warning("container engine not reachable at start-up: %s", exc)
+        server: Any = waitress.create_server(
+            app, sockets=[listener], threads=threads, ident="actioncage"
+        )
+        log.info(
+            "actioncage serving on http://%s:%s (%d threads, instance %s)",
+            server.effective_host,
+            server.effective_port,
+            threads,
+            components.instance.id,
+        )
+        server.run()
     finally:
-        app.extensions["actioncage"].close()
+        listener.close()
+        if app is not None:
+            app.extensions["actioncage"].close()
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening (connections wait in its backlog until
+    the server runs). Raises ConfigError when the address is in use or cannot be had."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
+    listener = socket.socket(family, kind, proto)
+    try:
+        # As waitress does: a restart may bind while the old connections linger in TIME_WAIT;
+        # a port another process listens on is still refused.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(1024)
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: address already in use "
+                "(is another actioncage serving there?)"
+            ) from exc
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return listener
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
@@ -69,7 +106,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     conversation_in = _json_arg(args.conversation, "--conversation") if args.conversation else None
     # A throwaway in-memory store and no warm pool: one run, then nothing is left.
     settings = replace(settings, database_url="sqlite:///:memory:", api_key=None, pool_size=0)
-    components = build(settings)
+    components = build(settings, role="run")
     store = components.store
     with store.session() as s:
         action = repo.create_action(

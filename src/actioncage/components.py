@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 
 from actioncage.hostcalls.registry import HostCalls
+from actioncage.instances import Instance, sweep_quietly
 from actioncage.metrics import Metrics
 from actioncage.models import Policy, RunResult
 from actioncage.runs.admission import Gate
@@ -19,9 +20,12 @@ from actioncage.runs.idempotency import Idempotency
 from actioncage.runs.service import RunService
 from actioncage.runs.slots import RunSlots
 from actioncage.runs.tenant_limits import TenantLimiter
-from actioncage.sandbox.docker.runner import DockerRunner
-from actioncage.sandbox.limits import container_options, effective_limits
+from actioncage.sandbox.backend import SandboxBackend
+from actioncage.sandbox.docker.backend import DockerBackend
+from actioncage.sandbox.foreground import Foreground
+from actioncage.sandbox.limits import effective_limits
 from actioncage.sandbox.pool import WarmPool
+from actioncage.sandbox.runner import SandboxRunner
 from actioncage.settings import Settings
 from actioncage.store import Store, repo
 from actioncage.web.auth import KeyCache
@@ -35,7 +39,8 @@ class Components:
 
     settings: Settings
     store: Store
-    runner: DockerRunner
+    instance: Instance
+    runner: SandboxRunner
     host_calls: HostCalls
     executor: Executor
     service: RunService
@@ -45,12 +50,11 @@ class Components:
     pool: WarmPool | None = None
 
     def close(self) -> None:
-        """Finish background runs and callbacks, stop the warm pool, finish removals, then
-        release the database pool and the engine connection."""
+        """Finish background runs and callbacks, stop the warm pool, finish removals and
+        release the engine, forget this instance, then release the database pool."""
         self.service.close()
-        if self.pool is not None:
-            self.pool.close()
-        self.runner.close()
+        self.runner.backend.close()  # the pool, when there is one, closes its backend
+        self.instance.close()
         self.store.dispose()
 
 
@@ -60,10 +64,13 @@ def _callback_body(run: RunResult) -> bytes:
     return json.dumps(run_out(run), separators=(",", ":")).encode()
 
 
-def build(settings: Settings) -> Components:
-    """Make every component for ``settings``: the store (tables made or upgraded), the
-    sandbox runner and its warm pool, the executor and the run service.
+def build(settings: Settings, role: str = "serve") -> Components:
+    """Make every component for ``settings``: the store (tables made or upgraded), this
+    process's instance (registered and heartbeating when ``role`` is a long-lived one), the
+    sandbox backend wrapped in its warm pool, the executor and the run service.
 
+    ``role``: ``serve`` (or ``worker``) keeps a warm pool and sweeps what dead instances left
+    every stale window; ``run`` and ``audit`` are one-off processes with neither.
     Raises ConfigError for a database that cannot be opened.
     """
     store = Store(settings.database_url)
@@ -71,14 +78,22 @@ def build(settings: Settings) -> Components:
     if settings.api_key:
         with store.session() as s:
             repo.create_key(s, "default", settings.api_key)
-    runner = DockerRunner(settings)
+    long_lived = role in ("serve", "worker")
+    instance = Instance(settings, store, role=role)
+    if long_lived:
+        instance.start()
+    foreground = Foreground(settings.engine_work_defer_ms)
+    backend: SandboxBackend = DockerBackend(settings, instance.id, foreground)
+    pool = None
+    if long_lived and settings.pool_size > 0:
+        backend = pool = WarmPool(settings, backend, foreground)
+        pool.keep_warm(effective_limits(Policy(), settings))
+    runner = SandboxRunner(backend, foreground)
+    if long_lived:
+        instance.every_stale_window(lambda: sweep_quietly(instance, backend))
     host_calls = HostCalls(settings)
     slots = RunSlots(settings)
-    metrics = Metrics(runner, slots)
-    pool = None
-    if settings.pool_size > 0:
-        pool = runner.pool = WarmPool(settings, runner)
-        pool.start(container_options(effective_limits(Policy(), settings), settings))
+    metrics = Metrics(runner, slots, pool)
     executor = Executor(settings, store, runner, host_calls, slots=slots, metrics=metrics)
     service = RunService(
         store,
@@ -92,6 +107,7 @@ def build(settings: Settings) -> Components:
     return Components(
         settings=settings,
         store=store,
+        instance=instance,
         runner=runner,
         host_calls=host_calls,
         executor=executor,

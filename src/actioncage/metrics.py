@@ -10,7 +10,8 @@ from prometheus_client.registry import Collector
 
 from actioncage.models import RunResult
 from actioncage.runs.slots import RunSlots
-from actioncage.sandbox.docker.runner import DockerRunner
+from actioncage.sandbox.pool import WarmPool
+from actioncage.sandbox.runner import SandboxRunner
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -19,7 +20,9 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 class Metrics:
     """One registry per app, so several apps in one process (tests) never share counts."""
 
-    def __init__(self, runner: DockerRunner, slots: RunSlots) -> None:
+    def __init__(
+        self, runner: SandboxRunner, slots: RunSlots, pool: WarmPool | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._runs = Counter(
             "actioncage_runs",
@@ -33,7 +36,7 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_LiveCollector(runner, slots))
+        self.registry.register(_LiveCollector(runner, slots, pool))
 
     def observe_run(self, result: RunResult) -> None:
         error_type = result.error.type.value if result.error is not None else ""
@@ -48,9 +51,10 @@ class Metrics:
 class _LiveCollector(Collector):
     """Reads the pool, the slots and the runner at scrape time."""
 
-    def __init__(self, runner: DockerRunner, slots: RunSlots) -> None:
+    def __init__(self, runner: SandboxRunner, slots: RunSlots, pool: WarmPool | None) -> None:
         self._runner = runner
         self._slots = slots
+        self._pool = pool
 
     def collect(self) -> Iterator[Metric]:
         ready = GaugeMetricFamily(
@@ -64,7 +68,7 @@ class _LiveCollector(Collector):
             "Warm sandboxes ready without the preload (started under pressure), per profile",
             labels=["profile"],
         )
-        pool = self._runner.pool
+        pool = self._pool
         for p in pool.stats() if pool is not None else []:
             ready.add_metric([p.name], p.ready)
             starting.add_metric([p.name], p.starting)
@@ -111,5 +115,5 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily(
             "actioncage_removals_pending",
             "Containers queued for background removal",
-            self._runner.remover.pending,
+            self._runner.backend.pending_removals,
         )

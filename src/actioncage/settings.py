@@ -89,6 +89,10 @@ class Settings:
     max_concurrent_runs: int = 8
     run_queue_size: int = 16
     run_queue_wait_ms: int = 30_000
+    # Each process heartbeats in the database this often; one silent for owner_stale_s is
+    # dead, and the sandboxes it left are swept (at start-up and every owner_stale_s).
+    heartbeat_interval_s: float = 2.0
+    owner_stale_s: float = 10.0
     # Extra labels put on every container (tests mark theirs for cleanup).
     container_labels: dict[str, str] = field(default_factory=dict)
 
@@ -126,6 +130,8 @@ class Settings:
             ("max_concurrent_runs", self.max_concurrent_runs >= 1),
             ("run_queue_size", self.run_queue_size >= 0),
             ("run_queue_wait_ms", self.run_queue_wait_ms >= 0),
+            ("heartbeat_interval_s", self.heartbeat_interval_s > 0),
+            ("owner_stale_s", self.owner_stale_s >= 2 * self.heartbeat_interval_s),
         ]
         for name, ok in checks:
             if not ok:

@@ -14,9 +14,12 @@ import pytest
 
 from actioncage.errors import ConfigError, SandboxError
 from actioncage.models import Policy
+from actioncage.sandbox.backend import Profile, new_owner_id
+from actioncage.sandbox.channel import await_ready
+from actioncage.sandbox.docker.backend import DockerBackend
 from actioncage.sandbox.docker.engine import EngineAPIError, EngineConnections, engine_address
-from actioncage.sandbox.docker.runner import DockerRunner
-from actioncage.sandbox.limits import COMMAND, container_options, effective_limits
+from actioncage.sandbox.foreground import Foreground
+from actioncage.sandbox.limits import effective_limits
 from actioncage.settings import Settings
 from tests.conftest import make_settings, session_containers
 
@@ -92,14 +95,14 @@ def engine() -> Iterator[EngineConnections]:
 
 
 @contextlib.contextmanager
-def _runner(tmp_path: Path, **overrides: Any) -> Iterator[tuple[DockerRunner, dict[str, Any]]]:
-    """A DockerRunner with these settings and the default policy's container options."""
+def _backend(tmp_path: Path, **overrides: Any) -> Iterator[tuple[DockerBackend, Profile]]:
+    """A DockerBackend with these settings and the default policy's profile."""
     settings = make_settings(tmp_path, **overrides)
-    runner = DockerRunner(settings)
+    backend = DockerBackend(settings, new_owner_id(), Foreground(settings.engine_work_defer_ms))
     try:
-        yield runner, container_options(effective_limits(Policy(), settings), settings)
+        yield backend, Profile(effective_limits(Policy(), settings))
     finally:
-        runner.close()
+        backend.close()
 
 
 def test_engine_urls_are_parsed_and_unsupported_ones_refused() -> None:
@@ -155,10 +158,10 @@ def test_engine_errors_carry_the_status_and_the_engines_message(
 
 @pytest.mark.docker
 def test_a_missing_image_says_how_to_build_it(tmp_path: Path) -> None:
-    with _runner(tmp_path, sandbox_image="actioncage-no-such-image:never") as (runner, options):
+    with _backend(tmp_path, sandbox_image="actioncage-no-such-image:never") as (backend, profile):
         with pytest.raises(SandboxError, match="is missing: run `actioncage image build`"):
-            runner.start_container(options, name="actioncage-missing-image", label_value="x")
-        assert runner.live_containers == 0
+            backend.start("missing-image", profile)
+        assert backend.live_count == 0
 
 
 @pytest.mark.docker
@@ -166,20 +169,15 @@ def test_a_tcp_engine_runs_a_sandbox_and_removes_it(
     tmp_path: Path, tcp_engine: TcpToEngine, docker_client: docker.DockerClient
 ) -> None:
     url = f"tcp://127.0.0.1:{tcp_engine.port}"
-    with _runner(tmp_path, docker_url=url) as (runner, options):
-        started = runner.start_container(
-            options,
-            name="actioncage-tcp-engine-test",
-            label_value="tcp",
-            command=[*COMMAND, "--preload", "json"],
-        )
-        runner.await_ready(started, timeout_s=30)
-        assert runner.is_alive(started)
+    with _backend(tmp_path, docker_url=url) as (backend, profile):
+        started = backend.start("tcp-engine-test", Profile(profile.limits, preload="json"))
+        await_ready(started, timeout_s=30)
+        assert started.alive()
         assert [c.name for c in session_containers(docker_client)] == ["actioncage-tcp-engine-test"]
-        runner.discard(started)
-        assert runner.remover.drain(timeout=30)
+        backend.discard(started)
+        assert backend.drain(timeout_s=30)
         assert session_containers(docker_client) == []
-        assert runner.live_containers == 0
+        assert backend.live_count == 0
 
 
 @pytest.mark.docker

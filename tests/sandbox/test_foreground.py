@@ -16,7 +16,7 @@ from flask import Flask
 from actioncage import create_app
 from actioncage.models import Policy
 from actioncage.sandbox.foreground import Foreground
-from actioncage.sandbox.limits import RUN_ID_LABEL, container_options, effective_limits
+from actioncage.sandbox.limits import RUN_ID_LABEL, effective_limits
 from tests.conftest import API_KEY, SESSION, TEST_LABEL, make_settings, wait_for
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
@@ -122,7 +122,7 @@ def test_a_pool_with_sandboxes_left_refills_once_no_run_is_in_flight(
 ) -> None:
     components = deferring_app.extensions["actioncage"]
     settings = components.settings
-    options = container_options(effective_limits(Policy(), settings), settings)
+    options = effective_limits(Policy(), settings)
     pool, runner = components.pool, components.runner
     assert pool.wait_ready(options, 2, timeout=60), pool.stats()
     with runner.foreground.run():

@@ -13,8 +13,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from actioncage import create_app
-from actioncage.models import Policy
-from actioncage.sandbox.limits import container_options, effective_limits
+from actioncage.models import EffectiveLimits, Policy
+from actioncage.sandbox.limits import effective_limits
 from tests.conftest import API_KEY, make_settings, session_containers, wait_for
 
 pytestmark = pytest.mark.docker
@@ -29,14 +29,13 @@ def pool_app(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Flask]:
     app.extensions["actioncage"].close()
 
 
-def _default_options(app: Flask) -> dict[str, Any]:
-    settings = app.extensions["actioncage"].settings
-    return container_options(effective_limits(Policy(), settings), settings)
+def _default_limits(app: Flask) -> EffectiveLimits:
+    return effective_limits(Policy(), app.extensions["actioncage"].settings)
 
 
 def _wait_ready(app: Flask, count: int = 1) -> None:
     pool = app.extensions["actioncage"].pool
-    assert pool.wait_ready(_default_options(app), count, timeout=60), pool.stats()
+    assert pool.wait_ready(_default_limits(app), count, timeout=60), pool.stats()
 
 
 def _execute(client: FlaskClient, action_id: str) -> dict[str, Any]:

@@ -7,12 +7,15 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from actioncage.sandbox.limits import OWNER_LABEL
+from actioncage.store import Store, instances
 from tests.conftest import IMAGE, SESSION, TEST_LABEL
 from tests.served import ACTIONCAGE, free_port, http, serve_env, served
 
@@ -96,14 +99,25 @@ def test_full_slots_and_queue_answer_429_with_retry_after(server: str) -> None:
     assert "actioncage_runs_refused_total 1.0" in http.get(f"{server}/metrics").text
 
 
-def test_serve_sweeps_leftovers_then_sigterm_removes_its_warm_pool(
+def test_serve_sweeps_a_dead_owners_leftovers_then_sigterm_removes_its_warm_pool(
     tmp_path: Path, docker_client: Any
 ) -> None:
     case = uuid.uuid4().hex[:12]
-    labels = {TEST_LABEL: SESSION, "io.actioncage.case": case, "io.actioncage.managed": "true"}
-    leftover = docker_client.containers.create(IMAGE, labels=labels, network_disabled=True)
     port = free_port()
     env = serve_env(tmp_path, ACTIONCAGE_PORT=str(port), ACTIONCAGE_POOL_SIZE="2")
+    # A process that died long ago: its row is stale, and it left a container behind.
+    store = Store(env["ACTIONCAGE_DATABASE_URL"])
+    store.create_all()
+    with store.session() as s:
+        instances.register(s, "ins_dead", "serve", "here", 1, datetime(2020, 1, 1, tzinfo=UTC))
+    store.dispose()
+    labels = {
+        TEST_LABEL: SESSION,
+        "io.actioncage.case": case,
+        "io.actioncage.managed": "true",
+        OWNER_LABEL: "ins_dead",
+    }
+    leftover = docker_client.containers.create(IMAGE, labels=labels, network_disabled=True)
     env["ACTIONCAGE_CONTAINER_LABELS"] = f"{TEST_LABEL}={SESSION},io.actioncage.case={case}"
     proc = subprocess.Popen(
         [*ACTIONCAGE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

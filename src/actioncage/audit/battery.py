@@ -63,7 +63,7 @@ def run_battery(settings: Settings, attacks: tuple[Attack, ...] = CATALOGUE) -> 
         settings = replace(
             settings, database_url=f"sqlite:///{tmp}/audit.db", api_key=None, pool_size=0
         )
-        components = build(settings)
+        components = build(settings, role="audit")
         store, service = components.store, components.service
         with store.session() as s:
             repo.set_org_policy(s, "audit", OrgPolicy(egress=AUDIT_EGRESS_CEILING))

@@ -35,9 +35,9 @@ from actioncage.models import (
 from actioncage.runs.admission import Admission
 from actioncage.runs.effects import EffectsInvalid, apply_effects, parse_effects
 from actioncage.runs.slots import RunSlots
-from actioncage.sandbox.docker.runner import DockerRunner
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
 from actioncage.sandbox.limits import EGRESS_MOUNT, effective_limits, policy_hash
+from actioncage.sandbox.runner import SandboxRunner
 from actioncage.settings import Settings
 from actioncage.store import Store, repo
 
@@ -78,7 +78,7 @@ class Executor:
         self,
         settings: Settings,
         store: Store,
-        runner: DockerRunner,
+        runner: SandboxRunner,
         host_calls: HostCalls,
         slots: RunSlots | None = None,
         metrics: Metrics | None = None,

@@ -1,1 +1,1 @@
-"""The sandbox: limits, the channel envelope and the Docker runner."""
+"""The sandbox: the backend protocol, limits, the framed channel, the warm pool, backends."""

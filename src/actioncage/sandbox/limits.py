@@ -18,6 +18,9 @@ SANDBOX_UID = 10001
 COMMAND = ["/opt/actioncage/python", "-I", "-m", "actioncage_runtime"]
 MANAGED_LABEL = "io.actioncage.managed"
 RUN_ID_LABEL = "io.actioncage.run-id"
+# The instance id of the process that started it: a process removes only its own sandboxes
+# and those a dead owner left.
+OWNER_LABEL = "io.actioncage.owner"
 # Framing overhead the control plane tolerates on top of max_output_bytes before it kills.
 FRAME_ALLOWANCE_BYTES = 64 * 1024
 # Where a run with egress finds the proxy's socket (``proxy.sock``) inside the container.

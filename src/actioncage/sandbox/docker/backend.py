@@ -1,0 +1,450 @@
+"""sandbox/docker/backend.py: the Docker backend: containers through the engine's HTTP API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+import docker
+import docker.errors
+
+from actioncage.errors import EngineUnavailableError, SandboxError
+from actioncage.sandbox.backend import (
+    END,
+    ExitStatus,
+    Output,
+    Profile,
+    Sandbox,
+    Stream,
+    new_owner_id,
+)
+from actioncage.sandbox.docker.engine import EngineAPIError, EngineConnections
+from actioncage.sandbox.docker.errors import UNREACHABLE, engine_errors, image_missing
+from actioncage.sandbox.foreground import Foreground
+from actioncage.sandbox.limits import (
+    COMMAND,
+    MANAGED_LABEL,
+    OWNER_LABEL,
+    RUN_ID_LABEL,
+    container_options,
+)
+from actioncage.sandbox.runner import SandboxRunner
+from actioncage.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Removal retries (the engine refuses a removal that races the container's own exit).
+_REMOVE_ATTEMPTS = 5
+_REMOVE_RETRY_S = 0.1
+# The attach stream's chunk header: stream id, 3 bytes padding, payload size.
+_HEADER = struct.Struct(">BxxxL")
+_STREAMS = {1: Stream.STDOUT, 2: Stream.STDERR}
+_WRITE_TIMEOUT_S = 60.0
+
+
+def bare_runner(settings: Settings) -> SandboxRunner:
+    """A runner over a Docker backend without a pool, owned by a fresh id registered nowhere
+    (so no sweep takes its containers for a dead owner's): for one-off processes such as
+    ``actioncage run`` and the self-audit. Close it with ``runner.backend.close()``."""
+    foreground = Foreground(settings.engine_work_defer_ms)
+    return SandboxRunner(DockerBackend(settings, new_owner_id(), foreground), foreground)
+
+
+class DockerSandbox:
+    """A created, attached and started container: its multiplexed attach stream as chunks."""
+
+    def __init__(
+        self,
+        backend: DockerBackend,
+        container_id: str,
+        sock: socket.socket,
+        pending: bytes,
+        profile: Profile,
+    ) -> None:
+        self._backend = backend
+        self._container_id = container_id
+        self._profile = profile
+        self._sock: socket.socket | None = sock
+        # Stream bytes read but not yet handed out (the attach response may carry some).
+        self._buffer = bytearray(pending)
+        self._eof = False
+        self.ready_at = time.monotonic()
+
+    @property
+    def sandbox_id(self) -> str:
+        return self._container_id
+
+    @property
+    def profile(self) -> Profile:
+        return self._profile
+
+    def write(self, data: bytes) -> None:
+        sock = self._open()
+        with self._backend.errors():
+            # The runtime reads stdin while it waits for a reply; one that stops reading is
+            # cut off rather than left to block this thread forever.
+            sock.settimeout(_WRITE_TIMEOUT_S)
+            sock.sendall(data)
+
+    def read(self, timeout_s: float) -> Output | None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            chunk = self._next_chunk()
+            if chunk is not None:
+                return chunk
+            if self._eof:
+                return END
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            sock = self._open()
+            with self._backend.errors():
+                sock.settimeout(remaining)
+                try:
+                    data = sock.recv(65536)
+                except TimeoutError:
+                    return None
+            if not data:
+                self._eof = True
+            self._buffer += data
+
+    def _next_chunk(self) -> Output | None:
+        while len(self._buffer) >= _HEADER.size:
+            stream, size = _HEADER.unpack_from(self._buffer)
+            if len(self._buffer) < _HEADER.size + size:
+                return None
+            payload = bytes(self._buffer[_HEADER.size : _HEADER.size + size])
+            del self._buffer[: _HEADER.size + size]
+            if stream in _STREAMS:  # stdin echo (0) never comes; skip anything unknown
+                return _STREAMS[stream], payload
+        return None
+
+    def alive(self) -> bool:
+        if self._eof or self._sock is None:
+            return False
+        try:
+            self._sock.settimeout(0)  # a peek that never waits
+            return bool(self._sock.recv(1, socket.MSG_PEEK) != b"")
+        except BlockingIOError:
+            return True  # nothing to read: alive and waiting, as it should be
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def kill(self) -> None:
+        with self._backend.errors(), contextlib.suppress(docker.errors.APIError):
+            self._backend.client().kill(self._container_id)  # already stopped: as wanted
+
+    def wait(self, timeout_s: float) -> ExitStatus:
+        with self._backend.errors():
+            api = self._backend.client()
+            status = api.wait(self._container_id, timeout=timeout_s).get("StatusCode")
+            if status != 137:  # only SIGKILL can be the OOM killer: skip the inspect otherwise
+                return ExitStatus(status)
+            state: dict[str, Any] = api.inspect_container(self._container_id)["State"]
+            return ExitStatus(state.get("ExitCode"), bool(state.get("OOMKilled")))
+
+    def _open(self) -> socket.socket:
+        if self._sock is None:
+            raise SandboxError("the sandbox's channel is closed")
+        return self._sock
+
+
+class DockerBackend:
+    """Starts each sandbox as a new container labelled with its owner, and removes it after.
+
+    Implements actioncage.sandbox.backend.SandboxBackend. Removals run on a background
+    thread that yields to runs in flight (``foreground``).
+    """
+
+    def __init__(self, settings: Settings, owner_id: str, foreground: Foreground) -> None:
+        self._settings = settings
+        self.owner_id = owner_id
+        self._api: docker.APIClient | None = None
+        self._connections: EngineConnections | None = None
+        self._lock = threading.Lock()
+        self._digest: str | None = None
+        self._count_lock = threading.Lock()
+        self._live: set[str] = set()
+        self._configs: dict[str, dict[str, Any]] = {}
+        self.remover = _Remover(
+            self._remove_now, settings.removal_queue_size, foreground.wait_quiet
+        )
+
+    def client(self) -> docker.APIClient:
+        """docker-py's client, for the rare calls (version, wait, inspect, list)."""
+        url = self._settings.docker_url or "unix:///var/run/docker.sock"
+        # A connect to a missing unix socket leaks the socket inside docker-py; look first.
+        if url.startswith("unix://") and not os.path.exists(url.removeprefix("unix://")):
+            raise EngineUnavailableError(f"no container engine answers: {url} does not exist")
+        with self._lock:
+            if self._api is None:
+                try:
+                    api = docker.APIClient(base_url=url, version="auto", timeout=60)
+                    api.trust_env = False  # no proxy or netrc applies to the engine
+                    self._connections = EngineConnections(url, api.api_version, timeout=60)
+                    self._api = api
+                except UNREACHABLE as exc:
+                    raise EngineUnavailableError(f"no container engine answers: {exc}") from exc
+            return self._api
+
+    def errors(self) -> contextlib.AbstractContextManager[None]:
+        """Translates engine errors in the block (sandbox/docker/errors.py)."""
+        return engine_errors(self._settings.sandbox_image, self.ping)
+
+    def _engine(self) -> EngineConnections:
+        """Kept-alive connections for the calls every run makes (create, attach, start,
+        remove); docker-py keeps the rare ones."""
+        self.client()
+        assert self._connections is not None
+        return self._connections
+
+    def close(self) -> None:
+        """Finish pending removals, then close the engine connection (a later call reopens)."""
+        self.remover.close()
+        with self._lock:
+            if self._api is not None:
+                self._api.close()
+                self._api = None
+            if self._connections is not None:
+                self._connections.close()
+                self._connections = None
+
+    def ping(self) -> bool:
+        """True when the engine answers."""
+        try:
+            return bool(self.client().ping())
+        except (EngineUnavailableError, *UNREACHABLE):
+            return False
+
+    def image_digest(self) -> str:
+        """The sandbox image's id. Raises SandboxError when the image is missing."""
+        if self._digest is None:
+            try:
+                self._digest = str(self.client().inspect_image(self._settings.sandbox_image)["Id"])
+            except docker.errors.ImageNotFound as exc:
+                raise image_missing(self._settings.sandbox_image) from exc
+            except UNREACHABLE as exc:
+                raise EngineUnavailableError(f"no container engine answers: {exc}") from exc
+        return self._digest
+
+    def start(self, run_id: str, profile: Profile) -> DockerSandbox:
+        """Create, attach to and start one container named ``actioncage-<run_id>``; the caller
+        must discard() it. A warm profile's container runs the runtime with ``--preload``.
+
+        Raises SandboxError (EngineUnavailableError when no engine answers).
+        """
+        engine = self._engine()
+        body = dict(self._config(container_options(profile.limits, self._settings)))
+        if profile.preload is not None:
+            body["Cmd"] = [*COMMAND, "--preload", profile.preload]
+        body["Labels"] = {
+            **self._settings.container_labels,
+            MANAGED_LABEL: "true",
+            RUN_ID_LABEL: run_id,
+            OWNER_LABEL: self.owner_id,
+        }
+        container_id: str | None = None
+        sock: socket.socket | None = None
+        try:
+            with self.errors():
+                created = engine.call(
+                    "POST", "/containers/create", {"name": f"actioncage-{run_id}"}, body
+                )
+                container_id = str(created["Id"])
+                self._live_add(container_id)
+                sock, pending = engine.attach(container_id)
+                engine.call("POST", f"/containers/{container_id}/start")
+            return DockerSandbox(self, container_id, sock, pending, profile)
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            if container_id is not None:
+                self.remover.remove(container_id)
+            raise
+
+    def discard(self, sandbox: Sandbox) -> None:
+        """Hang up on a sandbox that will run nothing more, and have it removed."""
+        sandbox.close()
+        self.remover.remove(sandbox.sandbox_id)
+
+    def sweep(self, dead_owners: Collection[str], unowned_older_than_s: float) -> int:
+        """Remove the containers that dead owners left (and unowned ones past the age), among
+        those carrying our extra labels too: parallel test sessions (or deployments) sharing
+        an engine never sweep each other's. Never one of this process's own. Returns count.
+
+        Raises SandboxError (EngineUnavailableError when no engine answers).
+        """
+        own = [f"{k}={v}" for k, v in self._settings.container_labels.items()]
+        filters = {"label": [f"{MANAGED_LABEL}=true", *own]}
+        with self.errors():
+            listed = self.client().containers(all=True, filters=filters)
+        removed = 0
+        now = time.time()
+        for c in listed:
+            owner = (c.get("Labels") or {}).get(OWNER_LABEL)
+            if owner is None:
+                if now - float(c.get("Created") or now) < unowned_older_than_s:
+                    continue
+            elif owner == self.owner_id or owner not in dead_owners:
+                continue
+            self._remove_now(c["Id"])
+            removed += 1
+        return removed
+
+    @property
+    def live_count(self) -> int:
+        """Containers this process created and has not removed yet."""
+        with self._count_lock:
+            return len(self._live)
+
+    @property
+    def pending_removals(self) -> int:
+        return self.remover.pending
+
+    def drain(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every queued removal is done; False when ``timeout_s`` passed first."""
+        return self.remover.drain(timeout_s)
+
+    def _config(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The create request's body for these container options (labels aside), built and
+        checked against the API version by docker-py once per distinct options."""
+        key = json.dumps(options, sort_keys=True, default=str)
+        with self._count_lock:
+            cached = self._configs.get(key)
+        if cached is None:
+            api = self.client()
+            options = dict(options)
+            host_config = api.create_host_config(**options.pop("host_config"))
+            cached = dict(
+                api.create_container_config(
+                    self._settings.sandbox_image, host_config=host_config, **options
+                )
+            )
+            with self._count_lock:
+                if len(self._configs) > 64:
+                    self._configs.clear()
+                self._configs[key] = cached
+        return cached
+
+    def _remove_now(self, container_id: str) -> None:
+        try:
+            for attempt in range(_REMOVE_ATTEMPTS):
+                try:
+                    self._engine().call("DELETE", f"/containers/{container_id}", {"force": 1})
+                    return
+                except EngineAPIError as exc:
+                    if exc.status == 404:  # already gone
+                        return
+                    if "already in progress" in str(exc):  # someone else is removing it
+                        return
+                    # The engine can refuse while the container is mid-exit ("Could not kill
+                    # running container ... is not running"); a moment later it succeeds.
+                    if attempt == _REMOVE_ATTEMPTS - 1:
+                        raise
+                    time.sleep(_REMOVE_RETRY_S * (2**attempt))
+        except (SandboxError, *UNREACHABLE):
+            # Never hide the first error; a later sweep removes it by its owner label.
+            log.exception("could not remove container %s", container_id)
+        finally:
+            self._live_discard(container_id)
+
+    def _live_add(self, container_id: str) -> None:
+        with self._count_lock:
+            self._live.add(container_id)
+
+    def _live_discard(self, container_id: str) -> None:
+        with self._count_lock:
+            self._live.discard(container_id)
+
+
+class _Remover:
+    """Removes containers on a background thread, off the request path.
+
+    Each removal first waits for a quiet moment (``wait_quiet(queued_at)``, bounded) so it
+    does not take the engine's CPU from a run in flight. The queue is bounded: when it is
+    full, the caller removes the container itself, so a removal is never dropped. close()
+    finishes every queued removal, without waiting, before it returns.
+    """
+
+    def __init__(
+        self, remove: Callable[[str], None], maxsize: int, wait_quiet: Callable[[float], object]
+    ) -> None:
+        self._remove = remove
+        self._wait_quiet = wait_quiet
+        self._queue: queue.Queue[tuple[str, float] | None] = queue.Queue(maxsize=max(1, maxsize))
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def remove(self, container_id: str) -> None:
+        """Have the container removed soon (now, on this thread, when the queue is full)."""
+        with self._lock:
+            if not self._closed and self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name="actioncage-remover", daemon=True
+                )
+                self._thread.start()
+            closed = self._closed
+        if closed:
+            self._remove(container_id)
+            return
+        try:
+            self._queue.put_nowait((container_id, time.monotonic()))
+        except queue.Full:
+            self._remove(container_id)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.unfinished_tasks
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued removal is done; False when ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(remaining)
+        return True
+
+    def close(self) -> None:
+        """Finish every queued removal and stop the thread."""
+        with self._lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                container_id, queued_at = item
+                with self._lock:
+                    closing = self._closed
+                if not closing:
+                    self._wait_quiet(queued_at)
+                self._remove(container_id)
+            except Exception:  # the thread must outlive any one failure
+                log.exception("removal of %s failed", item)
+            finally:
+                self._queue.task_done()
