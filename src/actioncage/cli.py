@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     conversation_in = _json_arg(args.conversation, "--conversation") if args.conversation else None
     # A throwaway in-memory store and no warm pool: one run, then nothing is left.
     settings = replace(settings, database_url="sqlite:///:memory:", api_key=None, pool_size=0)
-    components = build(settings)
+    components = build(settings, loops=False)
     store = components.store
     with store.session() as s:
         action = repo.create_action(

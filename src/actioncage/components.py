@@ -16,6 +16,8 @@ from actioncage.runs.background import BackgroundRuns
 from actioncage.runs.callbacks import CallbackSender
 from actioncage.runs.executor import Executor
 from actioncage.runs.idempotency import Idempotency
+from actioncage.runs.jobs import Jobs
+from actioncage.runs.outbox import Outbox
 from actioncage.runs.service import RunService
 from actioncage.runs.slots import RunSlots
 from actioncage.runs.tenant_limits import TenantLimiter
@@ -42,12 +44,18 @@ class Components:
     keys: KeyCache
     slots: RunSlots
     metrics: Metrics
+    jobs: Jobs
+    outbox: Outbox
+    # This process's id: it owns the leases of its background runs and callbacks.
+    instance_id: str
     pool: WarmPool | None = None
 
     def close(self) -> None:
-        """Finish background runs and callbacks, stop the warm pool, finish removals, then
-        release the database pool and the engine connection."""
+        """Take no new background runs and finish those in flight (or hand them to another
+        process's reaper), send or hand back due callbacks, stop the warm pool, finish
+        removals, then release the database pool and the engine connection."""
         self.service.close()
+        self.outbox.close(final_pass_s=self.settings.callback_timeout_ms / 1000)
         if self.pool is not None:
             self.pool.close()
         self.runner.close()
@@ -60,9 +68,11 @@ def _callback_body(run: RunResult) -> bytes:
     return json.dumps(run_out(run), separators=(",", ":")).encode()
 
 
-def build(settings: Settings) -> Components:
+def build(settings: Settings, loops: bool = True) -> Components:
     """Make every component for ``settings``: the store (tables made or upgraded), the
-    sandbox runner and its warm pool, the executor and the run service.
+    sandbox runner and its warm pool, the executor and the run service. ``loops`` starts
+    the background jobs' lease renewal and reaper and the callback outbox's delivery (off
+    for a one-shot process on a private in-memory store).
 
     Raises ConfigError for a database that cannot be opened.
     """
@@ -80,15 +90,28 @@ def build(settings: Settings) -> Components:
         pool = runner.pool = WarmPool(settings, runner)
         pool.start(container_options(effective_limits(Policy(), settings), settings))
     executor = Executor(settings, store, runner, host_calls, slots=slots, metrics=metrics)
+    instance_id = repo.new_id("inst")
+    callbacks = CallbackSender(settings)
+    outbox = Outbox(settings, store, callbacks, instance_id)
+    jobs = Jobs(
+        settings,
+        store,
+        instance_id,
+        BackgroundRuns(settings.background_workers, settings.background_max_pending),
+        outbox,
+        _callback_body,
+    )
     service = RunService(
         store,
         executor,
         Gate(store, TenantLimiter(settings)),
         Idempotency(store, settings.idempotency_ttl_s, settings.max_timeout_ms / 1000 + 30),
-        BackgroundRuns(settings.background_workers, settings.background_max_pending),
-        CallbackSender(settings),
-        _callback_body,
+        jobs,
+        callbacks,
     )
+    if loops:
+        jobs.start()
+        outbox.start()
     return Components(
         settings=settings,
         store=store,
@@ -99,5 +122,8 @@ def build(settings: Settings) -> Components:
         keys=KeyCache(settings.key_cache_s),
         slots=slots,
         metrics=metrics,
+        jobs=jobs,
+        outbox=outbox,
+        instance_id=instance_id,
         pool=pool,
     )
