@@ -23,10 +23,12 @@ def serve_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The environment of a test process: no outside ACTIONCAGE_*, this session's labels."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONCAGE_")}
     env.update(
-        ACTIONCAGE_DATABASE_URL=f"sqlite:///{tmp_path / 'served.db'}",
-        ACTIONCAGE_CONTAINER_LABELS=f"{TEST_LABEL}={SESSION}",
-        ACTIONCAGE_SANDBOX_IMAGE=IMAGE,
-        **extra,
+        {
+            "ACTIONCAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
+            "ACTIONCAGE_CONTAINER_LABELS": f"{TEST_LABEL}={SESSION}",
+            "ACTIONCAGE_SANDBOX_IMAGE": IMAGE,
+            **extra,
+        }
     )
     return env
 
@@ -42,6 +44,14 @@ def free_port() -> int:
 def served(tmp_path: Path, **env: str) -> Iterator[str]:
     """Run `actioncage serve` with ``env`` until the block ends; yields its base URL once
     /health answers (fails the test if it exits or stays silent for 30 s)."""
+    with served_process(tmp_path, **env) as (base, _proc):
+        yield base
+
+
+@contextmanager
+def served_process(tmp_path: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """As served(), also yielding the process (a test may signal or kill it; one still
+    running at the end is terminated)."""
     port = free_port()
     proc = subprocess.Popen(
         [*ACTIONCAGE, "serve"],
@@ -62,9 +72,10 @@ def served(tmp_path: Path, **env: str) -> Iterator[str]:
                 break
             except requests.ConnectionError:
                 time.sleep(0.05)
-        yield base
+        yield base, proc
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=60)
         if proc.stderr:
             proc.stderr.close()
