@@ -232,20 +232,35 @@ def test_a_background_run_is_recorded_then_its_job_done_and_callback_delivered(
 def test_leases_are_renewed_until_the_deadline(
     store: Store, action: Action, make_jobs: _Made, durable_settings: Settings
 ) -> None:
-    owner = make_jobs(DEAD)  # its loops never run: renewal is called by hand
+    jobs = make_jobs("inst_a")  # its loops never run: renewal is called by hand
+    assert jobs.renew() == 0  # an idle process writes nothing
+    hold = threading.Event()
+
+    def blocking(run_id: str) -> RunResult:
+        hold.wait(10)
+        return _record_ok(store, action, run_id)
+
+    fresh, future = _submit(jobs, action, blocking)
+    try:
+        assert wait_for(lambda: _job(store, fresh).state == jobs_repo.RUNNING, timeout=10)
+        before = _job(store, fresh).lease_until
+        assert jobs.renew() == 1
+        after = _job(store, fresh).lease_until
+        assert before is not None and after is not None and after > before
+    finally:
+        hold.set()
+    assert future.result(timeout=10).status is RunStatus.OK  # type: ignore[attr-defined]
+
+    # A hung run past its deadline is not renewed: its lease lapses and the reaper ends it.
     now = repo.now()
-    fresh = _dead_job(store, action, now + timedelta(seconds=1))
     overdue = _dead_job(
         store, action, now + timedelta(seconds=1), deadline=now - timedelta(seconds=1)
     )
-    assert owner.renew() == 1
-    lease = _job(store, fresh).lease_until
-    assert lease is not None and lease > now + timedelta(seconds=durable_settings.job_lease_s / 2)
-    # The hung run's lease lapses, and the reaper ends it.
-    reaper = make_jobs("inst_a")
-    assert wait_for(lambda: reaper.reap() == 1, timeout=10)
+    with store.session() as s:
+        later = now + timedelta(seconds=durable_settings.job_lease_s)
+        assert jobs_repo.renew_leases(s, DEAD, now, later) == 0
+    assert wait_for(lambda: jobs.reap() == 1, timeout=10)
     assert _run(store, action, overdue).status is RunStatus.ERROR
-    assert _run(store, action, fresh).status is RunStatus.RUNNING
 
 
 def test_a_run_that_raises_is_recorded_not_left_running(

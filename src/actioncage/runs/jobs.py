@@ -212,6 +212,9 @@ class Jobs:
 
     def renew(self) -> int:
         """Extend this process's leases. Returns how many jobs it holds."""
+        with self._lock:
+            if not self._in_flight:
+                return 0  # no write every few seconds from an idle process
         now = repo.now()
         with self._store.session() as s:
             return jobs_repo.renew_leases(s, self._owner, now, self._lease_from(now))
