@@ -17,7 +17,7 @@ import requests
 from tests.conftest import IMAGE, SESSION, TEST_LABEL
 from tests.openapi_check import http
 
-__all__ = ["ACTIONCAGE", "free_port", "http", "serve_env", "served"]
+__all__ = ["ACTIONCAGE", "free_port", "http", "serve_env", "served", "served_process"]
 
 ACTIONCAGE = [sys.executable, "-m", "actioncage.cli"]
 
@@ -26,10 +26,12 @@ def serve_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The environment of a test process: no outside ACTIONCAGE_*, this session's labels."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONCAGE_")}
     env.update(
-        ACTIONCAGE_DATABASE_URL=f"sqlite:///{tmp_path / 'served.db'}",
-        ACTIONCAGE_CONTAINER_LABELS=f"{TEST_LABEL}={SESSION}",
-        ACTIONCAGE_SANDBOX_IMAGE=IMAGE,
-        **extra,
+        {
+            "ACTIONCAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
+            "ACTIONCAGE_CONTAINER_LABELS": f"{TEST_LABEL}={SESSION}",
+            "ACTIONCAGE_SANDBOX_IMAGE": IMAGE,
+            **extra,
+        }
     )
     return env
 
@@ -74,7 +76,7 @@ def wait_serving(proc: subprocess.Popen[bytes], base: str, timeout: float = 30) 
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
-    proc.wait(timeout=30)
+    proc.wait(timeout=60)
     if proc.stderr:
         proc.stderr.close()
 
@@ -83,9 +85,17 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def served(tmp_path: Path, **env: str) -> Iterator[str]:
     """Run `actioncage serve` with ``env`` until the block ends; yields its base URL once
     /health answers (fails the test if it exits or stays silent for 30 s)."""
+    with served_process(tmp_path, **env) as (base, _proc):
+        yield base
+
+
+@contextmanager
+def served_process(tmp_path: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """As served(), also yielding the process (a test may signal or kill it; one still
+    running at the end is terminated)."""
     proc, base = spawn(tmp_path, **env)
     try:
         wait_serving(proc, base)
-        yield base
+        yield base, proc
     finally:
         stop(proc)

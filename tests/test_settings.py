@@ -39,3 +39,24 @@ def test_defaults_are_the_documented_limits() -> None:
         1.0,
     )
     assert (s.pids_limit, s.tmpfs_mb, s.max_output_bytes) == (64, 16, 1024 * 1024)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"ACTIONCAGE_JOB_LEASE_S": "0"}, "JOB_LEASE_S"),
+        # A lease must survive one missed renewal.
+        ({"ACTIONCAGE_JOB_LEASE_S": "4", "ACTIONCAGE_JOB_RENEW_S": "3"}, "JOB_RENEW_S"),
+        ({"ACTIONCAGE_JOB_REAP_S": "-1"}, "JOB_REAP_S"),
+        # A callback claim must outlast one attempt.
+        ({"ACTIONCAGE_CALLBACK_LEASE_S": "5"}, "CALLBACK_LEASE_S"),
+    ],
+)
+def test_lease_settings_that_cannot_work_are_refused(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        Settings.from_env(env)
+
+
+def test_default_leases_end_a_dead_process_s_run_within_30_s() -> None:
+    s = Settings()
+    assert s.job_lease_s + s.job_reap_s <= 25

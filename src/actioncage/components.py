@@ -17,6 +17,8 @@ from actioncage.runs.background import BackgroundRuns
 from actioncage.runs.callbacks import CallbackSender
 from actioncage.runs.executor import Executor
 from actioncage.runs.idempotency import Idempotency
+from actioncage.runs.jobs import Jobs
+from actioncage.runs.outbox import Outbox
 from actioncage.runs.service import RunService
 from actioncage.runs.slots import RunSlots
 from actioncage.runs.tenant_limits import TenantLimiter
@@ -47,12 +49,16 @@ class Components:
     keys: KeyCache
     slots: RunSlots
     metrics: Metrics
+    jobs: Jobs
+    outbox: Outbox
     pool: WarmPool | None = None
 
     def close(self) -> None:
-        """Finish background runs and callbacks, stop the warm pool, finish removals and
-        release the engine, forget this instance, then release the database pool."""
+        """Take no new background runs and finish those in flight (or hand them to another
+        process's reaper), send or hand back due callbacks, stop the warm pool, finish
+        removals and release the engine, forget this instance, then release the database."""
         self.service.close()
+        self.outbox.close(final_pass_s=self.settings.callback_timeout_ms / 1000)
         self.runner.backend.close()  # the pool, when there is one, closes its backend
         self.instance.close()
         self.store.dispose()
@@ -69,8 +75,10 @@ def build(settings: Settings, role: str = "serve") -> Components:
     process's instance (registered and heartbeating when ``role`` is a long-lived one), the
     sandbox backend wrapped in its warm pool, the executor and the run service.
 
-    ``role``: ``serve`` (or ``worker``) keeps a warm pool and sweeps what dead instances left
-    every stale window; ``run`` and ``audit`` are one-off processes with neither.
+    ``role``: ``serve`` (or ``worker``) keeps a warm pool, sweeps what dead instances left
+    every stale window, renews its background runs' leases, reaps dead processes' runs and
+    delivers the callback outbox; ``run`` and ``audit`` are one-off processes with none of
+    these loops (``run`` works on a private in-memory store).
     Raises ConfigError for a database that cannot be opened.
     """
     store = Store(settings.database_url)
@@ -95,15 +103,27 @@ def build(settings: Settings, role: str = "serve") -> Components:
     slots = RunSlots(settings)
     metrics = Metrics(runner, slots, pool)
     executor = Executor(settings, store, runner, host_calls, slots=slots, metrics=metrics)
+    callbacks = CallbackSender(settings)
+    outbox = Outbox(settings, store, callbacks, instance.id)
+    jobs = Jobs(
+        settings,
+        store,
+        instance.id,
+        BackgroundRuns(settings.background_workers, settings.background_max_pending),
+        outbox,
+        _callback_body,
+    )
     service = RunService(
         store,
         executor,
         Gate(store, TenantLimiter(settings)),
         Idempotency(store, settings.idempotency_ttl_s, settings.max_timeout_ms / 1000 + 30),
-        BackgroundRuns(settings.background_workers, settings.background_max_pending),
-        CallbackSender(settings),
-        _callback_body,
+        jobs,
+        callbacks,
     )
+    if long_lived:
+        jobs.start()
+        outbox.start()
     return Components(
         settings=settings,
         store=store,
@@ -115,5 +135,7 @@ def build(settings: Settings, role: str = "serve") -> Components:
         keys=KeyCache(settings.key_cache_s),
         slots=slots,
         metrics=metrics,
+        jobs=jobs,
+        outbox=outbox,
         pool=pool,
     )

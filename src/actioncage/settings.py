@@ -62,6 +62,19 @@ class Settings:
     callback_max_attempts: int = 5
     callback_backoff_ms: int = 500
     callback_timeout_ms: int = 5_000
+    # Durable background runs: a process holds a lease on each run it executes for
+    # job_lease_s, renewed every job_renew_s; every process reaps expired leases every
+    # job_reap_s (a dead process's run ends as sandbox_error within lease + reap interval).
+    # A run's deadline is its timeout plus the run queue wait plus job_deadline_margin_s;
+    # past it the lease is no longer renewed.
+    job_lease_s: float = 15.0
+    job_renew_s: float = 3.0
+    job_reap_s: float = 5.0
+    job_deadline_margin_s: float = 60.0
+    # The callback outbox: a delivering process's claim lasts callback_lease_s (longer than
+    # one attempt); every process looks for due callbacks at least every callback_poll_s.
+    callback_lease_s: float = 30.0
+    callback_poll_s: float = 1.0
     # How long an Idempotency-Key's answer is kept.
     idempotency_ttl_s: int = 24 * 3600
     # Egress: fixed name resolutions (host=ip,...) used instead of DNS by every outbound path,
@@ -118,6 +131,13 @@ class Settings:
             ("callback_max_attempts", self.callback_max_attempts >= 1),
             ("callback_backoff_ms", self.callback_backoff_ms >= 0),
             ("callback_timeout_ms", self.callback_timeout_ms >= 1),
+            ("job_lease_s", 0 < self.job_lease_s <= 3600),
+            # Two renewals fit in one lease, so one slow renewal does not lose the run.
+            ("job_renew_s", 0 < self.job_renew_s <= self.job_lease_s / 2),
+            ("job_reap_s", 0 < self.job_reap_s <= 3600),
+            ("job_deadline_margin_s", self.job_deadline_margin_s >= 0),
+            ("callback_lease_s", self.callback_lease_s > self.callback_timeout_ms / 1000),
+            ("callback_poll_s", 0 < self.callback_poll_s <= 3600),
             ("idempotency_ttl_s", self.idempotency_ttl_s >= 1),
             ("pool_size", self.pool_size >= 0),
             ("pool_starters", self.pool_starters >= 1),

@@ -1,4 +1,5 @@
-"""A bounded pool of worker threads for runs that outlast their caller's waitMs."""
+"""runs/: a bounded pool of worker threads for runs that outlast their caller's waitMs
+(in-process; runs/jobs.py makes them durable)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,6 @@ class BackgroundRuns:
         future.add_done_callback(lambda _f: self._slots.release())
         return future
 
-    def close(self) -> None:
-        """Finish the jobs already running; drop the queued ones."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        """Drop the queued jobs; with ``wait``, finish the ones already running first."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)

@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import threading
 import urllib.parse
+from dataclasses import dataclass
 
 import urllib3
 
@@ -20,6 +21,15 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Actioncage-Signature"
 _MAX_BACKOFF_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one POST of a callback came to; ``error`` says why it was not accepted."""
+
+    delivered: bool
+    retry: bool
+    error: str | None
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -65,32 +75,47 @@ class CallbackSender:
         ip = self._guard.resolve(parts.hostname, port, None)
         return parts, parts.hostname, port, str(ip)
 
-    def deliver(self, url: str, body: bytes, secret: str) -> bool:
-        """POST ``body`` to ``url`` until a 2xx answer or the attempts run out.
+    def attempt(self, url: str, body: bytes, secret: str) -> Attempt:
+        """POST ``body`` to ``url`` once, signed.
 
-        Retries network failures, 429 and 5xx with doubling back-off; other answers and
-        refused addresses end it. Returns whether the callback was accepted. Never raises.
+        Returns whether it was accepted (2xx), and if not whether to try again: network
+        failures, 429 and 5xx are worth retrying; other answers and refused addresses are
+        not. Never raises.
         """
-        delay_ms = self._settings.callback_backoff_ms
+        try:
+            status = self._post(url, body, secret)
+        except (EgressRefusedError, ValidationFailedError) as exc:
+            return Attempt(delivered=False, retry=False, error=f"refused: {exc}")
+        except urllib3.exceptions.HTTPError as exc:
+            return Attempt(delivered=False, retry=True, error=f"failed: {exc}")
+        if 200 <= status < 300:
+            return Attempt(delivered=True, retry=False, error=None)
+        return Attempt(
+            delivered=False, retry=status == 429 or status >= 500, error=f"answered {status}"
+        )
+
+    def backoff_ms(self, attempts: int) -> int:
+        """How long to wait after the ``attempts``-th failed attempt: doubling, capped."""
+        delay = self._settings.callback_backoff_ms * 2 ** min(max(attempts - 1, 0), 20)
+        return int(min(delay, _MAX_BACKOFF_MS))
+
+    def deliver(self, url: str, body: bytes, secret: str) -> bool:
+        """POST ``body`` to ``url`` until a 2xx answer or the attempts run out, waiting
+        ``backoff_ms`` between attempts, in this thread (the outbox is the durable path).
+
+        Returns whether the callback was accepted. Never raises.
+        """
         for attempt in range(1, self._settings.callback_max_attempts + 1):
-            try:
-                status = self._post(url, body, secret)
-            except (EgressRefusedError, ValidationFailedError) as exc:
-                log.warning("callback to %s refused: %s", url, exc)
-                return False
-            except urllib3.exceptions.HTTPError as exc:
-                log.info("callback to %s attempt %d failed: %s", url, attempt, exc)
-                status = None
-            if status is not None and 200 <= status < 300:
+            result = self.attempt(url, body, secret)
+            if result.delivered:
                 return True
-            if status is not None and status != 429 and status < 500:
-                log.warning("callback to %s answered %d; not retrying", url, status)
+            log.info("callback to %s attempt %d %s", url, attempt, result.error)
+            if not result.retry:
                 return False
             if attempt < self._settings.callback_max_attempts and self._closed.wait(
-                delay_ms / 1000
+                self.backoff_ms(attempt) / 1000
             ):
                 return False
-            delay_ms = min(delay_ms * 2, _MAX_BACKOFF_MS)
         log.warning("callback to %s gave up after %d attempts", url, attempt)
         return False
 

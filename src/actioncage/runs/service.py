@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from actioncage.errors import BusyError, OverloadedError, RateLimitedError
+from actioncage.errors import OverloadedError, RateLimitedError
 from actioncage.models import (
     Action,
     Conversation,
@@ -21,10 +21,10 @@ from actioncage.models import (
     RunResult,
 )
 from actioncage.runs.admission import Gate
-from actioncage.runs.background import BackgroundRuns
 from actioncage.runs.callbacks import CallbackSender
 from actioncage.runs.executor import Executor
 from actioncage.runs.idempotency import Answer, Idempotency
+from actioncage.runs.jobs import Jobs
 from actioncage.store import Store, repo
 
 log = logging.getLogger(__name__)
@@ -92,18 +92,15 @@ class RunService:
         executor: Executor,
         gate: Gate,
         idempotency: Idempotency,
-        background: BackgroundRuns,
+        jobs: Jobs,
         callbacks: CallbackSender,
-        callback_body: Callable[[RunResult], bytes],
     ) -> None:
         self._store = store
         self._executor = executor
         self._gate = gate
         self._idempotency = idempotency
-        self._background = background
+        self._jobs = jobs
         self._callbacks = callbacks
-        # The body a callback carries: the front doors' Run, rendered by the web layer.
-        self._callback_body = callback_body
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -260,19 +257,14 @@ class RunService:
         wait_ms: int | None,
         callback_url: str | None,
     ) -> RunResult | Pending:
-        secret = None
         if callback_url is not None:
             self._callbacks.check_url(callback_url)
-            with self._store.session() as s:
-                secret = repo.webhook_secret(s, caller.org_id)
         # The slot is taken now, so a caller over its limits hears 429; freed when the job ends.
         slot = ExitStack()
         admission = slot.enter_context(self._gate.admit(caller.org_id, caller.key_id))
         run_id = repo.new_id("run")
         conversation_id = None if conversation is None else conversation.id
-        with self._store.session() as s:
-            repo.add_running_run(s, run_id, action, caller.key_id, conversation_id)
-        executor, callbacks, background = self._executor, self._callbacks, self._background
+        executor = self._executor
 
         def job() -> RunResult:
             with slot:
@@ -295,26 +287,23 @@ class RunService:
                         str(exc),
                         front_door=caller.front_door,
                     )
-            if callback_url is not None and secret is not None:
-                body = self._callback_body(run)
-
-                def deliver() -> bool:
-                    delivered: bool = callbacks.deliver(callback_url, body, secret)
-                    return delivered
-
-                # Its own job, so a caller waiting on the run is not held up by the callback.
-                try:
-                    background.submit(deliver)
-                except BusyError:
-                    deliver()
             return run
 
+        # The run record, its job and, once it ends, its callback are durable (runs/jobs.py):
+        # a process that dies mid-run leaves them to another process's reaper and outbox.
         try:
-            future = self._background.submit(job)
+            future = self._jobs.submit(
+                run_id,
+                action,
+                caller.key_id,
+                conversation_id,
+                caller.front_door,
+                callback_url,
+                job,
+                slot.close,
+            )
         except BaseException:
             slot.close()
-            with self._store.session() as s:
-                repo.discard_running_run(s, caller.org_id, run_id)
             raise
         try:
             run: RunResult = future.result(timeout=None if wait_ms is None else wait_ms / 1000)
@@ -323,6 +312,6 @@ class RunService:
         return run
 
     def close(self) -> None:
-        """Finish background runs, then stop waiting between callback attempts."""
+        """Take no new background runs; finish (or hand to the reaper) those in flight."""
+        self._jobs.close()
         self._callbacks.close()
-        self._background.close()

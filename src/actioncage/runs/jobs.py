@@ -1,0 +1,280 @@
+"""runs/: durable background runs: each run that outlasts its caller's waitMs has a job row
+in the database (shared by every process) leased by the process running it; a renewal loop
+keeps this process's leases fresh and a reaper in every serve process ends the jobs of dead
+processes as sandbox_error ("executor lost"). Nothing is ever run twice.
+
+A job is written with its run's "running" placeholder in one transaction (state queued),
+moves to running by a conditional UPDATE when a worker thread starts it, and to done when
+its run is recorded. The reaper takes a job by one conditional UPDATE (lease expired), so
+two reapers never both end it, and it completes the run record only while it still says
+"running": a run recorded just before its process died keeps its outcome. Callbacks go to
+the outbox (runs/outbox.py) in the transaction that ends the job.
+
+Leases use each process's clock: keep the hosts' clocks within a few seconds of each other
+(well under job_lease_s).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
+from datetime import datetime, timedelta
+from typing import Any
+
+from actioncage.errors import BusyError
+from actioncage.models import Action, FrontDoor, RunResult
+from actioncage.runs.background import BackgroundRuns
+from actioncage.runs.outbox import Outbox
+from actioncage.settings import Settings
+from actioncage.store import Store, repo
+from actioncage.store import callbacks as outbox_repo
+from actioncage.store import jobs as jobs_repo
+
+log = logging.getLogger(__name__)
+
+EXECUTOR_LOST = (
+    "executor lost: the process running this run stopped (it died, was killed, or the run "
+    "hung past its deadline) before the run finished; it was not run again"
+)
+
+
+class Jobs:
+    """Background runs of this process (``owner``, its instance id), and the reaper of every
+    process's lost ones."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        owner: str,
+        runs: BackgroundRuns,
+        outbox: Outbox,
+        callback_body: Callable[[RunResult], bytes],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._owner = owner
+        self._runs = runs
+        self._outbox = outbox
+        # The body a callback carries: the front doors' Run, rendered by the web layer.
+        self._callback_body = callback_body
+        self._lock = threading.Lock()
+        self._closing = False
+        self._in_flight: set[Future[RunResult]] = set()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    def start(self) -> None:
+        """Start the lease renewal and reaper loops."""
+        loops = [
+            ("actioncage-leases", self.renew, self._settings.job_renew_s),
+            ("actioncage-reaper", self.reap, self._settings.job_reap_s),
+        ]
+        for name, step, every_s in loops:
+            thread = threading.Thread(
+                target=self._loop, args=(step, every_s), name=name, daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _loop(self, step: Callable[[], int], every_s: float) -> None:
+        while not self._stop.is_set():
+            try:
+                step()
+            except Exception:  # the loop must outlive a database hiccup
+                log.exception("background job loop %s failed", step.__name__)
+            self._stop.wait(every_s)
+
+    # --- this process's runs -----------------------------------------------------------
+
+    def submit(
+        self,
+        run_id: str,
+        action: Action,
+        key_id: str | None,
+        conversation_id: str | None,
+        front_door: FrontDoor | None,
+        callback_url: str | None,
+        run: Callable[[], RunResult],
+        abandon: Callable[[], None],
+    ) -> Future[RunResult]:
+        """Record the run as "running" with its job, then ``run()`` it on a worker thread.
+        ``run()`` records the run; ``abandon()`` frees what it would have freed when the run
+        never starts (its job was ended first). Returns the future of the recorded run.
+
+        Raises BusyError when the background is full or this process is shutting down
+        (nothing is recorded then).
+        """
+        now = repo.now()
+        payload: dict[str, Any] = {
+            "action_id": action.id,
+            "front_door": None if front_door is None else str(front_door),
+            "callback_url": callback_url,
+        }
+        with self._lock:
+            if self._closing:
+                raise BusyError("the server is shutting down; try another one")
+            with self._store.session() as s:
+                repo.add_running_run(s, run_id, action, key_id, conversation_id)
+                jobs_repo.add_queued_job(
+                    s,
+                    run_id,
+                    action.org_id,
+                    payload,
+                    self._owner,
+                    now,
+                    self._lease_from(now),
+                    self._deadline_from(now, action),
+                )
+
+            def work() -> RunResult:
+                return self._work(run_id, action, callback_url, run, abandon)
+
+            try:
+                future = self._runs.submit(work)
+            except BusyError:
+                with self._store.session() as s:
+                    jobs_repo.discard_job(s, run_id)
+                    repo.discard_running_run(s, action.org_id, run_id)
+                raise
+            self._in_flight.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: Future[RunResult]) -> None:
+        with self._lock:
+            self._in_flight.discard(future)
+
+    def _lease_from(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self._settings.job_lease_s)
+
+    def _deadline_from(self, now: datetime, action: Action) -> datetime:
+        timeout_ms = min(
+            action.policy.timeout_ms or self._settings.default_timeout_ms,
+            self._settings.max_timeout_ms,
+        )
+        # A run may first wait for a run slot, then gets its timeout, then is recorded.
+        return now + timedelta(
+            milliseconds=timeout_ms + self._settings.run_queue_wait_ms,
+            seconds=self._settings.job_deadline_margin_s,
+        )
+
+    def _work(
+        self,
+        run_id: str,
+        action: Action,
+        callback_url: str | None,
+        run: Callable[[], RunResult],
+        abandon: Callable[[], None],
+    ) -> RunResult:
+        now = repo.now()
+        with self._store.session() as s:
+            started = jobs_repo.start_job(
+                s, run_id, self._owner, now, self._deadline_from(now, action)
+            )
+        if not started:  # reaped while it waited for a worker: never start it
+            abandon()
+            log.warning("run %s was ended before it started; not running it", run_id)
+            with self._store.session() as s:
+                return repo.get_run(s, action.org_id, run_id)
+        try:
+            result = run()
+        except BaseException as exc:
+            # Whatever went wrong, the record must not stay "running".
+            self._end(run_id, f"the background run failed: {exc}", owner=self._owner)
+            raise
+        self._finish(result, callback_url)
+        return result
+
+    def _finish(self, run: RunResult, callback_url: str | None) -> None:
+        now = repo.now()
+        with self._store.session() as s:
+            mine = jobs_repo.finish_job(s, run.run_id, self._owner, now)
+            if mine and callback_url is not None:
+                outbox_repo.add_callback(
+                    s, run.org_id, run.run_id, callback_url, self._callback_body(run), now
+                )
+        if not mine:
+            # Its lease lapsed (this process could not renew it for job_lease_s) and a reaper
+            # ended it, and owed its callback.
+            log.warning("run %s finished after its job was ended as executor lost", run.run_id)
+        elif callback_url is not None:
+            self._outbox.wake()
+
+    # --- every process's lost runs -------------------------------------------------------
+
+    def renew(self) -> int:
+        """Extend this process's leases. Returns how many jobs it holds."""
+        with self._lock:
+            if not self._in_flight:
+                return 0  # no write every few seconds from an idle process
+        now = repo.now()
+        with self._store.session() as s:
+            return jobs_repo.renew_leases(s, self._owner, now, self._lease_from(now))
+
+    def reap(self) -> int:
+        """End every job whose lease ran out as sandbox_error (executor lost), never running
+        it again, and owe its callback. Returns how many this call ended."""
+        now = repo.now()
+        with self._store.session() as s:
+            expired = jobs_repo.expired_jobs(s, now)
+        ended = sum(self._end(run_id, EXECUTOR_LOST, expired_before=now) for run_id in expired)
+        if ended:
+            log.warning("ended %d background runs whose process was lost", ended)
+        return ended
+
+    def _end(
+        self,
+        run_id: str,
+        message: str,
+        *,
+        expired_before: datetime | None = None,
+        owner: str | None = None,
+    ) -> bool:
+        now = repo.now()
+        with self._store.session() as s:
+            ended = jobs_repo.end_job(
+                s, run_id, now, message, expired_before=expired_before, owner=owner
+            )
+            if ended is None:
+                return False
+            callback_url = ended.payload.get("callback_url")
+            if isinstance(callback_url, str):
+                run = repo.get_run(s, ended.org_id, run_id)
+                outbox_repo.add_callback(
+                    s, ended.org_id, run_id, callback_url, self._callback_body(run), now
+                )
+        if isinstance(callback_url, str):
+            self._outbox.wake()
+        return True
+
+    # --- shutdown ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Take no new runs; wait for the ones in flight until the latest of their deadlines;
+        then let the leases of any still going lapse now, so a live process's reaper ends
+        them (they are never re-run)."""
+        with self._lock:
+            self._closing = True
+            in_flight = set(self._in_flight)
+        if in_flight:
+            with self._store.session() as s:
+                deadline = jobs_repo.latest_deadline(s, self._owner)
+            bound_s = 0.0 if deadline is None else (deadline - repo.now()).total_seconds()
+            log.info("waiting up to %.0f s for %d background runs", bound_s, len(in_flight))
+            wait_futures(in_flight, timeout=max(bound_s, 0.0))
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        with self._store.session() as s:
+            released = jobs_repo.release_leases(s, self._owner, repo.now())
+        if released:
+            log.warning("handed %d unfinished background runs to the reaper", released)
+        self._runs.close(wait=False)
