@@ -23,6 +23,8 @@ from actioncage.sandbox.docker.runner import DockerRunner
 from actioncage.sandbox.limits import container_options, effective_limits
 from actioncage.sandbox.pool import WarmPool
 from actioncage.settings import Settings
+from actioncage.shared.memory import in_process
+from actioncage.shared.state import DomainCache, SharedState
 from actioncage.store import Store, repo
 from actioncage.web.auth import KeyCache
 
@@ -42,7 +44,13 @@ class Components:
     keys: KeyCache
     slots: RunSlots
     metrics: Metrics
+    shared: SharedState
     pool: WarmPool | None = None
+
+    @property
+    def domains(self) -> DomainCache:
+        """The Rasa domain cache (shared by every process with Redis)."""
+        return self.shared.domains
 
     def close(self) -> None:
         """Finish background runs and callbacks, stop the warm pool, finish removals, then
@@ -51,6 +59,7 @@ class Components:
         if self.pool is not None:
             self.pool.close()
         self.runner.close()
+        self.shared.close()
         self.store.dispose()
 
 
@@ -58,6 +67,19 @@ def _callback_body(run: RunResult) -> bytes:
     from actioncage.web.wire import run_out  # a callback carries the API's Run
 
     return json.dumps(run_out(run), separators=(",", ":")).encode()
+
+
+def build_shared(settings: Settings, store: Store) -> SharedState:
+    """The state shared by every process: on the Redis at ``settings.redis_url``, else in
+    this process (revocations read from ``store``). The only place that chooses.
+
+    Raises ConfigError when ACTIONCAGE_REDIS_URL is set and no Redis answers there.
+    """
+    if settings.redis_url:
+        from actioncage.shared.redis_state import on_redis
+
+        return on_redis(settings.redis_url)
+    return in_process(store)
 
 
 def build(settings: Settings) -> Components:
@@ -71,7 +93,10 @@ def build(settings: Settings) -> Components:
     if settings.api_key:
         with store.session() as s:
             repo.create_key(s, "default", settings.api_key)
+    shared = build_shared(settings, store)
     runner = DockerRunner(settings)
+    if settings.redis_url:
+        runner.shared_live = shared.containers  # the live-container cap over every process
     host_calls = HostCalls(settings)
     slots = RunSlots(settings)
     metrics = Metrics(runner, slots)
@@ -83,8 +108,10 @@ def build(settings: Settings) -> Components:
     service = RunService(
         store,
         executor,
-        Gate(store, TenantLimiter(settings)),
-        Idempotency(store, settings.idempotency_ttl_s, settings.max_timeout_ms / 1000 + 30),
+        Gate(store, TenantLimiter(settings, shared.rates, shared.concurrency)),
+        Idempotency(
+            store, shared.claims, settings.idempotency_ttl_s, settings.max_timeout_ms / 1000 + 30
+        ),
         BackgroundRuns(settings.background_workers, settings.background_max_pending),
         CallbackSender(settings),
         _callback_body,
@@ -96,8 +123,9 @@ def build(settings: Settings) -> Components:
         host_calls=host_calls,
         executor=executor,
         service=service,
-        keys=KeyCache(settings.key_cache_s),
+        keys=KeyCache(settings.key_cache_s, shared.revocations),
         slots=slots,
         metrics=metrics,
+        shared=shared,
         pool=pool,
     )

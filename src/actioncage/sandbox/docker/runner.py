@@ -35,6 +35,7 @@ from actioncage.settings import Settings
 
 if TYPE_CHECKING:
     from actioncage.sandbox.pool import WarmPool
+    from actioncage.shared.state import LiveSet
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ class DockerRunner:
         self.warm_starts = 0
         # Set by the app when a warm pool is configured; run() then takes from it first.
         self.pool: WarmPool | None = None
+        # Set by components.build with ACTIONCAGE_REDIS_URL: live containers counted over
+        # every process (shared/), so the warm pool's cap holds for all of them.
+        self.shared_live: LiveSet | None = None
         # Runs in flight: removals and warm-pool refills wait for a quiet moment (bounded).
         self.foreground = Foreground(settings.engine_work_defer_ms)
         self.remover = _Remover(
@@ -409,14 +413,20 @@ class DockerRunner:
     def _live_add(self, container_id: str) -> None:
         with self._count_lock:
             self._live.add(container_id)
+        if self.shared_live is not None:
+            self.shared_live.add(container_id)
 
     def _live_discard(self, container_id: str) -> None:
         with self._count_lock:
             self._live.discard(container_id)
+        if self.shared_live is not None:
+            self.shared_live.discard(container_id)
 
     @property
     def live_containers(self) -> int:
-        """Containers this process created and has not removed yet."""
+        """Containers not removed yet: this process's, or every process's when shared."""
+        if self.shared_live is not None:
+            return self.shared_live.count()
         with self._count_lock:
             return len(self._live)
 
