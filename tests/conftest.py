@@ -22,6 +22,9 @@ from flask.testing import FlaskClient  # noqa: E402
 from actioncage import create_app  # noqa: E402
 from actioncage.settings import Settings  # noqa: E402
 
+# Fixtures of the servers tests start: redis_server, redis_url.
+pytest_plugins = ["tests.redis_server"]
+
 TEST_LABEL = "io.actioncage.test"
 # Unique per test session, so parallel sessions on one engine never remove each other's.
 SESSION = uuid.uuid4().hex[:12]
