@@ -207,7 +207,7 @@ def test_a_dead_processs_place_and_containers_come_free_after_its_lease(redis_ur
         with _process(_HOLD_A_PLACE, redis_url) as proc:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
             assert isinstance(other.concurrency.acquire([("acme", 1)]), Full)
-            assert other.containers.count() == 1
+            assert wait_for(lambda: other.containers.count() == 1, timeout=5)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
         # Within the dead process's lease (1 s) plus a margin, its place and container go.
@@ -229,10 +229,13 @@ def test_live_containers_are_counted_over_every_instance(
 ) -> None:
     a, b = two_on_redis
     a.containers.add("c1")
+    assert a.containers.count() == 1  # its own at once
     b.containers.add("c2")
-    assert a.containers.count() == b.containers.count() == 2
+    # Another process's within a keeper tick (count() itself never waits on Redis).
+    assert wait_for(lambda: a.containers.count() == b.containers.count() == 2, timeout=5)
     a.containers.discard("c1")
-    assert b.containers.count() == 1
+    assert a.containers.count() == 1
+    assert wait_for(lambda: b.containers.count() == 1, timeout=5)
 
 
 # --- idempotency claims --------------------------------------------------------------------

@@ -9,8 +9,9 @@ Keys (all under ``actioncage:``):
   rasa:domains          hash (org NUL digest) -> domain JSON, with rasa:domains:age beside it
   containers            sorted set of live container ids, scored by lease expiry
 
-Leases: one thread per process renews every lease it holds each ``lease_s / 3`` in one round
-trip; a process that dies stops renewing, and what it held is purged once ``lease_s`` passed.
+Leases: one thread per process renews every lease it holds each ``min(1 s, lease_s / 3)`` in
+one round trip; a process that dies stops renewing, and what it held is purged once
+``lease_s`` passed. Redis calls time out after 2 s (SharedStateError: admission fails closed).
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ class RedisShared:
         self.lease_ms = max(1, int(lease_s * 1000))
         try:
             self.client = redis.Redis.from_url(
-                url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+                url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
             )
             self.client.ping()
         except (redis.exceptions.RedisError, ValueError) as exc:
@@ -155,6 +156,8 @@ class RedisShared:
         self._lock = threading.Lock()
         self._zset_leases: dict[tuple[str, str], int] = {}  # (key, member) -> holds
         self._claim_leases: dict[str, str] = {}  # key -> token
+        self._tick_s = min(1.0, lease_s / 3)
+        self._tick_hooks: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self._keeper = threading.Thread(target=self._keep, name="actioncage-leases", daemon=True)
         self._keeper.start()
@@ -192,12 +195,19 @@ class RedisShared:
         with _translated("renewing leases"):
             self.renew_script(keys=keys, args=args)
 
+    def on_tick(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` on the keeper's thread after each renewal (it must not raise)."""
+        self._tick_hooks.append(hook)
+        hook()
+
     def _keep(self) -> None:
-        while not self._stop.wait(self.lease_ms / 3000):
+        while not self._stop.wait(self._tick_s):
             try:
                 self.renew()
             except SharedStateError:
                 log.warning("could not renew shared leases", exc_info=True)
+            for hook in self._tick_hooks:
+                hook()
 
     def close(self) -> None:
         """Stop renewing, give back what this process still holds, close the connections."""
@@ -372,8 +382,12 @@ class RedisDomains:
 
 
 class RedisLiveSet:
-    """Live members (container ids) of every process, leased like concurrency places. Best
-    effort: without Redis a run still runs, and the count falls back to this process's."""
+    """Live members (container ids) of every process, leased like concurrency places.
+
+    count() never waits on Redis (the warm pool asks under its lock): it answers the total
+    read at the lease keeper's last tick (at most a second old) plus this process's changes
+    since. Best effort: without Redis a run still runs, and the count is this process's.
+    """
 
     _KEY = PREFIX + "containers"
 
@@ -381,10 +395,14 @@ class RedisLiveSet:
         self._shared = shared
         self._lock = threading.Lock()
         self._mine: set[str] = set()
+        self._total: int | None = None  # every process's, as of the last tick; None: unknown
+        self._delta = 0  # this process's adds minus discards since then
+        shared.on_tick(self._refresh)
 
     def add(self, member: str) -> None:
         with self._lock:
             self._mine.add(member)
+            self._delta += 1
         self._shared.keep_member(self._KEY, member)
         try:
             # The acquire script with no real limit: leased on Redis's clock like the rest.
@@ -396,7 +414,9 @@ class RedisLiveSet:
 
     def discard(self, member: str) -> None:
         with self._lock:
-            self._mine.discard(member)
+            if member in self._mine:
+                self._mine.discard(member)
+                self._delta -= 1
         self._shared.drop_member(self._KEY, member)
         try:
             self._shared.client.zrem(self._KEY, member)
@@ -404,12 +424,22 @@ class RedisLiveSet:
             log.warning("could not uncount a live container in Redis", exc_info=True)
 
     def count(self) -> int:
+        with self._lock:
+            if self._total is None:
+                return len(self._mine)
+            return max(len(self._mine), self._total + self._delta)
+
+    def _refresh(self) -> None:
+        with self._lock:
+            delta_before = self._delta
         try:
-            return int(self._shared.count_script(keys=[self._KEY]))
+            total = int(self._shared.count_script(keys=[self._KEY]))
         except redis.exceptions.RedisError:
             log.warning("could not count live containers in Redis", exc_info=True)
-            with self._lock:
-                return len(self._mine)
+            total = None
+        with self._lock:
+            self._total = total
+            self._delta -= delta_before
 
 
 def on_redis(url: str, lease_s: float = DEFAULT_LEASE_S) -> SharedState:
