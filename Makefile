@@ -9,12 +9,13 @@ VENV = .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv engine image browser serve test lint clean bench
+.PHONY: help venv engine image browser packages serve test lint clean bench
 
 help:
 	@echo "make venv    create .venv and install actioncage[test] (when pyproject.toml changed)"
 	@echo "make engine  make sure a Docker engine answers (start or install it)"
 	@echo "make browser  install Debian's chromium for the dashboard tests (when missing)"
+	@echo "make packages  install the servers the tests start (redis-server) when missing"
 	@echo "make image   build the sandbox image actioncage-sandbox:latest (skipped when current)"
 	@echo "make serve   run the control plane (ACTIONCAGE_HOST, ACTIONCAGE_PORT)"
 	@echo "make test    run pytest against the real engine and image (PYTEST_ARGS=...)"
@@ -47,12 +48,16 @@ browser:
 			chromium fonts-liberation; \
 	fi
 
+# Servers the tests start themselves (redis-server); needs root for apt when one is missing.
+packages:
+	bash scripts/ensure-packages.sh
+
 serve: venv engine image
 	mkdir -p var
 	exec $(BIN)/actioncage serve
 
 test: export TESTCONTAINERS_RYUK_DISABLED = true
-test: venv engine image browser
+test: venv engine image browser packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 BENCH_ARGS ?=

@@ -27,6 +27,9 @@ from tests.openapi_check import CheckedClient  # noqa: E402
 # receives against the OpenAPI document (tests/openapi_check.py).
 Flask.test_client_class = CheckedClient
 
+# Fixtures of the servers tests start: redis_server, redis_url.
+pytest_plugins = ["tests.redis_server"]
+
 TEST_LABEL = "io.actioncage.test"
 # Unique per test session, so parallel sessions on one engine never remove each other's.
 SESSION = uuid.uuid4().hex[:12]

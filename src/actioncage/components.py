@@ -29,6 +29,8 @@ from actioncage.sandbox.limits import effective_limits
 from actioncage.sandbox.pool import WarmPool
 from actioncage.sandbox.runner import SandboxRunner
 from actioncage.settings import Settings
+from actioncage.shared.memory import in_process
+from actioncage.shared.state import DomainCache, SharedState
 from actioncage.store import Store, repo
 from actioncage.web.auth import KeyCache
 
@@ -51,7 +53,13 @@ class Components:
     metrics: Metrics
     jobs: Jobs
     outbox: Outbox
+    shared: SharedState
     pool: WarmPool | None = None
+
+    @property
+    def domains(self) -> DomainCache:
+        """The Rasa domain cache (shared by every process with Redis)."""
+        return self.shared.domains
 
     def close(self) -> None:
         """Take no new background runs and finish those in flight (or hand them to another
@@ -61,6 +69,7 @@ class Components:
         self.outbox.close(final_pass_s=self.settings.callback_timeout_ms / 1000)
         self.runner.backend.close()  # the pool, when there is one, closes its backend
         self.instance.close()
+        self.shared.close()
         self.store.dispose()
 
 
@@ -68,6 +77,19 @@ def _callback_body(run: RunResult) -> bytes:
     from actioncage.web.wire import run_out  # a callback carries the API's Run
 
     return json.dumps(run_out(run), separators=(",", ":")).encode()
+
+
+def build_shared(settings: Settings, store: Store) -> SharedState:
+    """The state shared by every process: on the Redis at ``settings.redis_url``, else in
+    this process (revocations read from ``store``). The only place that chooses.
+
+    Raises ConfigError when ACTIONCAGE_REDIS_URL is set and no Redis answers there.
+    """
+    if settings.redis_url:
+        from actioncage.shared.redis_state import on_redis
+
+        return on_redis(settings.redis_url)
+    return in_process(store)
 
 
 def build(settings: Settings, role: str = "serve") -> Components:
@@ -90,8 +112,11 @@ def build(settings: Settings, role: str = "serve") -> Components:
     instance = Instance(settings, store, role=role)
     if long_lived:
         instance.start()
+    shared = build_shared(settings, store)
     foreground = Foreground(settings.engine_work_defer_ms)
-    backend: SandboxBackend = DockerBackend(settings, instance.id, foreground)
+    # With Redis the live-container cap counts every process's containers.
+    shared_live = shared.containers if settings.redis_url else None
+    backend: SandboxBackend = DockerBackend(settings, instance.id, foreground, shared_live)
     pool = None
     if long_lived and settings.pool_size > 0:
         backend = pool = WarmPool(settings, backend, foreground)
@@ -116,8 +141,10 @@ def build(settings: Settings, role: str = "serve") -> Components:
     service = RunService(
         store,
         executor,
-        Gate(store, TenantLimiter(settings)),
-        Idempotency(store, settings.idempotency_ttl_s, settings.max_timeout_ms / 1000 + 30),
+        Gate(store, TenantLimiter(settings, shared.rates, shared.concurrency)),
+        Idempotency(
+            store, shared.claims, settings.idempotency_ttl_s, settings.max_timeout_ms / 1000 + 30
+        ),
         jobs,
         callbacks,
     )
@@ -132,10 +159,11 @@ def build(settings: Settings, role: str = "serve") -> Components:
         host_calls=host_calls,
         executor=executor,
         service=service,
-        keys=KeyCache(settings.key_cache_s),
+        keys=KeyCache(settings.key_cache_s, shared.revocations),
         slots=slots,
         metrics=metrics,
         jobs=jobs,
         outbox=outbox,
+        shared=shared,
         pool=pool,
     )

@@ -6,6 +6,7 @@ ActioncageError
 ├── NotFoundError
 │   ├── ActionNotFoundError
 │   ├── ConversationNotFoundError
+│   ├── KeyNotFoundError   no API key with that id
 │   └── RunNotFoundError
 ├── BadRequestError        the request body is not what the route takes
 ├── ValidationFailedError  a field breaks a rule (names the field)
@@ -18,6 +19,7 @@ ActioncageError
 ├── SandboxError           the engine failed us; no run could be produced
 │   └── EngineUnavailableError   no engine answers at all
 ├── HostCallError          a host call (LLM, Sheets) failed or is not configured
+├── SharedStateError       the shared state (Redis) did not answer
 └── BusyError              the background run queue is full
 """
 
@@ -46,6 +48,10 @@ class ActionNotFoundError(NotFoundError):
 
 class ConversationNotFoundError(NotFoundError):
     """No such conversation."""
+
+
+class KeyNotFoundError(NotFoundError):
+    """No API key with that id."""
 
 
 class RunNotFoundError(NotFoundError):
@@ -113,6 +119,10 @@ class EgressRefusedError(ActioncageError):
 
 class HostCallError(ActioncageError):
     """A host call (LLM, Google Sheets) failed or is not configured."""
+
+
+class SharedStateError(ActioncageError):
+    """The shared state every process counts in (Redis) did not answer."""
 
 
 class BusyError(ActioncageError):

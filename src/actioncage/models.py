@@ -196,6 +196,16 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
+class KeyRecord:
+    """An API key as the operator lists it (never its secret); ``revoked_at`` None: live."""
+
+    id: str
+    org_id: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
 class RawOutcome:
     """What came out of one container, before any of it is trusted."""
 

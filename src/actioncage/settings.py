@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -108,6 +109,10 @@ class Settings:
     owner_stale_s: float = 10.0
     # Extra labels put on every container (tests mark theirs for cleanup).
     container_labels: dict[str, str] = field(default_factory=dict)
+    # Shared state (rate and concurrency limits, idempotency claims, key revocation, the Rasa
+    # domain cache, the live-container cap) in this Redis, so every process behind a balancer
+    # counts as one (redis://, rediss:// or unix://). Unset: each process keeps its own.
+    redis_url: str | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -156,6 +161,8 @@ class Settings:
         for name, ok in checks:
             if not ok:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: value out of range")
+        if self.redis_url is not None and (problem := _redis_url_problem(self.redis_url)):
+            raise ConfigError(f"{_PREFIX}REDIS_URL: {problem}")
         try:
             for address in self.egress_resolve.values():
                 ipaddress.ip_address(address)
@@ -204,6 +211,25 @@ def _patterns_ok(patterns: Iterable[str]) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL, or None. Never echoes the URL: it may hold a password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "unix":
+        return None if parts.path else "a unix:// URL needs the socket's path"
+    if parts.scheme not in ("redis", "rediss"):
+        return "must start with redis://, rediss:// or unix://"
+    try:
+        parts.port  # noqa: B018 - parsing is the check
+    except ValueError:
+        return "the port is not a number from 0 to 65535"
+    if not parts.hostname:
+        return "names no host"
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return "the database (after the host) must be a number"
+    return None
 
 
 def _cidrs_ok(cidrs: Iterable[str]) -> bool:

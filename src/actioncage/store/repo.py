@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,6 +17,7 @@ from actioncage.errors import (
     ConflictError,
     ConversationNotFoundError,
     IdempotencyInProgressError,
+    KeyNotFoundError,
     RunNotFoundError,
 )
 from actioncage.models import (
@@ -30,6 +31,7 @@ from actioncage.models import (
     FrontDoor,
     IdempotentResponse,
     InvocationTrigger,
+    KeyRecord,
     OrgPolicy,
     Policy,
     RunError,
@@ -91,12 +93,49 @@ def create_key(session: Session, org_id: str, secret: str | None = None) -> tupl
 
 
 def find_key(session: Session, secret: str) -> ApiKey | None:
-    """The key whose secret is ``secret``, or None."""
+    """The live (not revoked) key whose secret is ``secret``, or None."""
     # Columns, not the entity: every request asks, and there is nothing to track.
     row = session.execute(
-        select(ApiKeyRow.id, ApiKeyRow.org_id).where(ApiKeyRow.key_hash == hash_key(secret))
+        select(ApiKeyRow.id, ApiKeyRow.org_id).where(
+            ApiKeyRow.key_hash == hash_key(secret), ApiKeyRow.revoked_at.is_(None)
+        )
     ).first()
     return None if row is None else ApiKey(id=row.id, org_id=row.org_id)
+
+
+def _key_record(row: ApiKeyRow) -> KeyRecord:
+    revoked = None if row.revoked_at is None else _aware(row.revoked_at)
+    return KeyRecord(row.id, row.org_id, _aware(row.created_at), revoked)
+
+
+def list_keys(session: Session, org_id: str | None = None) -> list[KeyRecord]:
+    """Every key (of ``org_id`` if given), oldest first, revoked ones included."""
+    query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)
+    if org_id is not None:
+        query = query.where(ApiKeyRow.org_id == org_id)
+    return [_key_record(row) for row in session.scalars(query)]
+
+
+def revoke_key(session: Session, key_id: str) -> KeyRecord:
+    """Mark the key revoked (once; revoking again keeps the first time). Returns it.
+
+    Raises KeyNotFoundError for an unknown id.
+    """
+    row = session.get(ApiKeyRow, key_id)
+    if row is None:
+        raise KeyNotFoundError(f"no API key with id {key_id!r} (see `actioncage keys list`)")
+    if row.revoked_at is None:
+        row.revoked_at = now()
+        session.flush()
+    return _key_record(row)
+
+
+def revocation_epoch(session: Session) -> str:
+    """Changes whenever a key is revoked: the count and latest time of revocations."""
+    count, latest = session.execute(
+        select(func.count(ApiKeyRow.revoked_at), func.max(ApiKeyRow.revoked_at))
+    ).one()
+    return f"{count}:{latest}"
 
 
 # --- actions -------------------------------------------------------------------------------
@@ -469,9 +508,12 @@ def _run(row: RunRow) -> RunResult:
 
 
 def find_key_by_id(session: Session, key_id: str) -> ApiKey | None:
-    """The key with this id (the dashboard's session holds ids, never secrets), or None."""
+    """The live key with this id (the dashboard's session holds ids, never secrets), or None
+    (unknown or revoked)."""
     row = session.get(ApiKeyRow, key_id)
-    return None if row is None else ApiKey(id=row.id, org_id=row.org_id)
+    if row is None or row.revoked_at is not None:
+        return None
+    return ApiKey(id=row.id, org_id=row.org_id)
 
 
 # --- org webhook secret ----------------------------------------------------------------------
@@ -492,17 +534,24 @@ def webhook_secret(session: Session, org_id: str) -> str:
 
 
 def claim_idempotency_key(
-    session: Session, org_id: str, key: str, fingerprint: str, ttl_s: int
+    session: Session,
+    org_id: str,
+    key: str,
+    fingerprint: str,
+    ttl_s: int,
+    take_over: bool = False,
 ) -> IdempotentResponse | None:
     """Claim ``key`` for a call whose route and body hash to ``fingerprint``.
 
     Returns None when this call now holds the key (it must run, then ``finish_idempotency_key``),
     or the stored answer of the earlier call. Raises ConflictError when the key was used with
-    another request, or when the earlier call is still running.
+    another request, or when the earlier call is still running. ``take_over``: the caller
+    holds the key's shared lease, so an unanswered claim is a dead holder's and becomes ours.
     """
     ensure_org(session, org_id)
     row = session.get(IdempotencyRow, (org_id, key))
-    if row is not None and (now() - _aware(row.created_at)).total_seconds() > ttl_s:
+    expired = row is not None and (now() - _aware(row.created_at)).total_seconds() > ttl_s
+    if row is not None and (expired or (take_over and row.status_code is None)):
         session.delete(row)
         session.flush()
         row = None

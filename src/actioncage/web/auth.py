@@ -1,21 +1,28 @@
-"""The bearer-key check."""
+"""web/: the bearer-key check and the cache of keys that authenticated."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING
 
 from flask import current_app, g, request
 
-from actioncage.errors import AuthError
+from actioncage.errors import AuthError, SharedStateError
 from actioncage.models import ApiKey
+from actioncage.shared.state import Revocations
 
 if TYPE_CHECKING:
     from actioncage.components import Components
 from actioncage.store import repo
 
+log = logging.getLogger(__name__)
+
 _MAX_CACHED_KEYS = 10_000
+# How often the revocation epoch is read: a key revoked anywhere stops working here within
+# this (plus one read).
+REVOCATION_CHECK_S = 0.5
 
 
 class KeyCache:
@@ -23,19 +30,28 @@ class KeyCache:
 
     Every call of an action starts with this lookup; answering it from memory takes a
     database round trip off the hot path. Only successes are kept, so a new key works at
-    once and an unknown one is always looked up. A key removed from the database directly
-    keeps working in this process for at most ``ttl_s``. ``ttl_s`` 0 turns the cache off.
+    once and an unknown one is always looked up. A revoked key is forgotten within
+    REVOCATION_CHECK_S: the cache reads the revocations' epoch (Redis, or the keys table)
+    at most that often and starts afresh when it moved. A key deleted from the database
+    directly keeps working in this process for at most ``ttl_s``. ``ttl_s`` 0 turns the
+    cache off.
     """
 
-    def __init__(self, ttl_s: float) -> None:
+    def __init__(self, ttl_s: float, revocations: Revocations) -> None:
         self._ttl_s = ttl_s
+        self._revocations = revocations
         self._lock = threading.Lock()
         self._keys: dict[str, tuple[float, ApiKey]] = {}
+        self._epoch: str | None = None
+        self._next_check = 0.0
+        # Bumped whenever the cache starts afresh: a lookup begun before is not remembered.
+        self.generation = 0
 
     def find(self, secret: str) -> ApiKey | None:
         """The cached key for this secret, or None when not cached (or expired)."""
         if self._ttl_s <= 0:
             return None
+        self._check_revocations()
         hashed = repo.hash_key(secret)
         with self._lock:
             entry = self._keys.get(hashed)
@@ -46,13 +62,34 @@ class KeyCache:
                 return None
             return entry[1]
 
-    def remember(self, secret: str, key: ApiKey) -> None:
+    def remember(self, secret: str, key: ApiKey, generation: int) -> None:
+        """Cache ``key``, found in the database when the cache's generation was
+        ``generation`` (a revocation since then may concern it: it is not kept)."""
         if self._ttl_s <= 0:
             return
         with self._lock:
+            if generation != self.generation:
+                return
             if len(self._keys) >= _MAX_CACHED_KEYS:
                 self._keys.clear()
             self._keys[repo.hash_key(secret)] = (time.monotonic() + self._ttl_s, key)
+
+    def _check_revocations(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next_check:
+                return
+            self._next_check = now + REVOCATION_CHECK_S  # one thread reads; others go on
+        try:
+            epoch: str | None = self._revocations.epoch()
+        except SharedStateError:
+            log.warning("revocations unreadable: trusting no cached key", exc_info=True)
+            epoch = None
+        with self._lock:
+            if epoch is None or epoch != self._epoch:
+                self._keys.clear()
+                self.generation += 1
+            self._epoch = epoch
 
 
 def key_from_request() -> str | None:
@@ -71,11 +108,12 @@ def authenticate(secret: str | None) -> ApiKey:
     components: Components = current_app.extensions["actioncage"]
     key: ApiKey | None = components.keys.find(secret)
     if key is None:
+        generation = components.keys.generation
         with components.store.session() as s:
             key = repo.find_key(s, secret)
         if key is None:
-            raise AuthError("unknown API key")
-        components.keys.remember(secret, key)
+            raise AuthError("unknown or revoked API key")
+        components.keys.remember(secret, key, generation)
     g.api_key = key
     return key
 

@@ -12,7 +12,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -39,6 +39,9 @@ from actioncage.sandbox.limits import (
 )
 from actioncage.sandbox.runner import SandboxRunner
 from actioncage.settings import Settings
+
+if TYPE_CHECKING:
+    from actioncage.shared.state import LiveSet
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +174,18 @@ class DockerBackend:
     thread that yields to runs in flight (``foreground``).
     """
 
-    def __init__(self, settings: Settings, owner_id: str, foreground: Foreground) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        owner_id: str,
+        foreground: Foreground,
+        shared_live: LiveSet | None = None,
+    ) -> None:
         self._settings = settings
         self.owner_id = owner_id
+        # With ACTIONCAGE_REDIS_URL: live containers counted over every process (shared/),
+        # so the warm pool's cap holds for all of them.
+        self._shared_live = shared_live
         self._api: docker.APIClient | None = None
         self._connections: EngineConnections | None = None
         self._lock = threading.Lock()
@@ -308,7 +320,9 @@ class DockerBackend:
 
     @property
     def live_count(self) -> int:
-        """Containers this process created and has not removed yet."""
+        """Containers not removed yet: this process's, or every process's when shared."""
+        if self._shared_live is not None:
+            return self._shared_live.count()
         with self._count_lock:
             return len(self._live)
 
@@ -366,10 +380,14 @@ class DockerBackend:
     def _live_add(self, container_id: str) -> None:
         with self._count_lock:
             self._live.add(container_id)
+        if self._shared_live is not None:
+            self._shared_live.add(container_id)
 
     def _live_discard(self, container_id: str) -> None:
         with self._count_lock:
             self._live.discard(container_id)
+        if self._shared_live is not None:
+            self._shared_live.discard(container_id)
 
 
 class _Remover:

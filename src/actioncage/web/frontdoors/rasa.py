@@ -6,8 +6,6 @@ rejected run (Rasa then predicts another action), 449 when the domain is needed.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -30,10 +28,6 @@ from actioncage.web.auth import authenticate, current_key, key_from_request
 from actioncage.web.errors import error_headers, kind_of
 
 bp = Blueprint("rasa", __name__)
-
-_DOMAIN_CACHE_SIZE = 256
-_domains: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
-_domains_lock = threading.Lock()
 
 
 class DomainNeededError(errors.ActioncageError):
@@ -135,16 +129,13 @@ def _domain(org_id: str, body: dict[str, Any], name: str) -> dict[str, Any]:
     digest = body.get("domain_digest")
     if domain is not None and not isinstance(domain, dict):
         raise errors.BadRequestError("domain must be an object")
-    with _domains_lock:
-        if isinstance(domain, dict):
-            if isinstance(digest, str) and digest:
-                _domains[(org_id, digest)] = domain
-                _domains.move_to_end((org_id, digest))
-                while len(_domains) > _DOMAIN_CACHE_SIZE:
-                    _domains.popitem(last=False)
-            return domain
-        if isinstance(digest, str) and (org_id, digest) in _domains:
-            return _domains[(org_id, digest)]
+    domains = calls.components().domains  # shared by every process with Redis
+    if isinstance(domain, dict):
+        if isinstance(digest, str) and digest:
+            domains.put(org_id, digest, domain)
+        return domain
+    if isinstance(digest, str) and (cached := domains.get(org_id, digest)) is not None:
+        return cached
     if digest is None:
         return {}  # old Rasa without a domain at all: no slots to map
     raise DomainNeededError(f"action {name!r} needs the domain; send it with the request")
