@@ -9,7 +9,7 @@ VENV = .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv engine image browser serve test lint clean bench
+.PHONY: help venv engine image browser postgres serve test lint clean bench
 
 help:
 	@echo "make venv    create .venv and install actioncage[test] (when pyproject.toml changed)"
@@ -17,7 +17,9 @@ help:
 	@echo "make browser  install Debian's chromium for the dashboard tests (when missing)"
 	@echo "make image   build the sandbox image actioncage-sandbox:latest (skipped when current)"
 	@echo "make serve   run the control plane (ACTIONCAGE_HOST, ACTIONCAGE_PORT)"
-	@echo "make test    run pytest against the real engine and image (PYTEST_ARGS=...)"
+	@echo "make postgres install Debian's postgresql-15 for the tests (when missing)"
+	@echo "make test    run pytest against the real engine and image, on SQLite then on"
+	@echo "             PostgreSQL 15 (PYTEST_ARGS=...)"
 	@echo "make lint    ruff check, ruff format --check and mypy"
 	@echo "make bench   latency and throughput over HTTP vs its peers (BENCH_ARGS=--quick)"
 	@echo "make clean   remove .venv, var/ and build artefacts (not Docker images)"
@@ -47,13 +49,25 @@ browser:
 			chromium fonts-liberation; \
 	fi
 
+# The suite runs a second time against a PostgreSQL 15 the tests start themselves
+# (tests/servers.py); they need Debian's server binaries. Needs root for apt.
+PG_BIN = /usr/lib/postgresql/15/bin
+postgres:
+	@if [ ! -x $(PG_BIN)/initdb ]; then \
+		echo "make postgres: installing postgresql-15" >&2; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			postgresql-15; \
+	fi
+
 serve: venv engine image
 	mkdir -p var
 	exec $(BIN)/actioncage serve
 
 test: export TESTCONTAINERS_RYUK_DISABLED = true
-test: venv engine image browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: venv engine image browser postgres
+	ACTIONCAGE_TEST_DB=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
+	ACTIONCAGE_TEST_DB=postgresql $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 BENCH_ARGS ?=
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import IMAGE, SESSION, TEST_LABEL
+from tests.conftest import IMAGE, SESSION, TEST_LABEL, database_url
 
 ACTIONCAGE = [sys.executable, "-m", "actioncage.cli"]
 
@@ -23,7 +23,7 @@ def serve_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The environment of a test process: no outside ACTIONCAGE_*, this session's labels."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONCAGE_")}
     env.update(
-        ACTIONCAGE_DATABASE_URL=f"sqlite:///{tmp_path / 'served.db'}",
+        ACTIONCAGE_DATABASE_URL=database_url(tmp_path, "served"),
         ACTIONCAGE_CONTAINER_LABELS=f"{TEST_LABEL}={SESSION}",
         ACTIONCAGE_SANDBOX_IMAGE=IMAGE,
         **extra,

@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """The WSGI app. Reads the environment only when ``settings`` is None."""
     settings = settings or Settings.from_env()
     store = Store(settings.database_url)
-    store.create_all()
+    store.upgrade()
     if settings.api_key:
         with store.session() as s:
             repo.create_key(s, "default", settings.api_key)

@@ -1,4 +1,4 @@
-"""The ``actioncage`` command: serve, run, image build, keys create."""
+"""The ``actioncage`` command: serve, run, image build, keys create, org, db upgrade, audit."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     conversation_in = _json_arg(args.conversation, "--conversation") if args.conversation else None
     settings = replace(settings, database_url="sqlite:///:memory:")
     store = Store(settings.database_url)
-    store.create_all()
+    store.upgrade()
     runner = DockerRunner(settings)
     executor = Executor(settings, store, runner, HostCalls(settings))
     with store.session() as s:
@@ -137,7 +137,7 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from actioncage.store import Store, repo
 
     store = Store(settings.database_url)
-    store.create_all()
+    store.upgrade()
     with store.session() as s:
         key, secret = repo.create_key(s, args.org)
     print(secret)
@@ -163,7 +163,7 @@ def _org_set_policy(args: argparse.Namespace, settings: Settings) -> int:
     from actioncage.store import Store, repo
 
     store = Store(settings.database_url)
-    store.create_all()
+    store.upgrade()
     with store.session() as s:
         current = repo.find_org_policy(s, args.org) or OrgPolicy()
         changes: dict[str, Any] = {}
@@ -192,10 +192,23 @@ def _org_show_policy(args: argparse.Namespace, settings: Settings) -> int:
     from actioncage.store import Store, repo
 
     store = Store(settings.database_url)
-    store.create_all()
+    store.upgrade()
     with store.session() as s:
         policy = repo.find_org_policy(s, args.org)
     print(json.dumps({"org": args.org, **(asdict(policy) if policy else {})}, indent=2))
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    """Migrate ACTIONCAGE_DATABASE_URL's schema to the newest revision and say so."""
+    from actioncage.store import Store
+
+    store = Store(settings.database_url)
+    try:
+        revision = store.upgrade()
+    finally:
+        store.dispose()
+    print(f"{store.shown_url}: at revision {revision}")
     return 0
 
 
@@ -252,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     show_policy = org_sub.add_parser("show-policy", help="print the org's ceilings")
     show_policy.add_argument("org")
     show_policy.set_defaults(func=_org_show_policy)
+    db = sub.add_parser("db", help="the database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_upgrade = db_sub.add_parser("upgrade", help="migrate the schema to the newest revision")
+    db_upgrade.set_defaults(func=_db_upgrade)
     audit = sub.add_parser(
         "audit", help="run escape and abuse attempts against the live configuration"
     )
@@ -260,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Alembic narrates every step at INFO; store.migrate logs the one line that matters.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()
         return int(args.func(args, settings))
