@@ -123,7 +123,6 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60) -> bool:
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "database_url": database_url(tmp_path),
         "api_key": API_KEY,
         "container_labels": {TEST_LABEL: SESSION},
         "sandbox_image": IMAGE,
@@ -131,6 +130,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "pool_size": 0,
     }
     values.update(overrides)
+    if "database_url" not in values:
+        values["database_url"] = database_url(tmp_path)
     return Settings(**values)
 
 
