@@ -138,7 +138,7 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
     store = Store(settings.database_url)
     store.upgrade()
-    with store.session() as s:
+    with store, store.session() as s:
         key, secret = repo.create_key(s, args.org)
     print(secret)
     print(f"key id {key.id} for org {key.org_id}", file=sys.stderr)
@@ -164,7 +164,7 @@ def _org_set_policy(args: argparse.Namespace, settings: Settings) -> int:
 
     store = Store(settings.database_url)
     store.upgrade()
-    with store.session() as s:
+    with store, store.session() as s:
         current = repo.find_org_policy(s, args.org) or OrgPolicy()
         changes: dict[str, Any] = {}
         for name, _ in _ORG_LIMITS:
@@ -193,7 +193,7 @@ def _org_show_policy(args: argparse.Namespace, settings: Settings) -> int:
 
     store = Store(settings.database_url)
     store.upgrade()
-    with store.session() as s:
+    with store, store.session() as s:
         policy = repo.find_org_policy(s, args.org)
     print(json.dumps({"org": args.org, **(asdict(policy) if policy else {})}, indent=2))
     return 0
@@ -203,11 +203,8 @@ def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     """Migrate ACTIONCAGE_DATABASE_URL's schema to the newest revision and say so."""
     from actioncage.store import Store
 
-    store = Store(settings.database_url)
-    try:
+    with Store(settings.database_url) as store:
         revision = store.upgrade()
-    finally:
-        store.dispose()
     print(f"{store.shown_url}: at revision {revision}")
     return 0
 

@@ -91,7 +91,14 @@ class Store:
             yield session
 
     def dispose(self) -> None:
+        """Close the pooled connections."""
         self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dispose()
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
