@@ -6,9 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
+from actioncage import create_app
 from actioncage.store import Store
-from tests.conftest import database_url
+from tests.conftest import database_url, make_settings
 from tests.servers import postgres_url
 
 
@@ -27,3 +30,16 @@ def store(db_url: str) -> Iterator[Store]:
     store.upgrade()
     yield store
     store.dispose()
+
+
+@pytest.fixture
+def store_app(db_url: str, tmp_path: Path) -> Iterator[Flask]:
+    """The app on ``db_url``."""
+    app = create_app(make_settings(tmp_path, database_url=db_url))
+    yield app
+    app.extensions["actioncage"].close()
+
+
+@pytest.fixture
+def store_client(store_app: Flask) -> FlaskClient:
+    return store_app.test_client()

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from actioncage import create_app
 from actioncage.errors import IdempotencyInProgressError
 from actioncage.models import Effect, EffectKind, IdempotentResponse
 from actioncage.runs.effects import apply_effects
 from actioncage.store import Store, repo
 from actioncage.store.schema import OrgRow
-from tests.conftest import API_KEY, make_settings
+from tests.conftest import API_KEY
 
 THREADS = 8
 ROUNDS = 3
@@ -45,46 +41,36 @@ def race(n: int, attempt: Callable[[int], Any]) -> list[Any]:
     return results
 
 
-@pytest.fixture
-def app(db_url: str, tmp_path: Path) -> Iterator[Flask]:
-    app = create_app(make_settings(tmp_path, database_url=db_url))
-    yield app
-    app.extensions["actioncage"].close()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 CODE = "def execute_action(context):\n    return {}\n"
 
 
-def test_concurrent_creates_of_one_action_name_give_one_201_and_409s(client: FlaskClient) -> None:
+def test_concurrent_creates_of_one_action_name_give_one_201_and_409s(
+    store_client: FlaskClient,
+) -> None:
     for round_ in range(ROUNDS):
         name = f"greet_{round_}"
         statuses = race(
             THREADS,
             lambda _, name=name: (
-                client.post(
+                store_client.post(
                     "/v1/actions", json={"name": name, "code": CODE}, headers=HEADERS
                 ).status_code
             ),
         )
         assert sorted(statuses) == [201] + [409] * (THREADS - 1)
-    listed = client.get("/v1/actions", headers=HEADERS).get_json()["actions"]
+    listed = store_client.get("/v1/actions", headers=HEADERS).get_json()["actions"]
     assert sorted(a["name"] for a in listed) == [f"greet_{r}" for r in range(ROUNDS)]
 
 
 def test_concurrent_creates_of_one_conversation_id_give_one_201_and_409s(
-    client: FlaskClient,
+    store_client: FlaskClient,
 ) -> None:
     for round_ in range(ROUNDS):
         conversation_id = f"conv-{round_}"
         responses = race(
             THREADS,
-            lambda i, conversation_id=conversation_id: client.post(
+            lambda i, conversation_id=conversation_id: store_client.post(
                 "/v1/conversations",
                 json={"id": conversation_id, "metadata": {"by": i}},
                 headers=HEADERS,
@@ -95,7 +81,9 @@ def test_concurrent_creates_of_one_conversation_id_give_one_201_and_409s(
         conflict = next(r for r in responses if r.status_code == 409).get_json()
         assert conflict["error"]["type"] == "conflict"
         winner = next(r for r in responses if r.status_code == 201).get_json()
-        stored = client.get(f"/v1/conversations/{conversation_id}", headers=HEADERS).get_json()
+        stored = store_client.get(
+            f"/v1/conversations/{conversation_id}", headers=HEADERS
+        ).get_json()
         assert stored["metadata"] == winner["metadata"]
 
 
