@@ -95,12 +95,12 @@ class PostgresServer:
             "max_connections": "300",
             "log_min_messages": "warning",
         }
+        # Same process group as pytest: a Ctrl-C reaches the server too (a fast shutdown).
         with open(log, "wb") as out:
             self._proc = subprocess.Popen(
                 [PG_BIN / "postgres", "-D", data, *[f"-c{k}={v}" for k, v in settings.items()]],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
                 **self._popen_args(),  # type: ignore[arg-type]
             )
         deadline = time.monotonic() + 60
