@@ -57,6 +57,11 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
+def _aware(value: datetime) -> datetime:
+    # Schema columns read back aware UTC already (UTCDateTime); kept so callers stay simple.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _insert_new(session: Session, model: type[Base], values: dict[str, Any]) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING: whether this call inserted the row.
 
@@ -131,9 +136,9 @@ def _action(row: ActionRow, version: ActionVersionRow) -> Action:
         policy=_policy(version.policy),
         description=version.description,
         created_by=row.created_by,
-        created_at=row.created_at,
+        created_at=_aware(row.created_at),
         updated_by=row.updated_by,
-        updated_at=row.updated_at,
+        updated_at=_aware(row.updated_at),
         endpoint=version.endpoint,
         user_waiting_text=version.user_waiting_text,
         user_success_text=version.user_success_text,
@@ -291,9 +296,9 @@ def _conversation(row: ConversationRow) -> Conversation:
         messages=tuple(row.messages),
         handed_off=row.handed_off,
         hand_off_reason=row.hand_off_reason,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        ended_at=row.ended_at,
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+        ended_at=None if row.ended_at is None else _aware(row.ended_at),
     )
 
 
@@ -505,8 +510,8 @@ def _run(row: RunRow) -> RunResult:
         effects_applied=row.effects_applied,
         logs=row.logs,
         duration_ms=row.duration_ms,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
+        started_at=_aware(row.started_at),
+        finished_at=_aware(row.finished_at),
         conversation_id=row.conversation_id,
         caller_key_id=row.caller_key_id,
         image_digest=row.image_digest,
@@ -553,7 +558,7 @@ def claim_idempotency_key(
     """
     ensure_org(session, org_id)
     row = session.get(IdempotencyRow, (org_id, key))
-    if row is not None and (now() - row.created_at).total_seconds() > ttl_s:
+    if row is not None and (now() - _aware(row.created_at)).total_seconds() > ttl_s:
         session.delete(row)
         session.flush()
         row = None
