@@ -18,7 +18,9 @@ help:
 	@echo "make packages  install the servers the tests start (redis-server) when missing"
 	@echo "make image   build the sandbox image actioncage-sandbox:latest (skipped when current)"
 	@echo "make serve   run the control plane (ACTIONCAGE_HOST, ACTIONCAGE_PORT)"
-	@echo "make test    run pytest against the real engine and image (PYTEST_ARGS=...)"
+	@echo "make packages  install the servers the tests start (redis-server, postgresql-15) when missing"
+	@echo "make test    run pytest against the real engine and image, on SQLite then on"
+	@echo "             PostgreSQL 15 (PYTEST_ARGS=...)"
 	@echo "make lint    ruff check, ruff format --check and mypy"
 	@echo "make bench   latency and throughput over HTTP vs its peers (BENCH_ARGS=--quick)"
 	@echo "make clean   remove .venv, var/ and build artefacts (not Docker images)"
@@ -58,7 +60,8 @@ serve: venv engine image
 
 test: export TESTCONTAINERS_RYUK_DISABLED = true
 test: venv engine image browser packages
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	ACTIONCAGE_TEST_DB=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
+	ACTIONCAGE_TEST_DB=postgresql $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 BENCH_ARGS ?=
 

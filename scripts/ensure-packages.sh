@@ -11,6 +11,7 @@ while read -r command package; do
     command -v "$command" >/dev/null 2>&1 || missing+=("$package")
 done <<'PACKAGES'
 redis-server redis-server
+/usr/lib/postgresql/15/bin/initdb postgresql-15
 PACKAGES
 
 if ((${#missing[@]})); then

@@ -1,4 +1,8 @@
-"""Fixture chain: settings -> app -> client -> auth_headers; plus the real Docker engine."""
+"""Fixture chain: settings -> app -> client -> auth_headers; plus the real Docker engine.
+
+The database is SQLite, or with ACTIONCAGE_TEST_DB=postgresql a fresh database per test on
+a PostgreSQL 15 this session starts (tests/servers.py).
+"""
 
 from __future__ import annotations
 
@@ -29,12 +33,48 @@ Flask.test_client_class = CheckedClient
 
 # Fixtures of the servers tests start: redis_server, redis_url.
 pytest_plugins = ["tests.redis_server"]
+from tests import servers  # noqa: E402
 
 TEST_LABEL = "io.actioncage.test"
 # Unique per test session, so parallel sessions on one engine never remove each other's.
 SESSION = uuid.uuid4().hex[:12]
 IMAGE = os.environ.get("ACTIONCAGE_SANDBOX_IMAGE") or "actioncage-sandbox:latest"
 API_KEY = "test-key-org-default"
+TEST_DB = os.environ.get("ACTIONCAGE_TEST_DB") or "sqlite"
+if TEST_DB not in ("sqlite", "postgresql"):
+    raise pytest.UsageError(f"ACTIONCAGE_TEST_DB={TEST_DB!r}: use sqlite or postgresql")
+
+
+def database_url(tmp_path: Path, name: str = "actioncage", backend: str | None = None) -> str:
+    """The URL of this test's database ``name``: an SQLite file in ``tmp_path``, or (backend
+    or ACTIONCAGE_TEST_DB ``postgresql``) a PostgreSQL database dropped after the test. The
+    same arguments give the same database.
+
+    SQLite starts empty; PostgreSQL starts as a copy of a database migrated once per session
+    (tests/store/ checks the migrations on empty ones, ``postgresql_url``)."""
+    if (backend or TEST_DB) == "postgresql":
+        return servers.postgres_url(tmp_path, name, migrated=True)
+    return f"sqlite:///{tmp_path / (name + '.db')}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_server() -> Iterator[None]:
+    yield
+    servers.stop_postgres()
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    yield
+    server = servers.running_postgres()
+    if server is not None:
+        server.drop_created()
+
+
+@pytest.fixture
+def postgresql_url(tmp_path: Path) -> str:
+    """A fresh, empty PostgreSQL database whatever ACTIONCAGE_TEST_DB says."""
+    return servers.postgres_url(tmp_path, "pg")
 
 
 def _engine() -> docker.DockerClient | None:
@@ -91,7 +131,6 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60) -> bool:
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "database_url": f"sqlite:///{tmp_path / 'actioncage.db'}",
         "api_key": API_KEY,
         "container_labels": {TEST_LABEL: SESSION},
         "sandbox_image": IMAGE,
@@ -99,6 +138,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "pool_size": 0,
     }
     values.update(overrides)
+    if "database_url" not in values:
+        values["database_url"] = database_url(tmp_path)
     return Settings(**values)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import IMAGE, SESSION, TEST_LABEL
+from tests.conftest import IMAGE, SESSION, TEST_LABEL, database_url
 from tests.openapi_check import http
 
 __all__ = ["ACTIONCAGE", "free_port", "http", "serve_env", "served", "served_process"]
@@ -27,7 +27,7 @@ def serve_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONCAGE_")}
     env.update(
         {
-            "ACTIONCAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
+            "ACTIONCAGE_DATABASE_URL": database_url(tmp_path, "served"),
             "ACTIONCAGE_CONTAINER_LABELS": f"{TEST_LABEL}={SESSION}",
             "ACTIONCAGE_SANDBOX_IMAGE": IMAGE,
             **extra,

@@ -1,5 +1,5 @@
 """The ``actioncage`` command: serve, run, image build, keys (create, list, revoke), org,
-audit."""
+db upgrade, audit."""
 
 from __future__ import annotations
 
@@ -177,8 +177,8 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from actioncage.store import Store, repo
 
     store = Store(settings.database_url)
-    store.create_all()
-    with store.session() as s:
+    store.upgrade()
+    with store, store.session() as s:
         key, secret = repo.create_key(s, args.org)
     print(secret)
     print(f"key id {key.id} for org {key.org_id}", file=sys.stderr)
@@ -190,7 +190,7 @@ def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
     from actioncage.store import Store, repo
 
     store = Store(settings.database_url)
-    store.create_all()
+    store.upgrade()
     with store.session() as s:
         keys = repo.list_keys(s, args.org)
     rows = [("ID", "ORG", "CREATED", "REVOKED")] + [
@@ -216,7 +216,7 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     from actioncage.store import Store, repo
 
     store = Store(settings.database_url)
-    store.create_all()
+    store.upgrade()
     with store.session() as s:
         key = repo.revoke_key(s, args.key_id)
     shared = build_shared(settings, store)
@@ -248,8 +248,8 @@ def _org_set_policy(args: argparse.Namespace, settings: Settings) -> int:
     from actioncage.store import Store, repo
 
     store = Store(settings.database_url)
-    store.create_all()
-    with store.session() as s:
+    store.upgrade()
+    with store, store.session() as s:
         current = repo.find_org_policy(s, args.org) or OrgPolicy()
         changes: dict[str, Any] = {}
         for name, _ in _ORG_LIMITS:
@@ -282,10 +282,20 @@ def _org_show_policy(args: argparse.Namespace, settings: Settings) -> int:
     from actioncage.store import Store, repo
 
     store = Store(settings.database_url)
-    store.create_all()
-    with store.session() as s:
+    store.upgrade()
+    with store, store.session() as s:
         policy = repo.find_org_policy(s, args.org)
     print(json.dumps({"org": args.org, **(asdict(policy) if policy else {})}, indent=2))
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    """Migrate ACTIONCAGE_DATABASE_URL's schema to the newest revision and say so."""
+    from actioncage.store import Store
+
+    with Store(settings.database_url) as store:
+        revision = store.upgrade()
+    print(f"{store.shown_url}: at revision {revision}")
     return 0
 
 
@@ -355,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     show_policy = org_sub.add_parser("show-policy", help="print the org's ceilings")
     show_policy.add_argument("org")
     show_policy.set_defaults(func=_org_show_policy)
+    db = sub.add_parser("db", help="the database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_upgrade = db_sub.add_parser("upgrade", help="migrate the schema to the newest revision")
+    db_upgrade.set_defaults(func=_db_upgrade)
     audit = sub.add_parser(
         "audit", help="run escape and abuse attempts against the live configuration"
     )
@@ -363,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Alembic narrates every step at INFO; store.migrate logs the one line that matters.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()
         return int(args.func(args, settings))

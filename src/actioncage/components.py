@@ -104,7 +104,7 @@ def build(settings: Settings, role: str = "serve") -> Components:
     Raises ConfigError for a database that cannot be opened.
     """
     store = Store(settings.database_url)
-    store.create_all()
+    store.upgrade()
     if settings.api_key:
         with store.session() as s:
             repo.create_key(s, "default", settings.api_key)

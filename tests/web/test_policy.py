@@ -21,7 +21,7 @@ from actioncage.runs.tenant_limits import TenantLimiter
 from actioncage.sandbox.limits import SECCOMP_PROFILE_PATH, seccomp_profile
 from actioncage.shared.memory import MemoryConcurrency, MemoryRateLimits
 from actioncage.store import repo
-from tests.conftest import SESSION, TEST_LABEL, make_settings
+from tests.conftest import SESSION, TEST_LABEL, database_url, make_settings
 
 _OK = "def execute_action(context):\n    return 1\n"
 
@@ -261,7 +261,7 @@ def test_limiter_refuses_past_its_limits_and_gives_slots_back(tmp_path: Path) ->
 def test_cli_sets_and_shows_org_policy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("ACTIONCAGE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("ACTIONCAGE_DATABASE_URL", database_url(tmp_path, "cli"))
     assert main(["org", "set-policy", "acme", "--max-timeout-ms", "5000", "--restricted"]) == 0
     assert main(["org", "set-policy", "acme", "--runs-per-minute", "30"]) == 0
     assert main(["org", "set-policy", "acme", "--egress", "api.example.com,*.acme.test:443"]) == 0

@@ -286,7 +286,7 @@ class Executor:
         # Effects and the audit record land together or not at all.
         with self._store.session() as s:
             if applied and conversation is not None:
-                current = repo.get_conversation(s, action.org_id, conversation.id)
+                current = repo.get_conversation(s, action.org_id, conversation.id, lock=True)
                 repo.apply_to_conversation(
                     s, action.org_id, conversation.id, apply_effects(current, outcome.effects)
                 )

@@ -1,40 +1,88 @@
-"""Store: the engine plus a session() unit-of-work context manager."""
+"""store/: the engine plus a session() unit-of-work context manager, and upgrade()."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from actioncage.errors import ConfigError
-from actioncage.store.schema import Base
+
+# pg_advisory_xact_lock key held while migrating: any fixed 64-bit number of our own.
+_MIGRATION_LOCK = 0x61635F6D6967  # "ac_mig"
 
 
 class Store:
-    """Owns the database engine; ``session()`` commits on success and rolls back on error."""
+    """Owns the database engine; ``session()`` commits on success and rolls back on error.
+
+    ``url`` is SQLite (``sqlite:///path``, or ``sqlite:///:memory:`` for one process) or
+    PostgreSQL through psycopg 3 (``postgresql+psycopg://``; plain ``postgresql://`` means
+    the same). Raises ConfigError for a URL that cannot work.
+    """
 
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.engine: Engine = create_engine(url)
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise ConfigError(f"ACTIONCAGE_DATABASE_URL: {exc}") from exc
+        options: dict[str, Any] = {}
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        if parsed.get_backend_name() == "postgresql":
+            # A server restart or idle cut leaves dead pooled connections: test before use.
+            options["pool_pre_ping"] = True
+        elif parsed.get_backend_name() == "sqlite":
+            if parsed.database in (None, "", ":memory:"):
+                # One connection for every thread: each new one would see an empty database.
+                options["poolclass"] = StaticPool
+                options["connect_args"] = {"check_same_thread": False}
+            else:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine: Engine = create_engine(parsed, **options)
         except (SQLAlchemyError, ValueError, ImportError) as exc:
             raise ConfigError(f"ACTIONCAGE_DATABASE_URL: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def create_all(self) -> None:
-        """Create missing tables."""
+    @property
+    def shown_url(self) -> str:
+        """The database URL with its password hidden, for logs and the CLI."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def upgrade(self) -> str:
+        """Migrate the schema to the newest revision (adopting a database made by the old
+        ``create_all``) and return that revision. Raises ConfigError when it cannot.
+
+        Safe when several processes start at once: on PostgreSQL the upgrade runs holding a
+        transaction-level advisory lock, on SQLite inside BEGIN IMMEDIATE (the write lock);
+        whoever comes second waits, then finds the schema current and changes nothing.
+        """
+        from actioncage.store import migrate
+
         try:
-            Base.metadata.create_all(self.engine)
+            with self.engine.connect() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+                elif conn.dialect.name == "sqlite":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                revision = migrate.upgrade(conn)
+                conn.commit()
         except SQLAlchemyError as exc:
-            raise ConfigError(f"ACTIONCAGE_DATABASE_URL: cannot create tables: {exc}") from exc
+            raise ConfigError(f"ACTIONCAGE_DATABASE_URL: cannot upgrade the schema: {exc}") from exc
+        return revision
+
+    def create_all(self) -> None:
+        """The name callers used before migrations: runs ``upgrade()``."""
+        self.upgrade()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -43,7 +91,14 @@ class Store:
             yield session
 
     def dispose(self) -> None:
+        """Close the pooled connections."""
         self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dispose()
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

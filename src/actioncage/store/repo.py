@@ -6,9 +6,10 @@ import hashlib
 import secrets
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Insert, Table, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -42,6 +43,7 @@ from actioncage.store.schema import (
     ActionRow,
     ActionVersionRow,
     ApiKeyRow,
+    Base,
     ConversationRow,
     IdempotencyRow,
     OrgPolicyRow,
@@ -59,8 +61,26 @@ def new_id(prefix: str) -> str:
 
 
 def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
+    # Schema columns read back aware UTC already (UTCDateTime); kept so callers stay simple.
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _insert_new(session: Session, model: type[Base], values: dict[str, Any]) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING: whether this call inserted the row.
+
+    Two transactions inserting the same key at once: the second waits for the first and
+    then does nothing, where a plain INSERT would fail (and, on PostgreSQL, spoil the rest
+    of its transaction).
+    """
+    stmt: Insert
+    # Core, not ORM, insert: values are keyed by column name (conversations.metadata).
+    table = cast(Table, model.__table__)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = postgresql.insert(table).values(values).on_conflict_do_nothing()
+    else:
+        stmt = sqlite.insert(table).values(values).on_conflict_do_nothing()
+    # RETURNING, not rowcount: drivers need not report a count for an INSERT.
+    return session.execute(stmt.returning(*table.primary_key.columns)).first() is not None
 
 
 # --- orgs and keys -------------------------------------------------------------------------
@@ -71,25 +91,28 @@ def hash_key(secret: str) -> str:
 
 
 def ensure_org(session: Session, org_id: str) -> None:
-    """Create the org if it does not exist."""
+    """Create the org if it does not exist (concurrent first calls both succeed)."""
     if session.get(OrgRow, org_id) is None:
-        session.add(OrgRow(id=org_id, created_at=now()))
-        session.flush()
+        _insert_new(session, OrgRow, {"id": org_id, "created_at": now()})
 
 
 def create_key(session: Session, org_id: str, secret: str | None = None) -> tuple[ApiKey, str]:
     """Store a new key for ``org_id`` (hashed). Returns the key and its secret, shown once."""
     ensure_org(session, org_id)
     secret = secret or "ac_" + secrets.token_urlsafe(32)
-    existing = session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(secret)))
-    if existing is not None:
-        if existing.org_id != org_id:
-            raise ConflictError("that key already belongs to another org")
-        return ApiKey(id=existing.id, org_id=existing.org_id), secret
-    row = ApiKeyRow(id=new_id("key"), org_id=org_id, key_hash=hash_key(secret), created_at=now())
-    session.add(row)
-    session.flush()
-    return ApiKey(id=row.id, org_id=org_id), secret
+    # Two processes booting with the same ACTIONCAGE_API_KEY both get here: one inserts,
+    # the other finds its row.
+    _insert_new(
+        session,
+        ApiKeyRow,
+        {"id": new_id("key"), "org_id": org_id, "key_hash": hash_key(secret), "created_at": now()},
+    )
+    row = session.execute(
+        select(ApiKeyRow.id, ApiKeyRow.org_id).where(ApiKeyRow.key_hash == hash_key(secret))
+    ).one()
+    if row.org_id != org_id:
+        raise ConflictError("that key already belongs to another org")
+    return ApiKey(id=row.id, org_id=row.org_id), secret
 
 
 def find_key(session: Session, secret: str) -> ApiKey | None:
@@ -327,7 +350,7 @@ def find_conversation(session: Session, org_id: str, conversation_id: str) -> Co
 
 def end_conversation(session: Session, org_id: str, conversation_id: str) -> Conversation:
     """Mark the conversation ended. Raises ConversationNotFoundError, ConflictError if ended."""
-    row = _conversation_row(session, org_id, conversation_id)
+    row = _conversation_row(session, org_id, conversation_id, lock=True)
     if row.ended_at is not None:
         raise ConflictError(f"conversation {conversation_id!r} has already ended")
     row.ended_at = row.updated_at = now()
@@ -343,44 +366,76 @@ def create_conversation(
     metadata: dict[str, Any],
     tags: list[str],
 ) -> Conversation:
-    """Store a new conversation. Raises ConflictError when the id is taken."""
+    """Store a new conversation. Raises ConflictError when the id is taken (also when
+    another transaction takes it at the same moment)."""
     ts = now()
-    row = ConversationRow(
-        org_id=org_id,
-        id=conversation_id or new_id("conv"),
-        metadata_=metadata,
-        tags=tags,
-        events=[],
-        messages=messages,
-        handed_off=False,
-        hand_off_reason=None,
-        created_at=ts,
-        updated_at=ts,
+    conversation_id = conversation_id or new_id("conv")
+    created = _insert_new(
+        session,
+        ConversationRow,
+        {
+            "org_id": org_id,
+            "id": conversation_id,
+            "metadata": metadata,
+            "tags": tags,
+            "events": [],
+            "messages": messages,
+            "handed_off": False,
+            "hand_off_reason": None,
+            "created_at": ts,
+            "updated_at": ts,
+        },
     )
-    if session.get(ConversationRow, (org_id, row.id)) is not None:
-        raise ConflictError(f"a conversation with id {row.id!r} already exists")
-    session.add(row)
-    session.flush()
-    return _conversation(row)
+    if not created:
+        raise ConflictError(f"a conversation with id {conversation_id!r} already exists")
+    return get_conversation(session, org_id, conversation_id)
 
 
-def _conversation_row(session: Session, org_id: str, conversation_id: str) -> ConversationRow:
-    row = session.get(ConversationRow, (org_id, conversation_id), with_for_update=True)
+def _conversation_row(
+    session: Session, org_id: str, conversation_id: str, lock: bool = False
+) -> ConversationRow:
+    if lock:
+        _lock_on_sqlite(
+            session,
+            update(ConversationRow)
+            .where(ConversationRow.org_id == org_id, ConversationRow.id == conversation_id)
+            .values(handed_off=ConversationRow.handed_off),
+        )
+    # populate_existing: a row this session read before may be stale by now.
+    row = session.get(
+        ConversationRow, (org_id, conversation_id), with_for_update=lock, populate_existing=lock
+    )
     if row is None:
         raise ConversationNotFoundError(f"no conversation {conversation_id!r}")
     return row
 
 
-def get_conversation(session: Session, org_id: str, conversation_id: str) -> Conversation:
-    """The conversation. Raises ConversationNotFoundError."""
-    return _conversation(_conversation_row(session, org_id, conversation_id))
+def _lock_on_sqlite(session: Session, touch: Any) -> None:
+    # SQLite has no row locks and ignores FOR UPDATE, but any write takes the database's
+    # write lock until commit (BEGIN IMMEDIATE semantics): a no-op UPDATE of the row before
+    # reading it keeps every other writer out until this transaction ends.
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(touch.execution_options(synchronize_session=False))
+
+
+def get_conversation(
+    session: Session, org_id: str, conversation_id: str, lock: bool = False
+) -> Conversation:
+    """The conversation. Raises ConversationNotFoundError.
+
+    ``lock``: hold the row until the session ends (SELECT ... FOR UPDATE on PostgreSQL, the
+    write lock on SQLite), so a read-modify-write of it (``apply_to_conversation``) loses no
+    concurrent writer's change.
+    """
+    return _conversation(_conversation_row(session, org_id, conversation_id, lock=lock))
 
 
 def apply_to_conversation(
     session: Session, org_id: str, conversation_id: str, updated: Conversation
 ) -> None:
-    """Write the state ``updated`` holds (computed from the row's current state)."""
-    row = _conversation_row(session, org_id, conversation_id)
+    """Write the state ``updated`` holds, computed from the row as read in this session with
+    ``get_conversation(..., lock=True)``."""
+    row = _conversation_row(session, org_id, conversation_id, lock=True)
     row.metadata_ = dict(updated.metadata)
     row.tags = list(updated.tags)
     row.events = list(updated.events)
@@ -522,7 +577,11 @@ def find_key_by_id(session: Session, key_id: str) -> ApiKey | None:
 def webhook_secret(session: Session, org_id: str) -> str:
     """The org's webhook signing secret, made on first use."""
     ensure_org(session, org_id)
-    row = session.get(OrgRow, org_id, with_for_update=True)
+    _lock_on_sqlite(
+        session,
+        update(OrgRow).where(OrgRow.id == org_id).values(webhook_secret=OrgRow.webhook_secret),
+    )
+    row = session.get(OrgRow, org_id, with_for_update=True, populate_existing=True)
     assert row is not None
     if row.webhook_secret is None:
         row.webhook_secret = "whsec_" + secrets.token_urlsafe(32)
@@ -556,15 +615,17 @@ def claim_idempotency_key(
         session.flush()
         row = None
     if row is None:
-        session.add(
-            IdempotencyRow(org_id=org_id, key=key, fingerprint=fingerprint, created_at=now())
+        # Of concurrent first claims one inserts; the others hear "in progress", wait and
+        # then replay its answer.
+        claimed = _insert_new(
+            session,
+            IdempotencyRow,
+            {"org_id": org_id, "key": key, "fingerprint": fingerprint, "created_at": now()},
         )
-        try:
-            session.flush()
-        except IntegrityError as exc:
+        if not claimed:
             raise IdempotencyInProgressError(
                 "a request with this Idempotency-Key is still being processed"
-            ) from exc
+            )
         return None
     if row.fingerprint != fingerprint:
         raise ConflictError("this Idempotency-Key was already used with a different request")
