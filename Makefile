@@ -15,7 +15,6 @@ help:
 	@echo "make venv    create .venv and install actioncage[test] (when pyproject.toml changed)"
 	@echo "make engine  make sure a Docker engine answers (start or install it)"
 	@echo "make browser  install Debian's chromium for the dashboard tests (when missing)"
-	@echo "make packages  install the servers the tests start (redis-server) when missing"
 	@echo "make image   build the sandbox image actioncage-sandbox:latest (skipped when current)"
 	@echo "make serve   run the control plane (ACTIONCAGE_HOST, ACTIONCAGE_PORT)"
 	@echo "make packages  install the servers the tests start (redis-server, postgresql-15) when missing"
