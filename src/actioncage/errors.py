@@ -86,6 +86,11 @@ class ConflictError(ActioncageError):
     """A unique value (an action name) is already taken."""
 
 
+class RunAlreadyEndedError(ConflictError):
+    """A run's "running" record was completed by someone else first (a reaper ended it as
+    "executor lost" while this process was cut off): the late outcome must not land."""
+
+
 class IdempotencyInProgressError(ConflictError):
     """The first call made with this Idempotency-Key has not answered yet."""
 

@@ -28,3 +28,9 @@ def test_most_specific_class_decides_the_kind() -> None:
     assert kind_of(errors.BusyError("busy")) == "busy"
     assert kind_of(errors.EngineUnavailableError("down")) == "engine_unavailable"
     assert kind_of(errors.ActionNotFoundError("no action")) == "not_found"
+
+
+def test_shared_state_down_is_503_on_every_front_door() -> None:
+    assert kind_of(errors.SharedStateError("redis down")) == "shared_state_unavailable"
+    kind = "shared_state_unavailable"
+    assert NATIVE[kind] == RASA[kind] == BOTPRESS[kind][0] == 503

@@ -16,7 +16,7 @@ from actioncage.actions.restricted import IMPORT_ALLOWLIST
 from actioncage.actions.validation import args_problems
 from actioncage.egress.guard import guard_from_settings, parse_patterns
 from actioncage.egress.proxy import SOCKET_NAME, EgressProxy
-from actioncage.errors import SandboxError, ValidationFailedError
+from actioncage.errors import RunAlreadyEndedError, SandboxError, ValidationFailedError
 from actioncage.hostcalls.registry import HostCalls
 from actioncage.metrics import Metrics
 from actioncage.models import (
@@ -284,13 +284,20 @@ class Executor:
             front_door=front_door,
         )
         # Effects and the audit record land together or not at all.
-        with self._store.session() as s:
-            if applied and conversation is not None:
-                current = repo.get_conversation(s, action.org_id, conversation.id, lock=True)
-                repo.apply_to_conversation(
-                    s, action.org_id, conversation.id, apply_effects(current, outcome.effects)
-                )
-            repo.add_run(s, result, replaces_placeholder=placeholder)
+        try:
+            with self._store.session() as s:
+                repo.add_run(s, result, replaces_placeholder=placeholder)
+                if applied and conversation is not None:
+                    current = repo.get_conversation(s, action.org_id, conversation.id, lock=True)
+                    repo.apply_to_conversation(
+                        s, action.org_id, conversation.id, apply_effects(current, outcome.effects)
+                    )
+        except RunAlreadyEndedError:
+            # A reaper ended this run ("executor lost") while this process was cut off from
+            # the store: that record stands, and this outcome's effects are not applied.
+            log.warning("run %s: already ended elsewhere; its late outcome is dropped", run_id)
+            with self._store.session() as s:
+                return repo.get_run(s, action.org_id, run_id)
         if self._metrics is not None:
             self._metrics.observe_run(result)
         return result

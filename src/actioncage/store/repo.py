@@ -19,6 +19,7 @@ from actioncage.errors import (
     ConversationNotFoundError,
     IdempotencyInProgressError,
     KeyNotFoundError,
+    RunAlreadyEndedError,
     RunNotFoundError,
 )
 from actioncage.models import (
@@ -449,7 +450,11 @@ def apply_to_conversation(
 
 
 def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False) -> None:
-    """Store the audit record of one run, or complete its "running" placeholder."""
+    """Store the audit record of one run, or complete its "running" placeholder.
+
+    Raises RunAlreadyEndedError when the placeholder is no longer "running" (a reaper ended
+    it first): the caller's transaction then rolls back, effects included.
+    """
     values: dict[str, Any] = {
         "id": run.run_id,
         "org_id": run.org_id,
@@ -474,8 +479,14 @@ def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False
         "front_door": None if run.front_door is None else str(run.front_door),
     }
     if replaces_placeholder:
-        session.merge(RunRow(**values))
-        session.flush()
+        # Only a record still "running" is completed: the first outcome recorded wins.
+        done = session.execute(
+            update(RunRow)
+            .where(RunRow.id == run.run_id, RunRow.status == str(RunStatus.RUNNING))
+            .values({k: v for k, v in values.items() if k != "id"})
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            raise RunAlreadyEndedError(f"run {run.run_id} was already ended")
     else:
         # A new run is one plain INSERT: no identity map, no unit of work on the hot path.
         session.execute(insert(RunRow), [values])

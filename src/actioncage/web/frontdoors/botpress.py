@@ -38,6 +38,7 @@ _TYPES: dict[str, tuple[int, str]] = {
     "overloaded": (429, "RateLimited"),
     "rate_limited": (429, "RateLimited"),
     "busy": (429, "RateLimited"),
+    "shared_state_unavailable": (503, "Internal"),
     "engine_unavailable": (503, "Internal"),
     "sandbox_error": (503, "Internal"),
     "host_call_failed": (502, "Internal"),

@@ -57,6 +57,7 @@ _STATUS: dict[str, int] = {
     "overloaded": 429,
     "rate_limited": 429,
     "busy": 429,
+    "shared_state_unavailable": 503,
     "engine_unavailable": 503,
     "sandbox_error": 503,
     "host_call_failed": 502,
