@@ -191,7 +191,7 @@ def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
     store = Store(settings.database_url)
     store.upgrade()
-    with store.session() as s:
+    with store, store.session() as s:
         keys = repo.list_keys(s, args.org)
     rows = [("ID", "ORG", "CREATED", "REVOKED")] + [
         (
@@ -217,13 +217,14 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
     store = Store(settings.database_url)
     store.upgrade()
-    with store.session() as s:
-        key = repo.revoke_key(s, args.key_id)
-    shared = build_shared(settings, store)
-    try:
-        shared.revocations.revoked(key.id)
-    finally:
-        shared.close()
+    with store:
+        with store.session() as s:
+            key = repo.revoke_key(s, args.key_id)
+        shared = build_shared(settings, store)
+        try:
+            shared.revocations.revoked(key.id)
+        finally:
+            shared.close()
     assert key.revoked_at is not None
     when = key.revoked_at.isoformat(timespec="seconds")
     print(f"key {key.id} of org {key.org_id} revoked at {when}")

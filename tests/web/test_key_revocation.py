@@ -62,9 +62,11 @@ def test_revoking_an_unknown_key_id_fails_with_a_clear_message(
 @contextmanager
 def _apps(settings: Settings) -> Iterator[tuple[Flask, Flask]]:
     a, b = create_app(settings), create_app(settings)
-    yield a, b
-    a.extensions["actioncage"].close()
-    b.extensions["actioncage"].close()
+    try:
+        yield a, b
+    finally:
+        a.extensions["actioncage"].close()
+        b.extensions["actioncage"].close()
 
 
 @pytest.fixture(params=["in-process", "redis"])

@@ -10,7 +10,7 @@ import requests
 
 from actioncage.models import OrgPolicy
 from actioncage.store import Store, repo
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, database_url
 from tests.served import served
 
 OK = "def execute_action(context):\n    return 1\n"
@@ -24,7 +24,7 @@ def test_an_org_limited_to_10_runs_a_minute_gets_10_over_two_processes(
     env["ACTIONCAGE_POOL_SIZE"] = "0"
     headers = {"Authorization": f"Bearer {API_KEY}"}
     with served(tmp_path, **env) as a, served(tmp_path, **env) as b:
-        store = Store(f"sqlite:///{tmp_path / 'served.db'}")
+        store = Store(database_url(tmp_path, "served"))
         with store.session() as s:
             repo.set_org_policy(s, "default", OrgPolicy(runs_per_minute=10))
         store.dispose()
