@@ -25,7 +25,7 @@ from actioncage.runs.service import ConversationRef, RunRequest
 from actioncage.store import repo
 from actioncage.web import calls
 from actioncage.web.auth import authenticate, current_key, key_from_request
-from actioncage.web.errors import error_headers, kind_of
+from actioncage.web.errors import NATIVE, error_headers, kind_of
 
 bp = Blueprint("rasa", __name__)
 
@@ -44,25 +44,10 @@ def _auth() -> None:
     authenticate(key_from_request() or request.args.get("token"))
 
 
-# The error kinds (web/errors.py KINDS) to the Rasa action server's statuses: 400 is
-# Rasa's ActionExecutionRejection, 449 asks for the domain; the rest keep the native meaning.
-_STATUS: dict[str, int] = {
-    "unauthorized": 401,
-    "not_found": 404,
-    "bad_request": 400,
-    "invalid_code": 422,
-    "policy_violation": 422,
-    "validation_failed": 422,
-    "conflict": 409,
-    "overloaded": 429,
-    "rate_limited": 429,
-    "busy": 429,
-    "shared_state_unavailable": 503,
-    "engine_unavailable": 503,
-    "sandbox_error": 503,
-    "host_call_failed": 502,
-    "internal_error": 500,
-}
+# The error kinds (web/errors.py KINDS) to the Rasa action server's statuses: the native
+# ones (Rasa reads only the status and our {error, action_name} body); besides them, 400 is
+# Rasa's ActionExecutionRejection and 449 asks for the domain (the handler below).
+_STATUS: dict[str, int] = dict(NATIVE)
 
 
 @bp.errorhandler(errors.ActioncageError)
