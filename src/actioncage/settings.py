@@ -35,6 +35,9 @@ class Settings:
     pids_limit: int = 64
     tmpfs_mb: int = 16
     max_output_bytes: int = 1024 * 1024
+    # An execute response carries at most this many bytes of the run's logs (their end); the
+    # run record keeps them all, up to max_output_bytes.
+    response_logs_bytes: int = 64 * 1024
     max_host_calls: int = 20
     max_code_bytes: int = 256 * 1024
     max_request_bytes: int = 4 * 1024 * 1024
@@ -122,6 +125,7 @@ class Settings:
             ("pids_limit", self.pids_limit >= 8),
             ("tmpfs_mb", self.tmpfs_mb >= 1),
             ("max_output_bytes", self.max_output_bytes >= 1024),
+            ("response_logs_bytes", self.response_logs_bytes >= 256),
             ("max_host_calls", self.max_host_calls >= 0),
             ("key_cache_s", 0 <= self.key_cache_s <= 3600),
             ("key_runs_per_minute", self.key_runs_per_minute >= 0),

@@ -277,6 +277,14 @@ def get_action(session: Session, org_id: str, id_or_name: str) -> Action:
     return _action(row, version)
 
 
+def find_action(session: Session, org_id: str, id_or_name: str) -> Action | None:
+    """The current version of the action with this id or name, or None."""
+    try:
+        return get_action(session, org_id, id_or_name)
+    except ActionNotFoundError:
+        return None
+
+
 def list_actions(session: Session, org_id: str) -> list[Action]:
     """Every live action of the org, by name."""
     rows = session.scalars(

@@ -23,7 +23,7 @@ from actioncage.models import (
 from actioncage.runs.idempotency import Answer
 from actioncage.runs.service import ConversationRef, RunRequest
 from actioncage.store import repo
-from actioncage.web import calls
+from actioncage.web import calls, wire
 from actioncage.web.auth import authenticate, current_key, key_from_request
 from actioncage.web.errors import error_headers, kind_of
 
@@ -89,7 +89,7 @@ def webhook() -> tuple[Response, int]:
     key = current_key()
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise errors.BadRequestError("the request body must be a JSON object")
+        raise errors.BadRequestError(wire.body_problem())
     name = body.get("next_action")
     if not isinstance(name, str) or not name:
         raise errors.BadRequestError("next_action must be the name of an action")
