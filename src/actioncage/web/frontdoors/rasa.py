@@ -227,6 +227,12 @@ def _response(action: Action, run: RunResult, domain: dict[str, Any]) -> dict[st
         responses.extend(passed_responses)
     elif isinstance(output, str) and output:
         responses.append(_text(output))
+    elif output is not None and output != {} and not action.user_success_text:
+        # Any other output reaches the bot as a custom payload (an object as it is, anything
+        # else under "output") rather than being dropped.
+        responses.append(
+            _message(custom=output if isinstance(output, dict) else {"output": output})
+        )
     if action.user_success_text:
         responses.append(_text(action.user_success_text))
     return {"events": events, "responses": responses}
