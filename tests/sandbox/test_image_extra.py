@@ -75,7 +75,9 @@ def test_extra_requirements_are_installed_offline_and_change_the_digest(
         try:
             client = app.test_client()
             headers = {"Authorization": "Bearer test-key-org-default"}
-            code = "import greetpkg\ndef execute_action(context):\n    return greetpkg.greet('Ada')\n"
+            code = (
+                "import greetpkg\ndef execute_action(context):\n    return greetpkg.greet('Ada')\n"
+            )
             made = client.post("/v1/actions", json={"name": "g", "code": code}, headers=headers)
             run = client.post("/v1/actions/g/execute", json={}, headers=headers).get_json()
             assert made.status_code == 201 and run["status"] == "ok", run
