@@ -78,8 +78,10 @@ NAV: list[tuple[str, str]] = [
 _API_PREFIXES = ("/v1/", "/ui/", "/webhook", "/health", "/metrics", "/openapi.json")
 # Plain form posts: a browser gets an error page from these too.
 _FORM_PATHS = ("/login", "/logout", "/keys")
+# Styles: our sheet, plus the code editor's own style elements, which carry this response's
+# nonce (CodeMirror's cspNonce); scripts only from our static folder.
 _CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'nonce-{nonce}'; img-src 'self'; "
     "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 
@@ -113,7 +115,7 @@ def csrf_token() -> str:
 
 @bp.app_context_processor
 def _template_globals() -> dict[str, Any]:
-    return {"csrf_token": csrf_token, "nav": NAV}
+    return {"csrf_token": csrf_token, "style_nonce": style_nonce, "nav": NAV}
 
 
 @bp.app_template_filter("pretty")
@@ -156,8 +158,16 @@ def _headers(response: Response) -> Response:
     return _secure(response)
 
 
+def style_nonce() -> str:
+    """This response's nonce for the code editor's style elements."""
+    if "style_nonce" not in g:
+        g.style_nonce = secrets.token_urlsafe(16)
+    nonce: str = g.style_nonce
+    return nonce
+
+
 def _secure(response: Response) -> Response:
-    response.headers["Content-Security-Policy"] = _CSP
+    response.headers["Content-Security-Policy"] = _CSP.format(nonce=style_nonce())
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers.setdefault("Cache-Control", "no-store")

@@ -34,6 +34,12 @@ const markField = StateField.define({
   ],
 });
 
+// The page's Content-Security-Policy admits style elements carrying this nonce only.
+function styleNonce() {
+  const meta = document.querySelector('meta[name="style-nonce"]');
+  return meta ? meta.content : "";
+}
+
 function create(parent, options) {
   const opts = options || {};
   const view = new EditorView({
@@ -41,6 +47,7 @@ function create(parent, options) {
     state: EditorState.create({
       doc: opts.doc || "",
       extensions: [
+        EditorView.cspNonce.of(styleNonce()),
         basicSetup,
         python(),
         keymap.of([indentWithTab]),
