@@ -9,7 +9,7 @@ VENV = .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv engine image browser packages serve test lint clean bench
+.PHONY: help venv engine image browser packages editor serve test lint clean bench screenshots
 
 help:
 	@echo "make venv    create .venv and install actioncage[test] (when pyproject.toml changed)"
@@ -17,6 +17,8 @@ help:
 	@echo "make browser  install Debian's chromium for the dashboard tests (when missing)"
 	@echo "make image   build the sandbox image actioncage-sandbox:latest (skipped when current)"
 	@echo "make serve   run the control plane (ACTIONCAGE_HOST, ACTIONCAGE_PORT)"
+	@echo "make editor  rebuild the dashboard's code editor bundle (CodeMirror 6, npm + esbuild)"
+	@echo "make screenshots  every dashboard page at 1440 and 390 px, into var/screenshots/"
 	@echo "make packages  install the servers the tests start (redis-server, postgresql-15) when missing"
 	@echo "make test    run pytest against the real engine and image, on SQLite then on"
 	@echo "             PostgreSQL 15 (PYTEST_ARGS=...)"
@@ -53,6 +55,18 @@ browser:
 packages:
 	bash scripts/ensure-packages.sh
 
+# The dashboard's code editor: CodeMirror 6 from the npm registry, bundled by esbuild into
+# web/static/editor.js. The bundle is committed, so serving and testing need no npm; this
+# rebuilds it when editor.js or the pinned versions change (npm ci: the lock file's versions).
+EDITOR_DIR = src/actioncage/web/editor
+EDITOR_BUNDLE = src/actioncage/web/static/editor.js
+
+editor: $(EDITOR_BUNDLE)
+
+$(EDITOR_BUNDLE): $(EDITOR_DIR)/editor.js $(EDITOR_DIR)/package.json $(EDITOR_DIR)/package-lock.json
+	cd $(EDITOR_DIR) && npm ci --no-audit --no-fund && npm run build
+	touch $@
+
 serve: venv engine image
 	mkdir -p var
 	exec $(BIN)/actioncage serve
@@ -72,6 +86,13 @@ bench/.venv/.installed: bench/requirements.txt
 
 bench: venv engine image bench/.venv/.installed
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Screenshots of every dashboard page at 1440 and 390 px (the browser tests write them).
+screenshots: export ACTIONCAGE_SCREENSHOTS = $(abspath var/screenshots)
+screenshots: venv engine image browser
+	mkdir -p var/screenshots
+	$(BIN)/python -m pytest -q tests/web/test_dashboard_browser.py $(PYTEST_ARGS)
+	@echo "screenshots in var/screenshots/"
 
 lint: venv
 	$(BIN)/ruff check src runtime tests

@@ -9,6 +9,11 @@
 #   BASE_IMAGE                default python:3.11-slim, else the local debootstrap base
 #   ACTIONCAGE_SANDBOX_IMAGE  the tag to build, default actioncage-sandbox:latest
 #   PYTHON                    host interpreter with pip for downloading the wheels
+#   ACTIONCAGE_SANDBOX_REQUIREMENTS
+#                             the operator's extra packages, a pip requirements file (default
+#                             sandbox-image/extra-requirements.txt when it exists): built into
+#                             wheels on this host, installed offline into the image, and part
+#                             of the inputs, so changing it rebuilds the image (a new digest)
 # Prints progress on stderr and, last on stdout, the image ID (also in var/sandbox-image.digest).
 set -euo pipefail
 
@@ -31,7 +36,7 @@ force=0
 for arg in "$@"; do
     case "$arg" in
         --force) force=1 ;;
-        -h | --help) sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h | --help) sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) die "unknown argument: $arg (try --help)" ;;
     esac
 done
@@ -54,6 +59,29 @@ mkdir -p "$repo_root/var"
 exec 9>"$repo_root/var/sandbox-image.lock"
 flock 9
 
+# The operator's extra packages: their requirements file and the wheels this host builds for
+# it (with their dependencies, held to the pinned versions above) go into build/extra/, which
+# the image build copies and installs offline. No extra file: an empty requirements file.
+extra_src="${ACTIONCAGE_SANDBOX_REQUIREMENTS:-$here/extra-requirements.txt}"
+extra="$here/build/extra"
+mkdir -p "$extra"
+if [[ -f "$extra_src" ]] && grep -qv '^[[:space:]]*\(#.*\)\{0,1\}$' "$extra_src"; then
+    if ! cmp -s "$extra_src" "$extra/requirements.txt" || [[ ! -f "$extra/.stamp" ]]; then
+        say "building wheels for the extra packages in $extra_src with $python"
+        rm -rf "$extra"
+        mkdir -p "$extra"
+        cp "$extra_src" "$extra/requirements.txt"
+        (cd "$(dirname "$extra_src")" && "$python" -m pip wheel --disable-pip-version-check \
+            --no-cache-dir -q -w "$extra" -c "$here/requirements.txt" -r "$extra_src") >&2 \
+            || die "pip wheel failed for $extra_src"
+        touch "$extra/.stamp"
+    fi
+else
+    rm -rf "$extra"
+    mkdir -p "$extra"
+    printf '# no extra packages\n' >"$extra/requirements.txt"
+fi
+
 # Everything that goes into the image, so a stale image is rebuilt without --force.
 inputs_hash() {
     (
@@ -61,8 +89,8 @@ inputs_hash() {
         printf 'base=%s\n' "$base_image"
         find Dockerfile.sandbox .dockerignore sandbox-image/provision.sh \
             sandbox-image/requirements.txt sandbox-image/installer.txt \
-            runtime/actioncage_runtime -type f \
-            ! -path '*/__pycache__/*' ! -name '*.py[co]' -print0 \
+            sandbox-image/build/extra runtime/actioncage_runtime -type f \
+            ! -path '*/__pycache__/*' ! -name '*.py[co]' ! -name .stamp -print0 \
             | LC_ALL=C sort -z | xargs -0 sha256sum
     ) | sha256sum | cut -d' ' -f1
 }
@@ -185,6 +213,7 @@ docker build --force-rm "${no_cache[@]}" -f "$repo_root/Dockerfile.sandbox" \
     --build-arg "BASE_IMAGE=$base_image" \
     --label "$inputs_label=$want" \
     --label "io.actioncage.base-image=$base_image" \
+    --label "io.actioncage.extra-requirements-sha256=$(sha256sum <"$extra/requirements.txt" | cut -d' ' -f1)" \
     -t "$image" "$repo_root" >&2 \
     || die "docker build failed"
 say "built $image in $((SECONDS - start))s"

@@ -45,7 +45,14 @@ packages() {
         --break-system-packages --root-user-action=ignore --disable-pip-version-check \
         --no-cache-dir --no-warn-script-location --progress-bar off \
         -r "$build/requirements.txt"
-    rm -rf "$build/wheels" /root/.cache
+    # The operator's extra packages: wheels built on the host by build.sh, installed offline.
+    if ls "$build"/extra/*.whl >/dev/null 2>&1; then
+        "$real_py" -I "$1/pip" install --no-index --find-links "$build/extra" \
+            --find-links "$build/wheels" --only-binary=:all: \
+            --break-system-packages --root-user-action=ignore --disable-pip-version-check \
+            --no-cache-dir --no-warn-script-location --progress-bar off "$build"/extra/*.whl
+    fi
+    rm -rf "$build/wheels" "$build/extra" /root/.cache
 
     site="$(site_dir "$real_py")"
     mkdir -p "$opt"

@@ -6,10 +6,12 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import IMAGE
+from tests.fakes import serve
 from tests.served import ACTIONCAGE, http, serve_env, served
 
 
@@ -58,6 +60,9 @@ def test_keys_create_prints_a_working_key(tmp_path: Path) -> None:
     )
     secret = out.stdout.strip()
     assert secret.startswith("ac_") and "acme" in out.stderr
+    # It says which database it wrote to (a key made in the wrong one is refused later).
+    shown = env["ACTIONCAGE_DATABASE_URL"].split("@")[-1]
+    assert "database: " in out.stderr and shown in out.stderr
 
     from actioncage.store import Store, repo
 
@@ -95,6 +100,49 @@ def test_run_executes_a_local_script_in_the_sandbox(tmp_path: Path) -> None:
     result = json.loads(out.stdout)
     assert result["status"] == "ok" and result["output"] == {"hi": "Bo", "conv": "c9"}
     assert result["conversationAfter"]["metadata"] == {"seen": True}
+
+
+@pytest.mark.docker
+def test_run_with_egress_reaches_the_allowed_host_and_only_it(tmp_path: Path) -> None:
+    script = tmp_path / "fetch.py"
+    script.write_text(
+        "import requests\n"
+        "def execute_action(context):\n"
+        "    return requests.get(context['args']['url'], timeout=5).json()\n"
+    )
+    with serve(lambda req: (200, {"path": req.path})) as (upstream, seen):
+        port = upstream.rsplit(":", 1)[1]
+        env = serve_env(
+            tmp_path,
+            ACTIONCAGE_EGRESS_ALLOWED_CIDRS="127.0.0.1/32",
+            ACTIONCAGE_EGRESS_RESOLVE="api.local.test=127.0.0.1",
+        )
+
+        def run(*extra: str) -> dict[str, Any]:
+            url = f"http://api.local.test:{port}/hi"
+            out = subprocess.run(
+                [*ACTIONCAGE, "run", str(script), "--args", json.dumps({"url": url}), *extra],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            result: dict[str, Any] = json.loads(out.stdout)
+            return result
+
+        allowed = run("--egress", f"api.local.test:{port}")
+        assert allowed["status"] == "ok" and allowed["output"] == {"path": "/hi"}, allowed
+        refused = run()
+        assert refused["status"] == "error" and len(seen) == 1
+        assert "this action has no network" in refused["error"]["message"]
+
+
+def test_run_help_documents_conversation_and_egress() -> None:
+    out = subprocess.run(
+        [*ACTIONCAGE, "run", "--help"], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "--conversation" in out.stdout and '{"id": "demo-1"}' in out.stdout
+    assert "--egress HOST" in out.stdout
 
 
 def test_run_refuses_a_script_with_a_syntax_error(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from actioncage.errors import ConfigError
-from actioncage.settings import Settings
+from actioncage.settings import Settings, default_database_url
 
 
 def test_from_env_reads_prefixed_variables_with_types() -> None:
@@ -60,3 +62,26 @@ def test_lease_settings_that_cannot_work_are_refused(env: dict[str, str], named:
 def test_default_leases_end_a_dead_process_s_run_within_30_s() -> None:
     s = Settings()
     assert s.job_lease_s + s.job_reap_s <= 25
+
+
+def test_the_default_database_is_the_checkouts_whatever_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = Settings.from_env({}).database_url
+    checkout = Path(__file__).resolve().parents[1]
+    assert url == f"sqlite:///{checkout / 'var' / 'actioncage.db'}"
+
+
+def test_without_a_checkout_the_database_url_is_required(tmp_path: Path) -> None:
+    package = tmp_path / "site-packages" / "actioncage"
+    package.mkdir(parents=True)
+    assert default_database_url(package) == ""
+    checkout = tmp_path / "repo"
+    (checkout / "src" / "actioncage").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("[project]\n")
+    assert default_database_url(checkout / "src" / "actioncage") == (
+        f"sqlite:///{checkout / 'var' / 'actioncage.db'}"
+    )
+    with pytest.raises(ConfigError, match="ACTIONCAGE_DATABASE_URL is not set"):
+        Settings(database_url="")

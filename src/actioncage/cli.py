@@ -12,10 +12,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actioncage.errors import ActioncageError, ConfigError
 from actioncage.settings import Settings
+
+if TYPE_CHECKING:
+    from actioncage.store import Store
 
 log = logging.getLogger("actioncage")
 
@@ -48,11 +51,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             app, sockets=[listener], threads=threads, ident="actioncage"
         )
         log.info(
-            "actioncage serving on http://%s:%s (%d threads, instance %s)",
+            "actioncage serving on http://%s:%s (%d threads, instance %s, database %s)",
             server.effective_host,
             server.effective_port,
             threads,
             components.instance.id,
+            components.store.shown_url,
         )
         server.run()
     finally:
@@ -97,19 +101,23 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     from actioncage.actions.validation import check_code
     from actioncage.components import build
-    from actioncage.models import FrontDoor, Policy, RunResult
+    from actioncage.models import FrontDoor, OrgPolicy, Policy, RunResult
     from actioncage.runs.service import Caller, ConversationRef, RunRequest
     from actioncage.store import repo
     from actioncage.web.wire import run_out
 
     code = check_code(Path(args.script).read_text(encoding="utf-8"), settings.max_code_bytes)
     call_args = _json_arg(args.args, "--args")
+    egress = _egress_arg(args.egress or [])
     conversation_in = _json_arg(args.conversation, "--conversation") if args.conversation else None
     # A throwaway in-memory store and no warm pool: one run, then nothing is left.
     settings = replace(settings, database_url="sqlite:///:memory:", api_key=None, pool_size=0)
     components = build(settings, role="run")
     store = components.store
     with store.session() as s:
+        if egress:
+            # This run's own ceiling: the hosts asked for, and nothing else.
+            repo.set_org_policy(s, "local", OrgPolicy(egress=egress))
         action = repo.create_action(
             s,
             "local",
@@ -120,7 +128,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 "code": code,
                 "parameters": None,
                 "description": None,
-                "policy": Policy(timeout_ms=args.timeout_ms),
+                "policy": Policy(timeout_ms=args.timeout_ms, egress=egress),
             },
         )
         conversation = None
@@ -155,6 +163,17 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if run.status == "ok" else 1
 
 
+def _egress_arg(raw: list[str]) -> tuple[str, ...]:
+    """Host patterns from repeated (or comma-separated) ``--egress``. Raises ConfigError."""
+    from actioncage.egress.guard import parse_patterns
+
+    entries = [e.strip() for item in raw for e in item.split(",") if e.strip()]
+    try:
+        return tuple(str(p) for p in parse_patterns(entries))
+    except ValueError as exc:
+        raise ConfigError(f"--egress: {exc}") from exc
+
+
 def _json_arg(raw: str, flag: str) -> Any:
     try:
         value = json.loads(raw)
@@ -173,11 +192,21 @@ def _image_build(args: argparse.Namespace, settings: Settings) -> int:
     return subprocess.call(cmd, cwd=script.parents[1])
 
 
-def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    from actioncage.store import Store, repo
+def _store(settings: Settings) -> Store:
+    """The configured store, migrated; says on stderr which database it is, so a command
+    run against the wrong one is noticed at once."""
+    from actioncage.store import Store
 
     store = Store(settings.database_url)
     store.upgrade()
+    print(f"database: {store.shown_url}", file=sys.stderr)
+    return store
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from actioncage.store import repo
+
+    store = _store(settings)
     with store, store.session() as s:
         key, secret = repo.create_key(s, args.org)
     print(secret)
@@ -187,10 +216,9 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
     """Print every key (of ``--org``): id, org, created, revoked (never a secret)."""
-    from actioncage.store import Store, repo
+    from actioncage.store import repo
 
-    store = Store(settings.database_url)
-    store.upgrade()
+    store = _store(settings)
     with store, store.session() as s:
         keys = repo.list_keys(s, args.org)
     rows = [("ID", "ORG", "CREATED", "REVOKED")] + [
@@ -213,10 +241,9 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     """Revoke a key: its row says so at once, and with Redis every process's key cache
     forgets it within a second (without Redis each process reads the keys table as often)."""
     from actioncage.components import build_shared
-    from actioncage.store import Store, repo
+    from actioncage.store import repo
 
-    store = Store(settings.database_url)
-    store.upgrade()
+    store = _store(settings)
     with store:
         with store.session() as s:
             key = repo.revoke_key(s, args.key_id)
@@ -246,10 +273,9 @@ def _org_set_policy(args: argparse.Namespace, settings: Settings) -> int:
 
     from actioncage.egress.guard import parse_patterns
     from actioncage.models import OrgPolicy
-    from actioncage.store import Store, repo
+    from actioncage.store import repo
 
-    store = Store(settings.database_url)
-    store.upgrade()
+    store = _store(settings)
     with store, store.session() as s:
         current = repo.find_org_policy(s, args.org) or OrgPolicy()
         changes: dict[str, Any] = {}
@@ -280,10 +306,9 @@ def _org_set_policy(args: argparse.Namespace, settings: Settings) -> int:
 def _org_show_policy(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import asdict
 
-    from actioncage.store import Store, repo
+    from actioncage.store import repo
 
-    store = Store(settings.database_url)
-    store.upgrade()
+    store = _store(settings)
     with store, store.session() as s:
         policy = repo.find_org_policy(s, args.org)
     print(json.dumps({"org": args.org, **(asdict(policy) if policy else {})}, indent=2))
@@ -317,10 +342,30 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     serve.add_argument("--threads", type=int, default=None)
     serve.set_defaults(func=_serve)
-    run = sub.add_parser("run", help="run a script in the sandbox and print the result")
+    run = sub.add_parser(
+        "run",
+        help="run a script in the sandbox and print the result",
+        description="Run a script once in a fresh sandbox, with a throwaway in-memory store, "
+        "and print the run as JSON. Scripts that use the conversation helpers "
+        "(add_conversation_tag, set_conversation_metadata, ...) need --conversation; the "
+        "conversation as the effects left it is printed as conversationAfter.",
+        epilog='example: actioncage run greet.py --args \'{"name": "Ada"}\' '
+        '--conversation \'{"id": "demo-1"}\' --egress api.example.com',
+    )
     run.add_argument("script")
     run.add_argument("--args", default="{}", help="the args as a JSON object")
-    run.add_argument("--conversation", help="a conversation as JSON {id, messages, metadata, tags}")
+    run.add_argument(
+        "--conversation",
+        help='the conversation the run belongs to, as JSON: {"id": "demo-1"} at least, '
+        'optionally "messages", "metadata" and "tags"',
+    )
+    run.add_argument(
+        "--egress",
+        action="append",
+        metavar="HOST",
+        help="a host pattern the script may reach (api.example.com, *.example.com, host:port); "
+        "repeat or comma-separate for more. Unset: no network, as for an action without egress",
+    )
     run.add_argument("--timeout-ms", type=int, default=None)
     run.set_defaults(func=_run)
     image = sub.add_parser("image", help="the sandbox image")

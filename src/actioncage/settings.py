@@ -7,6 +7,7 @@ import os
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from actioncage.errors import ConfigError
@@ -18,7 +19,10 @@ _PREFIX = "ACTIONCAGE_"
 class Settings:
     """Everything the operator can set. Field ``x_y`` is read from ``ACTIONCAGE_X_Y``."""
 
-    database_url: str = "sqlite:///var/actioncage.db"
+    # Unset: var/actioncage.db in the source checkout actioncage runs from, whatever the
+    # current directory (so `keys create` from elsewhere writes where `serve` reads).
+    # Installed without a checkout, it must be set.
+    database_url: str = field(default_factory=lambda: default_database_url())
     host: str = "127.0.0.1"
     port: int = 8080
     api_key: str | None = None
@@ -35,6 +39,9 @@ class Settings:
     pids_limit: int = 64
     tmpfs_mb: int = 16
     max_output_bytes: int = 1024 * 1024
+    # An execute response carries at most this many bytes of the run's logs (their end); the
+    # run record keeps them all, up to max_output_bytes.
+    response_logs_bytes: int = 64 * 1024
     max_host_calls: int = 20
     max_code_bytes: int = 256 * 1024
     max_request_bytes: int = 4 * 1024 * 1024
@@ -115,6 +122,12 @@ class Settings:
     redis_url: str | None = None
 
     def __post_init__(self) -> None:
+        if not self.database_url:
+            raise ConfigError(
+                f"{_PREFIX}DATABASE_URL is not set, and actioncage is not running from a source "
+                "checkout whose var/ could hold the database: set it, e.g. "
+                "sqlite:////srv/actioncage/actioncage.db"
+            )
         checks = [
             ("default_timeout_ms", 0 < self.default_timeout_ms <= self.max_timeout_ms),
             ("default_memory_mb", 6 <= self.default_memory_mb <= self.max_memory_mb),
@@ -122,6 +135,7 @@ class Settings:
             ("pids_limit", self.pids_limit >= 8),
             ("tmpfs_mb", self.tmpfs_mb >= 1),
             ("max_output_bytes", self.max_output_bytes >= 1024),
+            ("response_logs_bytes", self.response_logs_bytes >= 256),
             ("max_host_calls", self.max_host_calls >= 0),
             ("key_cache_s", 0 <= self.key_cache_s <= 3600),
             ("key_runs_per_minute", self.key_runs_per_minute >= 0),
@@ -191,6 +205,16 @@ class Settings:
                 continue
             values[f.name] = _parse(var, raw, str(f.type))
         return cls(**values)
+
+
+def default_database_url(package_dir: Path | None = None) -> str:
+    """``sqlite:///<checkout>/var/actioncage.db`` for the source checkout holding this package
+    (the directory above ``src/`` with a ``pyproject.toml``), or ``""`` when there is none."""
+    here = package_dir or Path(__file__).resolve().parent
+    root = here.parent.parent
+    if here.parent.name != "src" or not (root / "pyproject.toml").is_file():
+        return ""
+    return f"sqlite:///{root / 'var' / 'actioncage.db'}"
 
 
 def _engine_url_ok(url: str) -> bool:

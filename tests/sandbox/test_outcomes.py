@@ -8,6 +8,7 @@ from typing import Any
 import docker
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
 from tests.conftest import session_containers
 
@@ -92,10 +93,21 @@ def test_one_gib_allocation_is_memory_limit(run_code: Any) -> None:
     assert run["error"]["type"] == "memory_limit", run
 
 
-def test_flooding_stdout_is_output_limit(run_code: Any) -> None:
+def test_flooding_stdout_is_output_limit_with_a_marked_cut_and_a_bounded_tail(
+    run_code: Any, client: FlaskClient, auth_headers: dict[str, str], app: Flask
+) -> None:
     run = run_code("def execute_action(context):\n    while True:\n        print('x' * 10000)\n")
     assert run["error"]["type"] == "output_limit", run
-    assert len(run["logs"]) <= 1024 * 1024
+    # The execute response carries only the end of the logs, and says where the rest is.
+    tail_bytes = app.extensions["actioncage"].settings.response_logs_bytes
+    head, _, tail = run["logs"].partition("\n")
+    assert head.startswith("[actioncage: ") and f"GET /v1/runs/{run['runId']}" in head
+    assert len(tail.encode()) <= tail_bytes
+    # The record keeps them up to the cap, and marks the cut.
+    full = client.get(f"/v1/runs/{run['runId']}", headers=auth_headers).get_json()["logs"]
+    assert len(full) > tail_bytes
+    assert full.rstrip().endswith("at the run's 1048576-byte output limit]")
+    assert full.endswith(tail)
 
 
 def test_huge_result_is_output_limit(run_code: Any) -> None:

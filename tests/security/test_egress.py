@@ -306,3 +306,39 @@ def test_the_hosts_docker_client_proxies_never_reach_a_sandbox(
         assert not [k for k in run["output"] if "proxy" in k.lower()], run["output"]
     finally:
         app.extensions["actioncage"].close()
+
+
+def test_a_script_without_egress_that_tries_the_network_is_told_why(run_code: Any) -> None:
+    run = run_code(
+        "import requests\n"
+        "def execute_action(context):\n"
+        "    return requests.get('https://api.example.com/x', timeout=5).status_code\n"
+    )
+    assert run["error"]["type"] == "exception", run
+    message = run["error"]["message"]
+    assert "this action has no network" in message, message
+    assert '"egress": ["api.example.com"]' in message
+
+
+def test_a_refused_host_names_the_proxys_reason_in_the_error(
+    egress_app: Flask, auth_headers: dict[str, str], customer_api: list[int]
+) -> None:
+    port, other = customer_api
+    code = (
+        "import requests\n"
+        "def execute_action(context):\n"
+        "    r = requests.get(f\"https://api.customer.test:{context['args']['other']}/\", "
+        "timeout=5)\n"
+        "    return r.status_code\n"
+    )
+    run = _run(
+        egress_app.test_client(),
+        auth_headers,
+        code,
+        [f"api.customer.test:{port}"],
+        {"other": other},
+    )
+    assert run["error"]["type"] == "exception", run
+    message = run["error"]["message"]
+    assert f"the egress proxy refused api.customer.test:{other}" in message, message
+    assert "not on the egress allowlist" in message

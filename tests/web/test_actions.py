@@ -253,3 +253,21 @@ def test_conversation_create_and_read(client: FlaskClient, auth_headers: dict[st
     )
     generated = client.post("/v1/conversations", json={}, headers=auth_headers).get_json()
     assert generated["id"].startswith("conv_")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_json_sent_without_the_json_content_type_says_so(
+    client: FlaskClient, auth_headers: dict[str, str], content_type: str | None
+) -> None:
+    body = '{"name": "x", "code": "def execute_action(context):\\n    return 1\\n"}'
+    kwargs: dict[str, Any] = {"data": body}
+    if content_type is not None:
+        kwargs["content_type"] = content_type
+    resp = client.post("/v1/actions", headers=auth_headers, **kwargs)
+    assert resp.status_code == 400
+    message = resp.get_json()["error"]["message"]
+    assert "Content-Type: application/json" in message, message
+    assert (content_type or "none") in message
+    # A JSON content type with a body that is not an object keeps the plain message.
+    resp = client.post("/v1/actions", headers=auth_headers, json=[1])
+    assert "Content-Type" not in resp.get_json()["error"]["message"]

@@ -83,7 +83,11 @@ def test_pages_render_with_a_strict_csp_and_test_args_detected(client: FlaskClie
     assert 'data-arg="who"' in page
     assert client.get("/actions/new?type=api").status_code == 200
     assert client.get("/actions/nope").status_code == 404
-    assert client.get(f"/actions/{created['id']}/runs?status=bogus").status_code == 422
+    assert client.get("/runs?status=bogus").status_code == 422
+    assert client.get("/runs?since=forever").status_code == 422
+    resp = client.get(f"/actions/{created['id']}/runs?status=error")
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == f"/runs?action={created['id']}&status=error"
 
 
 def test_a_test_run_records_a_run_seen_in_history_with_filters(
@@ -103,16 +107,13 @@ def test_a_test_run_records_a_run_seen_in_history_with_filters(
     assert run["status"] == "error" and "egress refused" in run["error"]["message"]
     invalid = client.post(f"/ui/actions/{action['id']}/test", json={"args": {}}, headers=h)
     assert invalid.status_code == 200 and invalid.get_json()["error"]["type"] == "invalid_args"
-    history = client.get(f"/actions/{action['id']}/runs").get_data(as_text=True)
+    history = client.get(f"/runs?action={action['id']}").get_data(as_text=True)
     assert run["runId"] in history and invalid.get_json()["runId"] in history
-    only_invalid = client.get(f"/actions/{action['id']}/runs?status=invalid_args")
+    only_invalid = client.get("/runs?action=api&status=invalid_args")
     assert run["runId"] not in only_invalid.get_data(as_text=True)
-    assert (
-        client.get(f"/actions/{action['id']}/runs?status=ok")
-        .get_data(as_text=True)
-        .count("data-run=")
-        == 0
-    )
+    assert invalid.get_json()["runId"] in only_invalid.get_data(as_text=True)
+    assert client.get("/runs?status=ok&since=1h").get_data(as_text=True).count("data-run=") == 0
+    assert client.get("/runs?since=1h").get_data(as_text=True).count("data-run=") == 2
     page = client.get(f"/runs/{run['runId']}").get_data(as_text=True)
     assert "egress refused" in page
     # The test runs are on the audit trail like any run.
@@ -153,3 +154,66 @@ def test_two_processes_on_one_database_accept_each_others_sessions(
     finally:
         other.extensions["actioncage"].close()
         elsewhere.extensions["actioncage"].close()
+
+
+HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+
+def test_browsers_get_html_error_pages_and_api_clients_json(client: FlaskClient) -> None:
+    token = _sign_in(client)
+    page = client.get("/runs/run_nope", headers=HTML)
+    assert page.status_code == 404 and page.content_type.startswith("text/html")
+    text = page.get_data(as_text=True)
+    assert 'id="error-page"' in text and "no run" in text and 'id="nav"' in text
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert client.get("/runs/run_nope").get_json()["error"]["type"] == "not_found"
+    # A form posted with a stale token: a 403 page, not JSON.
+    stale = client.post("/keys", data={"csrf": "stale"}, headers=HTML)
+    assert stale.status_code == 403 and "CSRF" in stale.get_data(as_text=True)
+    assert "<html" in stale.get_data(as_text=True)
+    # The pages' JSON calls stay JSON whatever the browser accepts.
+    api = client.post("/ui/actions", json={}, headers={**HTML, "X-CSRF-Token": "no"})
+    assert api.status_code == 403 and api.get_json()["error"]["type"] == "forbidden"
+    assert client.post("/ui/actions", json={"name": "x"}, headers={"X-CSRF-Token": token})
+
+
+def test_keys_are_listed_created_and_revoked(
+    client: FlaskClient, auth_headers: dict[str, str]
+) -> None:
+    token = _sign_in(client)
+    made = client.post("/keys", data={"csrf": token})
+    text = made.get_data(as_text=True)
+    match = re.search(r'id="new-key-secret">([^<]+)<', text)
+    assert made.status_code == 200 and match, text
+    secret = match.group(1)
+    other = {"Authorization": f"Bearer {secret}"}
+    assert client.get("/v1/actions", headers=other).status_code == 200
+    key_id = re.findall(r'data-revoke="([^"]+)"', text)[-1]
+    revoked = client.post(f"/keys/{key_id}/revoke", data={"csrf": token})
+    assert revoked.status_code == 200 and f"Key {key_id} revoked." in revoked.get_data(as_text=True)
+    assert re.search(rf'data-key="{key_id}" data-state="revoked"', revoked.get_data(as_text=True))
+    assert client.get("/v1/actions", headers=other).status_code == 401
+    assert client.post("/keys/key_nope/revoke", data={"csrf": token}).status_code == 404
+    # Revoking the session's own key signs the session out.
+    own = re.search(
+        r'data-key="([^"]+)" data-state="live">\s*<td data-label="Key"><code>[^<]+</code> <span class="pill">this session',
+        revoked.get_data(as_text=True),
+    )
+    assert own, revoked.get_data(as_text=True)
+    out = client.post(f"/keys/{own.group(1)}/revoke", data={"csrf": token})
+    assert out.status_code == 302 and out.headers["Location"] == "/login"
+    assert client.get("/").status_code == 302
+
+
+def test_conversations_policy_and_the_test_panels_conversation(client: FlaskClient) -> None:
+    token = _sign_in(client)
+    assert 'id="no-conversations"' in client.get("/conversations").get_data(as_text=True)
+    made = client.post("/ui/conversations", json={"id": "conv-9"}, headers={"X-CSRF-Token": token})
+    assert made.status_code == 201 and made.get_json()["id"] == "conv-9"
+    listed = client.get("/conversations").get_data(as_text=True)
+    assert 'data-conversation="conv-9"' in listed
+    one = client.get("/conversations/conv-9")
+    assert one.status_code == 200 and 'id="conversation-id"' in one.get_data(as_text=True)
+    assert client.get("/conversations/nope").status_code == 404
+    policy = client.get("/policy").get_data(as_text=True)
+    assert 'id="max-timeout">60000 ms' in policy and "No action of this org may reach" in policy

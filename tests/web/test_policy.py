@@ -158,6 +158,9 @@ def test_runs_list_filters_and_pages(
 
     assert [r["runId"] for r in get("")["runs"]] == ids[::-1]
     assert [r["runId"] for r in get(f"actionId={good['id']}")["runs"]] == ids[2::-1]
+    # A name works as every other route's action reference does.
+    assert [r["runId"] for r in get("actionId=good")["runs"]] == ids[2::-1]
+    assert get("actionId=nothing-by-this-name")["runs"] == []
     assert [r["runId"] for r in get("status=error")["runs"]] == [ids[3]]
     first = get("limit=3")
     assert [r["runId"] for r in first["runs"]] == ids[:0:-1]

@@ -190,3 +190,25 @@ def test_a_retried_webhook_with_the_same_idempotency_key_runs_once(
     assert conv["metadata"] == {"refunds": 1}
     changed = client.post("/webhook", json={**call, "version": "3.9.0"}, headers=headers)
     assert changed.status_code == 409 and changed.get_json()["action_name"] == "action_refund"
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("returned", "custom"),
+    [
+        ("{'order': 'a17', 'eta_days': 2}", {"order": "a17", "eta_days": 2}),
+        ("[1, 2]", {"output": [1, 2]}),
+        ("42", {"output": 42}),
+    ],
+)
+def test_other_outputs_reach_the_bot_as_a_custom_response(
+    client: FlaskClient, make_action: Any, returned: str, custom: dict[str, Any]
+) -> None:
+    make_action(f"def execute_action(context):\n    return {returned}\n", name="action_eta")
+    resp = client.post(
+        f"/webhook?token={API_KEY}", json=_call("action_eta", {}, "when?", [], domain=DOMAIN)
+    )
+    assert resp.status_code == 200, resp.get_json()
+    dispatcher = CollectingDispatcher()
+    dispatcher.utter_message(json_message=custom)
+    assert resp.get_json() == {"events": [], "responses": dispatcher.messages}

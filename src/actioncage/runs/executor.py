@@ -34,6 +34,7 @@ from actioncage.models import (
 )
 from actioncage.runs.admission import Admission
 from actioncage.runs.effects import EffectsInvalid, apply_effects, parse_effects
+from actioncage.runs.hints import explain_network
 from actioncage.runs.slots import RunSlots
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
 from actioncage.sandbox.limits import EGRESS_MOUNT, effective_limits, policy_hash
@@ -186,13 +187,14 @@ class Executor:
             finally:
                 if proxy is not None:
                     egress = proxy.close()
+            outcome = replace(outcome, error=explain_network(outcome.error, limits.egress, egress))
         return self._record(
             run_id,
             action,
             key_id,
             conversation,
             outcome,
-            raw_logs(raw) if api_logs is None else api_logs,
+            raw_logs(raw, self._settings.max_output_bytes) if api_logs is None else api_logs,
             started_at,
             digest,
             dry_run,
@@ -303,8 +305,19 @@ class Executor:
         return result
 
 
-def raw_logs(raw: RawOutcome | None) -> str:
-    return "" if raw is None else raw.logs.decode("utf-8", errors="replace")
+def raw_logs(raw: RawOutcome | None, cap_bytes: int | None = None) -> str:
+    """The run's logs as text; logs cut at the output cap (``cap_bytes``) end in a marker
+    saying so, so nobody mistakes the cut for the script's last words."""
+    if raw is None:
+        return ""
+    text = raw.logs.decode("utf-8", errors="replace")
+    if cap_bytes is not None and raw.output_exceeded and len(raw.logs) >= cap_bytes:
+        text += f"\n{LOGS_CUT_MARKER} at the run's {cap_bytes}-byte output limit]\n"
+    return text
+
+
+# Starts the line added where the logs were cut at the output cap.
+LOGS_CUT_MARKER = "[actioncage: logs cut here"
 
 
 def classify(raw: RawOutcome, limits: EffectiveLimits, has_conversation: bool) -> Outcome:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -278,6 +279,37 @@ def get_action(session: Session, org_id: str, id_or_name: str) -> Action:
     return _action(row, version)
 
 
+def find_action(session: Session, org_id: str, id_or_name: str) -> Action | None:
+    """The current version of the action with this id or name, or None."""
+    try:
+        return get_action(session, org_id, id_or_name)
+    except ActionNotFoundError:
+        return None
+
+
+def find_action_version(
+    session: Session, org_id: str, action_id: str, version: int
+) -> Action | None:
+    """The action as saved at ``version`` (kept after the action is deleted), or None.
+    A deleted action's version carries its creator and time as its "updated" ones."""
+    saved = session.get(ActionVersionRow, (action_id, version))
+    if saved is None or saved.org_id != org_id:
+        return None
+    row = session.get(ActionRow, action_id)
+    if row is None:
+        row = ActionRow(
+            id=action_id,
+            org_id=org_id,
+            name=saved.name,
+            created_by=saved.created_by,
+            created_at=saved.created_at,
+            updated_by=saved.created_by,
+            updated_at=saved.created_at,
+        )
+    action = _action(row, saved)
+    return replace(action, name=saved.name, version=version)
+
+
 def list_actions(session: Session, org_id: str) -> list[Action]:
     """Every live action of the org, by name."""
     rows = session.scalars(
@@ -341,6 +373,17 @@ def _conversation(row: ConversationRow) -> Conversation:
         updated_at=_aware(row.updated_at),
         ended_at=None if row.ended_at is None else _aware(row.ended_at),
     )
+
+
+def list_conversations(session: Session, org_id: str, limit: int = 100) -> list[Conversation]:
+    """The org's conversations, most recently updated first, at most ``limit``."""
+    rows = session.scalars(
+        select(ConversationRow)
+        .where(ConversationRow.org_id == org_id)
+        .order_by(ConversationRow.updated_at.desc(), ConversationRow.id)
+        .limit(limit)
+    )
+    return [_conversation(row) for row in rows]
 
 
 def find_conversation(session: Session, org_id: str, conversation_id: str) -> Conversation | None:
@@ -682,8 +725,11 @@ def list_runs(
     limit: int = 50,
     before: tuple[datetime, str] | None = None,
     error_type: str | None = None,
+    since: datetime | None = None,
+    conversation_id: str | None = None,
 ) -> list[RunResult]:
-    """The org's runs, newest first, optionally for one action, status or error type.
+    """The org's runs, newest first, optionally for one action, status, error type or
+    conversation, or started at ``since`` or later.
 
     ``before`` is the (started_at, id) of the last run of the previous page: keyset paging,
     so runs recorded meanwhile neither repeat nor go missing.
@@ -695,6 +741,10 @@ def list_runs(
         query = query.where(RunRow.status == status)
     if error_type is not None:
         query = query.where(RunRow.error_type == error_type)
+    if since is not None:
+        query = query.where(RunRow.started_at >= since)
+    if conversation_id is not None:
+        query = query.where(RunRow.conversation_id == conversation_id)
     if before is not None:
         started, run_id = before
         query = query.where(

@@ -74,6 +74,13 @@ class KeyCache:
                 self._keys.clear()
             self._keys[repo.hash_key(secret)] = (time.monotonic() + self._ttl_s, key)
 
+    def start_afresh(self) -> None:
+        """Forget every cached key now (a revocation made in this process: it takes effect
+        here at once, not at the next epoch check)."""
+        with self._lock:
+            self._keys.clear()
+            self.generation += 1
+
     def _check_revocations(self) -> None:
         now = time.monotonic()
         with self._lock:

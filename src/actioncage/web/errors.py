@@ -4,9 +4,10 @@ HTTP, rendered as ``{"error": {"type", "message"}}``."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
 from actioncage import errors
@@ -96,20 +97,34 @@ def error_headers(exc: errors.ActioncageError) -> dict[str, str]:
     return {}
 
 
+def _page(status: int, message: str) -> Response | None:
+    """The HTML error page a browser asking for a page gets, when the dashboard installed
+    a renderer (``app.extensions["actioncage.error_page"]``); None: answer JSON."""
+    render: Callable[[int, str], Response | None] | None = current_app.extensions.get(
+        "actioncage.error_page"
+    )
+    return None if render is None else render(status, message)
+
+
 def register(app: Flask) -> None:
-    """Install the JSON handlers for domain errors, HTTP errors and everything else."""
+    """Install the JSON handlers for domain errors, HTTP errors and everything else (HTML
+    pages instead where the dashboard's renderer says so)."""
 
     @app.errorhandler(errors.ActioncageError)
     def _domain(exc: errors.ActioncageError) -> Response:
         status, _ = status_for(exc)
         if status >= 500:
             log.error("request failed: %s", exc)
+        if (page := _page(status, str(exc))) is not None:
+            return page
         response = _json(error_body(exc), status)
         response.headers.update(error_headers(exc))
         return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
+        if (page := _page(exc.code or 500, exc.description or exc.name)) is not None:
+            return page
         type_ = (exc.name or "error").lower().replace(" ", "_")
         response = _json(
             {"error": {"type": type_, "message": exc.description or exc.name}}, exc.code or 500
@@ -122,4 +137,6 @@ def register(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Response:
         # Log the traceback for the operator; never echo the request or user code.
         log.exception("unhandled error")
+        if (page := _page(500, "internal error")) is not None:
+            return page
         return _json({"error": {"type": "internal_error", "message": "internal error"}}, 500)

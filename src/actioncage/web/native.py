@@ -94,7 +94,8 @@ def execute(action_ref: str) -> tuple[Response, int]:
         run = service.run(request)
         if isinstance(run, Pending):
             return calls.waiting_body(run.run_id, run.action), 202
-        return wire.run_out(run), calls.status_for_run(run)
+        tail = calls.components().settings.response_logs_bytes
+        return wire.run_out(run, logs_tail_bytes=tail), calls.status_for_run(run)
 
     out, status, replayed = service.once(
         who, calls.idempotency_key(), f"native:{action_ref}", body, answer
@@ -153,6 +154,10 @@ def list_runs() -> Response:
     key = current_key()
     query = wire.runs_query(request.args.to_dict())
     with _components().store.session() as s:
+        if query["action_id"] is not None:
+            # A name, as every other route takes; an unknown one may be a deleted action's id.
+            found = repo.find_action(s, key.org_id, query["action_id"])
+            query["action_id"] = query["action_id"] if found is None else found.id
         runs = repo.list_runs(s, key.org_id, **query)
     more = len(runs) == query["limit"]
     return jsonify(

@@ -248,15 +248,50 @@ def _dashboard_paths() -> dict[str, Any]:
     session: list[dict[str, list[str]]] = [{"session": []}]
     signed_out = _redirect("Not signed in: to /login")
 
+    def page_errors(*codes: int) -> dict[str, Any]:
+        # A browser (Accept: text/html) gets an HTML error page, other clients the JSON error.
+        return {
+            str(code): {
+                "description": "An error page (browsers) or the JSON error",
+                "content": {
+                    "application/json": {"schema": ref("Error")},
+                    _HTML: {"schema": {"type": "string"}},
+                },
+            }
+            for code in codes
+        }
+
     def page(summary: str, *errors: int, params: list[Any] | None = None) -> dict[str, Any]:
         op: dict[str, Any] = {
             "summary": summary,
             "security": session,
-            "responses": {"200": _html("The page"), "302": signed_out, **_errors(*errors)},
+            "responses": {
+                "200": _html("The page"),
+                "302": signed_out,
+                **page_errors(*errors, 500),
+            },
         }
         if params:
             op["parameters"] = params
         return op
+
+    def form(summary: str, ok: dict[str, Any], *errors: int) -> dict[str, Any]:
+        return {
+            "summary": summary,
+            "security": session,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "schema": {"type": "object", "properties": {"csrf": {"type": "string"}}}
+                    }
+                },
+            },
+            "responses": {**ok, **page_errors(401, 403, *errors, 500)},
+        }
+
+    def query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "schema": schema}
 
     def ui(summary: str, body: str, ok: dict[str, Any], *errors: int) -> dict[str, Any]:
         return {
@@ -295,7 +330,7 @@ def _dashboard_paths() -> dict[str, Any]:
                 "responses": {
                     "302": _redirect("Signed in: to /"),
                     "401": _html("The form again, with the reason"),
-                    **_errors(403),
+                    **page_errors(403),
                 },
             },
         },
@@ -303,7 +338,7 @@ def _dashboard_paths() -> dict[str, Any]:
             "post": {
                 "summary": "Sign out",
                 "security": session,
-                "responses": {"302": _redirect("Signed out: to /login"), **_errors(403)},
+                "responses": {"302": _redirect("Signed out: to /login"), **page_errors(403)},
             }
         },
         "/": {"get": page("The org's actions")},
@@ -320,19 +355,74 @@ def _dashboard_paths() -> dict[str, Any]:
                 ],
             )
         },
-        "/actions/{actionId}": {"parameters": [action_id], "get": page("The editor", 404)},
+        "/actions/{actionId}": {
+            "parameters": [action_id],
+            "get": page("The editor: definition, policy within the org's ceiling, test panel", 404),
+        },
         "/actions/{actionId}/runs": {
             "parameters": [action_id],
+            "get": {
+                "summary": "The action's run history: the runs page filtered to it",
+                "security": session,
+                "parameters": [
+                    query("status", {"type": "string"}),
+                    query("since", {"type": "string"}),
+                ],
+                "responses": {"302": _redirect("To /runs?action=<actionId>")},
+            },
+        },
+        "/runs": {
             "get": page(
-                "The action's run history",
+                "Runs across the org's actions, newest first",
                 404,
                 422,
-                params=[{"name": "status", "in": "query", "schema": {"type": "string"}}],
-            ),
+                params=[
+                    query("action", {"type": "string", "description": "an action id or name"}),
+                    query(
+                        "status", {"type": "string", "description": "ok, error or an error type"}
+                    ),
+                    query("since", {"type": "string", "enum": ["1h", "24h", "7d"]}),
+                ],
+            )
         },
         "/runs/{runId}": {
             "parameters": [_path_param("runId")],
-            "get": page("A run's record", 404),
+            "get": page(
+                "A run's record: action name and version, policy, effects, egress attempts, "
+                "the code with the failing line marked, logs",
+                404,
+            ),
+        },
+        "/conversations": {"get": page("The org's conversations, most recently updated first")},
+        "/conversations/{conversationId}": {
+            "parameters": [_path_param("conversationId")],
+            "get": page("A conversation: messages, metadata, tags, events, hand-off, runs", 404),
+        },
+        "/keys": {
+            "get": page("The org's API keys"),
+            "post": form("Create a key; the page shows its secret once", {"200": _html("Keys")}),
+        },
+        "/keys/{keyId}/revoke": {
+            "parameters": [_path_param("keyId")],
+            "post": form(
+                "Revoke one of the org's keys (the session's own: signed out)",
+                {
+                    "200": _html("Keys, with the key revoked"),
+                    "302": _redirect("The session's own key was revoked: to /login"),
+                },
+                404,
+            ),
+        },
+        "/policy": {"get": page("The org's sandbox defaults, ceilings and egress ceiling")},
+        "/ui/conversations": {
+            "post": ui(
+                "Create a conversation (the test panel's offer)",
+                "ConversationInput",
+                {"201": _json("ConversationWithRuns", "Created")},
+                409,
+                429,
+                503,
+            ),
         },
         "/ui/actions": {
             "post": ui(
@@ -362,7 +452,8 @@ def _dashboard_paths() -> dict[str, Any]:
         "/dashboard-static/{filename}": {
             "parameters": [_path_param("filename")],
             "get": {
-                "summary": "The dashboard's script and style sheet",
+                "summary": "The dashboard's scripts (editor.js: the CodeMirror bundle), style "
+                "sheet and icon",
                 "security": [],
                 "responses": {
                     "200": {
@@ -370,6 +461,7 @@ def _dashboard_paths() -> dict[str, Any]:
                         "content": {
                             "text/javascript; charset=utf-8": {"schema": {"type": "string"}},
                             "text/css; charset=utf-8": {"schema": {"type": "string"}},
+                            "image/svg+xml": {"schema": {"type": "string"}},
                         },
                     },
                     "304": {"description": "Not modified"},

@@ -43,8 +43,20 @@ def json_body() -> dict[str, Any]:
     """The request body as a JSON object. Raises BadRequestError."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise BadRequestError("the request body must be a JSON object")
+        raise BadRequestError(body_problem())
     return body
+
+
+def body_problem() -> str:
+    """Why the request body is not a JSON object: a body sent without ``Content-Type:
+    application/json`` is never read as JSON, and the message says so."""
+    if request.get_data(cache=True) and not request.is_json:
+        sent = request.mimetype or "none"
+        return (
+            "the request body must be a JSON object sent with "
+            f"Content-Type: application/json (this request sent {sent})"
+        )
+    return "the request body must be a JSON object"
 
 
 def _unknown(body: dict[str, Any], allowed: set[str], where: str = "") -> None:
@@ -219,7 +231,9 @@ def execute_options(body: dict[str, Any]) -> tuple[int | None, str | None]:
     return body.get("waitMs"), body.get("callbackUrl")
 
 
-def run_out(run: RunResult) -> dict[str, Any]:
+def run_out(run: RunResult, logs_tail_bytes: int | None = None) -> dict[str, Any]:
+    """The run on the wire; with ``logs_tail_bytes`` (an execute response) only the end of
+    its logs, behind a line saying how much is left out and where it is."""
     return {
         "runId": run.run_id,
         "actionId": run.action_id,
@@ -237,7 +251,7 @@ def run_out(run: RunResult) -> dict[str, Any]:
         "effects": [{"kind": str(e.kind), **e.data} for e in run.effects],
         "effectsApplied": run.effects_applied,
         "durationMs": run.duration_ms,
-        "logs": run.logs,
+        "logs": run.logs if logs_tail_bytes is None else logs_tail(run, logs_tail_bytes),
         "startedAt": iso(run.started_at),
         "finishedAt": None if run.status is RunStatus.RUNNING else iso(run.finished_at),
         "imageDigest": run.image_digest,
@@ -245,6 +259,19 @@ def run_out(run: RunResult) -> dict[str, Any]:
         "egress": [dict(e) for e in run.egress],
         "callerKeyId": run.caller_key_id,
     }
+
+
+def logs_tail(run: RunResult, max_bytes: int) -> str:
+    """The last ``max_bytes`` of the run's logs (UTF-8), behind a marker when any are left out."""
+    data = run.logs.encode("utf-8")
+    if len(data) <= max_bytes:
+        return run.logs
+    tail = data[-max_bytes:].decode("utf-8", errors="ignore")
+    left_out = len(data) - len(tail.encode("utf-8"))
+    return (
+        f"[actioncage: {left_out} earlier bytes of logs not shown here; "
+        f"GET /v1/runs/{run.run_id} has them all]\n{tail}"
+    )
 
 
 def run_ids(runs: list[RunResult]) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from actioncage.actions.validation import CONVERSATION_ID_RE
 from actioncage.models import ErrorType, FrontDoor, RunResult, RunStatus
 from actioncage.runs.idempotency import Answer
 from actioncage.runs.service import ConversationRef, RunRequest
-from actioncage.web import calls, schemas
+from actioncage.web import calls, schemas, wire
 from actioncage.web.auth import require_key
 from actioncage.web.errors import error_headers, kind_of
 
@@ -85,7 +85,7 @@ def call_action() -> tuple[Response, int]:
         raise errors.BadRequestError("the x-bot-id header is required")
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise errors.BadRequestError("the request body must be a JSON object")
+        raise errors.BadRequestError(wire.body_problem())
     schemas.check("BotpressCallRequest", body)  # ValidationFailedError: 400 InvalidPayload
     type_: str = body["type"]
     input_: dict[str, Any] = body["input"]

@@ -23,7 +23,7 @@ from actioncage.models import (
 from actioncage.runs.idempotency import Answer
 from actioncage.runs.service import ConversationRef, RunRequest
 from actioncage.store import repo
-from actioncage.web import calls
+from actioncage.web import calls, wire
 from actioncage.web.auth import authenticate, current_key, key_from_request
 from actioncage.web.errors import NATIVE, error_headers, kind_of
 
@@ -75,7 +75,7 @@ def webhook() -> tuple[Response, int]:
     key = current_key()
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise errors.BadRequestError("the request body must be a JSON object")
+        raise errors.BadRequestError(wire.body_problem())
     name = body.get("next_action")
     if not isinstance(name, str) or not name:
         raise errors.BadRequestError("next_action must be the name of an action")
@@ -213,6 +213,12 @@ def _response(action: Action, run: RunResult, domain: dict[str, Any]) -> dict[st
         responses.extend(passed_responses)
     elif isinstance(output, str) and output:
         responses.append(_text(output))
+    elif output is not None and output != {} and not action.user_success_text:
+        # Any other output reaches the bot as a custom payload (an object as it is, anything
+        # else under "output") rather than being dropped.
+        responses.append(
+            _message(custom=output if isinstance(output, dict) else {"output": output})
+        )
     if action.user_success_text:
         responses.append(_text(action.user_success_text))
     return {"events": events, "responses": responses}
