@@ -3,6 +3,7 @@ an OpenAI-compatible chat-completions API and Google's OAuth token + Sheets appe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -56,11 +57,13 @@ def serve(route: Route) -> Iterator[tuple[str, list[Request]]]:
             seen.append(req)
             status, body = route(req)
             data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            # A caller that died meanwhile (a killed process) has gone: nobody to answer.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
         do_GET = do_POST = _handle
 
