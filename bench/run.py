@@ -12,6 +12,7 @@ Writes bench/results/latest.json and bench/results/latest.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -23,7 +24,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,12 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
-ACTIONCAGE = [str(ROOT / ".venv" / "bin" / "actioncage"), "serve"]
+# The checkout's venv as `make bench` builds it; else the interpreter running the bench.
+ACTIONCAGE = (
+    [str(ROOT / ".venv" / "bin" / "actioncage"), "serve"]
+    if (ROOT / ".venv" / "bin" / "actioncage").exists()
+    else [sys.executable, "-m", "actioncage.cli", "serve"]
+)
 BENCH_PY = BENCH / ".venv" / "bin" / "python"
 IMAGE = os.environ.get("ACTIONCAGE_SANDBOX_IMAGE") or "actioncage-sandbox:latest"
 LABEL = "io.actioncage.bench"
@@ -186,12 +192,24 @@ def free_port() -> int:
 class Server:
     """`actioncage serve`, as `make serve` runs it, with its own database and label."""
 
-    def __init__(self, tmp: Path, pool_size: int, preload: str = "requests,holidays") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        pool_size: int,
+        preload: str = "requests,holidays",
+        database_url: str | None = None,
+        redis_url: str | None = None,
+    ) -> None:
+        """Its own SQLite file unless ``database_url`` names a database; shared state
+        in-process unless ``redis_url`` names a Redis."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONCAGE_")}
+        if redis_url:
+            env["ACTIONCAGE_REDIS_URL"] = redis_url
         env.update(
-            ACTIONCAGE_DATABASE_URL=f"sqlite:///{tmp / f'bench-{uuid.uuid4().hex[:8]}.db'}",
+            ACTIONCAGE_DATABASE_URL=database_url
+            or f"sqlite:///{tmp / f'bench-{uuid.uuid4().hex[:8]}.db'}",
             ACTIONCAGE_PORT=str(self.port),
             ACTIONCAGE_API_KEY=KEY,
             ACTIONCAGE_SANDBOX_IMAGE=IMAGE,
@@ -200,6 +218,10 @@ class Server:
             ACTIONCAGE_CONTAINER_LABELS=f"{LABEL}={RUN_LABEL}",
             ACTIONCAGE_MAX_CONCURRENT_RUNS="16",
             ACTIONCAGE_RUN_QUEUE_SIZE="32",
+        )
+        # This checkout's code first, whichever venv's interpreter runs it.
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])]
         )
         self.proc = subprocess.Popen(
             ACTIONCAGE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -440,6 +462,96 @@ def _medians(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
 
 
+@contextlib.contextmanager
+def postgres_and_redis(tmp: Path) -> Iterator[tuple[str, str]]:
+    """A PostgreSQL 15 and a redis-server on loopback, started as the test suite starts
+    them (tests/servers.py, tests/redis_server.py); yields (database URL, Redis URL)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.redis_server import RedisServer
+    from tests.servers import PostgresServer
+
+    postgres = PostgresServer()
+    redis_dir = tmp / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    redis_server: RedisServer | None = None
+    try:
+        postgres.start()
+        redis_server = RedisServer(redis_dir)
+        if not redis_server.wait_answering():
+            raise SystemExit("redis-server did not answer")
+        # Empty: `serve` migrates it at start, as an operator's first start does.
+        yield postgres.create_kept_database("bench"), redis_server.url
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+        postgres.stop()
+
+
+STORES = ("SQLite", "PostgreSQL + Redis")
+
+
+def stores_side_by_side(
+    tmp: Path, pool_size: int, n: int, rounds: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Warm trivial action, 1 caller, paced at LIGHT_RATE and PACED_RATE: `serve` on SQLite
+    with in-process state, and `serve` on PostgreSQL with Redis, both up at once, measured in
+    interleaved rounds (the order alternates per round) so each difference compares numbers
+    taken within the same minute. Medians over the rounds are what the target reports."""
+    rates = (LIGHT_RATE, PACED_RATE)
+    table: list[dict[str, float]] = []
+    with postgres_and_redis(tmp) as (database_url, redis_url):
+        servers = {
+            STORES[0]: Server(tmp, pool_size),
+            STORES[1]: Server(tmp, pool_size, database_url=database_url, redis_url=redis_url),
+        }
+        try:
+            for server in servers.values():
+                server.setup()
+                server.call("trivial")()  # first-call costs (imports, statement caches)
+            for index in range(rounds):
+                row: dict[str, float] = {}
+                order = STORES if index % 2 == 0 else STORES[::-1]
+                for store in order:
+                    server = servers[store]
+                    for rate in rates:
+                        server.wait_pool(pool_size)
+                        cell = drive(server.call("trivial"), n, 1, rate)
+                        summary = cell.summary()
+                        if cell.errors:
+                            raise SystemExit(f"{store}: {cell.errors} failed runs at {rate:g}/s")
+                        row[f"{store} {rate:g}/s p50"] = summary["p50_ms"]
+                        row[f"{store} {rate:g}/s p99"] = summary["p99_ms"]
+                for rate in rates:
+                    row[f"{rate:g}/s p50 difference"] = round(
+                        row[f"{STORES[1]} {rate:g}/s p50"] - row[f"{STORES[0]} {rate:g}/s p50"],
+                        1,
+                    )
+                table.append(row)
+                log(f"stores, round {index + 1}: {row}")
+        finally:
+            for server in servers.values():
+                server.stop()
+    return {"runs_per_cell": n, "rounds": table, "median": _medians(table)}
+
+
+def stores_target(stores: dict[str, Any]) -> str:
+    m, count = stores["median"], len(stores["rounds"])
+    parts = []
+    for rate in (LIGHT_RATE, PACED_RATE):
+        sqlite, shared = m[f"{STORES[0]} {rate:g}/s p50"], m[f"{STORES[1]} {rate:g}/s p50"]
+        diff = m[f"{rate:g}/s p50 difference"]
+        parts.append(
+            f"at {rate:g}/s p50 {shared} ms vs SQLite {sqlite} ms (p99 "
+            f"{m[f'{STORES[1]} {rate:g}/s p99']} vs {m[f'{STORES[0]} {rate:g}/s p99']} ms); "
+            f"median same-round difference {diff:+g} ms, ratio {round(shared / sqlite, 2)}: "
+            + ("met" if diff <= 2.0 else "missed")
+        )
+    return f"medians over {count} interleaved rounds: " + "; ".join(parts)
+
+
+STORES_GOAL = "PostgreSQL + Redis p50 within 2 ms of SQLite's p50 (warm trivial, 1 caller, paced)"
+
+
 def plain_image(image: str) -> str:
     """The sandbox image without its entrypoint, for epicbox (which sets only a command)."""
     tag = image.split(":")[0] + "-plain:" + (image.split(":")[1] if ":" in image else "latest")
@@ -571,12 +683,13 @@ def fmt(cell: Cell) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     rows = result["cells"]
-    lines = [
-        f"Measured {result['when']} on {result['machine']}. {result['note']}",
-        "",
-        "| system | action | callers | load | p50 ms | p95 ms | p99 ms | runs/s | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = [f"Measured {result['when']} on {result['machine']}. {result['note']}"]
+    if rows:
+        lines += [
+            "",
+            "| system | action | callers | load | p50 ms | p95 ms | p99 ms | runs/s | errors |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
     for r in rows:
         lines.append(
             f"| {r['system']} | {r['scenario']} | {r['callers']} | {r['mode']} | {r['p50_ms']} "
@@ -600,6 +713,15 @@ def markdown(result: dict[str, Any]) -> str:
             f"({sbs['paced_runs_per_cell']} runs per cell):",
             sbs["paced_rounds"],
             sbs["paced_median"],
+        )
+    stores = result.get("stores")
+    if stores:
+        lines += _rounds_table(
+            f"Warm trivial action, 1 caller, paced, ms: SQLite (in-process state) beside "
+            f"PostgreSQL + Redis, both serving at once, in interleaved rounds "
+            f"({stores['runs_per_cell']} runs per cell):",
+            stores["rounds"],
+            stores["median"],
         )
     lines += ["", "Targets:", ""]
     lines += [f"- {k}: {v}" for k, v in result["targets"].items()]
@@ -626,10 +748,14 @@ def _rounds_table(
     return lines
 
 
-def targets(cells: list[Cell], sbs: dict[str, Any] | None = None) -> dict[str, str]:
+def targets(
+    cells: list[Cell], sbs: dict[str, Any] | None = None, stores: dict[str, Any] | None = None
+) -> dict[str, str]:
     by = {(c.system, c.scenario, c.callers, c.mode): c.summary() for c in cells}
     warm = next((k[0] for k in by if k[0].startswith("actioncage, warm")), None)
     out: dict[str, str] = {}
+    if stores:
+        out[STORES_GOAL] = stores_target(stores)
     if warm:
         texts = []
         for rate in (LIGHT_RATE, PACED_RATE):
@@ -690,7 +816,37 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds of the throughput comparison"
     )
+    parser.add_argument(
+        "--only",
+        choices=["stores"],
+        help="only these cells, printed (bench/results is left alone): stores = warm paced "
+        "latency on SQLite beside PostgreSQL + Redis, --rounds interleaved rounds",
+    )
     args = parser.parse_args()
+    if args.only == "stores":
+        n = args.runs or (10 if args.quick else 40)
+        tmp = BENCH / ".tmp" / RUN_LABEL
+        tmp.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
+        stores = stores_side_by_side(
+            tmp,
+            args.pool_size,
+            n,
+            max(1, args.rounds),
+            lambda line: print(f"[{time.monotonic() - began:6.1f}s] {line}", flush=True),
+        )
+        result = {
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{os.cpu_count()} cores, {platform.platform()}",
+            "note": args.note,
+            "cells": [],
+            "stores": stores,
+            "targets": targets([], None, stores),
+        }
+        print(json.dumps(stores))
+        print(markdown(result))
+        _remove_left_containers()
+        return 0
     if args.soak_only:
         tmp = BENCH / ".tmp" / RUN_LABEL
         tmp.mkdir(parents=True, exist_ok=True)
@@ -720,6 +876,7 @@ def main() -> int:
     )
     cells += bench_actioncage(tmp, 0, n, callers_list, log)
     sbs = side_by_side(tmp, args.pool_size, n, args.rounds, log) if args.rounds else None
+    stores = stores_side_by_side(tmp, args.pool_size, n, args.rounds, log) if args.rounds else None
     for callers in (1, 4):
         for rate in (PACED_RATE, None):
             cell = drive(hardened_docker_run(IMAGE), runs_for(n, callers, rate), callers, rate)
@@ -749,7 +906,8 @@ def main() -> int:
         "light_rate_per_s": LIGHT_RATE,
         "cells": [c.summary() for c in cells],
         "side_by_side": sbs,
-        "targets": targets(cells, sbs),
+        "stores": stores,
+        "targets": targets(cells, sbs, stores),
         "duration_s": round(time.monotonic() - began, 1),
     }
     if args.soak:
@@ -758,10 +916,14 @@ def main() -> int:
     (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "latest.md").write_text(markdown(result))
     print(markdown(result))
+    _remove_left_containers()
+    return 0
+
+
+def _remove_left_containers() -> None:
     left = docker.from_env().containers.list(all=True, filters={"label": f"{LABEL}={RUN_LABEL}"})
     for c in left:
         c.remove(force=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ an OpenAI-compatible chat-completions API and Google's OAuth token + Sheets appe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -56,11 +57,13 @@ def serve(route: Route) -> Iterator[tuple[str, list[Request]]]:
             seen.append(req)
             status, body = route(req)
             data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            # A caller that died meanwhile (a killed process) has gone: nobody to answer.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
         do_GET = do_POST = _handle
 
@@ -179,3 +182,68 @@ def google_sheets(public_key_pem: bytes, rows: dict[str, list[list[Any]]]) -> Ro
         }
 
     return route
+
+
+def held_code(output: str) -> str:
+    """A script that asks the LLM once (so a HeldLlm holds it) and then returns ``output``."""
+    return (
+        "def execute_action(context):\n"
+        "    llm_classify_binary('Hold?', 'until the test says so')\n"
+        f"    return {output!r}\n"
+    )
+
+
+class HeldLlm:
+    """A chat-completions stand-in whose answers wait until release(): a run that asks it is
+    held in flight (holding its slot) for exactly as long as the test wants, no sleeps."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self._calls = 0
+        self._cond = threading.Condition()
+        self._release = threading.Event()
+        self.base_url = ""
+
+    def settings(self) -> dict[str, Any]:
+        """Settings fields pointing at this stand-in, with host calls and the default run
+        deadline long enough for a run to be held."""
+        return {
+            "llm_base_url": self.base_url,
+            "llm_api_key": LLM_KEY,
+            "host_call_timeout_ms": 60_000,
+            "default_timeout_ms": 60_000,
+        }
+
+    def serve_env(self) -> dict[str, str]:
+        """The same as ``settings()``, as a served process's environment."""
+        return {f"ACTIONCAGE_{k.upper()}": str(v) for k, v in self.settings().items()}
+
+    def answer(self, system: str, user: str) -> str:
+        with self._cond:
+            self._calls += 1
+            self._cond.notify_all()
+        self.entered.set()
+        if not self._release.wait(timeout=120):
+            raise AssertionError("the test never released the held LLM call")
+        return "yes"
+
+    def wait_entered(self, count: int, timeout: float = 60) -> bool:
+        """True once ``count`` calls are being held (or were)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._calls >= count, timeout=timeout)
+
+    def release(self) -> None:
+        self._release.set()
+
+
+@contextmanager
+def held_llm() -> Iterator[HeldLlm]:
+    """A HeldLlm on loopback, released at the end. Point a process at it with its
+    ``serve_env()``, an app with its ``settings()``."""
+    llm = HeldLlm()
+    with serve(chat_completions(llm.answer)) as (url, _):
+        llm.base_url = url + "/v1"
+        try:
+            yield llm
+        finally:
+            llm.release()

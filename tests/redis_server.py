@@ -5,59 +5,81 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.conftest import wait_for
-from tests.served import free_port
 
+class RedisServer:
+    """``redis-server`` on a free loopback port, its files in ``workdir``, nothing saved.
+    Usable outside pytest (the bench starts one too)."""
 
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.exceptions.ConnectionError:
-        return False
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError("redis-server is not installed (run `make packages`)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port: int = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc = subprocess.Popen(
+            [
+                binary,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", str(workdir),
+                "--save", "",
+                "--appendonly", "no",
+                "--protected-mode", "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def wait_answering(self, timeout: float = 20) -> bool:
+        """True once it answers PING (False if it exited or stayed silent)."""
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    return False
+                try:
+                    if client.ping():
+                        return True
+                except redis.exceptions.ConnectionError:
+                    pass
+                time.sleep(0.02)
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a redis-server started for this session (stopped at its end). Skips
     locally without the binary (`make packages` installs it); fails when CI is set."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        problem = "redis-server is not installed (run `make packages`)"
-        if os.environ.get("CI"):
-            pytest.fail(problem)
-        pytest.skip(problem)
-    workdir: Path = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--dir", str(workdir),
-            "--save", "",
-            "--appendonly", "no",
-            "--protected-mode", "yes",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url, socket_connect_timeout=1)
     try:
-        if not wait_for(lambda: proc.poll() is None and _answers(client), timeout=20):
-            pytest.fail(f"redis-server did not answer on port {port}")
-        yield url
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
+    except FileNotFoundError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    try:
+        if not server.wait_answering():
+            pytest.fail(f"redis-server did not answer on port {server.port}")
+        yield server.url
     finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=20)
+        server.stop()
 
 
 @pytest.fixture

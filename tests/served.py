@@ -23,16 +23,18 @@ ACTIONCAGE = [sys.executable, "-m", "actioncage.cli"]
 
 
 def serve_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The environment of a test process: no outside ACTIONCAGE_*, this session's labels."""
+    """The environment of a test process: no outside ACTIONCAGE_*, this session's labels,
+    the test's database unless ``extra`` names one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONCAGE_")}
     env.update(
         {
-            "ACTIONCAGE_DATABASE_URL": database_url(tmp_path, "served"),
             "ACTIONCAGE_CONTAINER_LABELS": f"{TEST_LABEL}={SESSION}",
             "ACTIONCAGE_SANDBOX_IMAGE": IMAGE,
             **extra,
         }
     )
+    if "ACTIONCAGE_DATABASE_URL" not in env:  # made only when the caller brings none
+        env["ACTIONCAGE_DATABASE_URL"] = database_url(tmp_path, "served")
     return env
 
 

@@ -140,6 +140,12 @@ class PostgresServer:
                 self._made[name] = actual
         return self.url(actual)
 
+    def create_kept_database(self, name: str) -> str:
+        """The URL of a new, empty database ``name`` that outlives the test asking for it
+        (servers a module shares); it goes with the data directory at the session's end."""
+        self._execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
     def _spare(self) -> str:
         # CREATE DATABASE costs a test ~0.2 s; a thread copies the template ahead of need.
         if self._worker is None:
@@ -240,13 +246,22 @@ def database_name(tmp_path: Path, name: str) -> str:
     return f"t_{digest}"
 
 
-def postgres_url(tmp_path: Path, name: str = "actioncage", migrated: bool = False) -> str:
-    """A fresh PostgreSQL database for ``tmp_path``, dropped when the test ends: empty, or
-    (``migrated``) already at the newest revision, which saves every test the migration."""
+def _server_or_skip() -> PostgresServer:
     try:
-        server = postgres()
+        return postgres()
     except FileNotFoundError as exc:
         if os.environ.get("CI"):
             pytest.fail(f"CI needs PostgreSQL: {exc}")
         pytest.skip(str(exc))
-    return server.create_database(database_name(tmp_path, name), migrated)
+
+
+def kept_postgres_url(tmp_path: Path, name: str) -> str:
+    """A fresh, empty PostgreSQL database for ``tmp_path`` (a module's, say) that is not
+    dropped when a test ends: for servers that several tests share."""
+    return _server_or_skip().create_kept_database(database_name(tmp_path, name))
+
+
+def postgres_url(tmp_path: Path, name: str = "actioncage", migrated: bool = False) -> str:
+    """A fresh PostgreSQL database for ``tmp_path``, dropped when the test ends: empty, or
+    (``migrated``) already at the newest revision, which saves every test the migration."""
+    return _server_or_skip().create_database(database_name(tmp_path, name), migrated)

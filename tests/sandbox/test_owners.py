@@ -38,31 +38,10 @@ HELD_CODE = (
 )
 
 
-class HeldLlm:
-    """A chat-completions stand-in whose answer waits until release(): a run that asks it is
-    held in flight for exactly as long as the test wants."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self._release = threading.Event()
-
-    def answer(self, system: str, user: str) -> str:
-        self.entered.set()
-        assert self._release.wait(timeout=60)
-        return "yes"
-
-    def release(self) -> None:
-        self._release.set()
-
-
 @pytest.fixture
-def held_llm() -> Iterator[tuple[HeldLlm, str]]:
-    llm = HeldLlm()
-    with fakes.serve(fakes.chat_completions(llm.answer)) as (url, _):
-        try:
-            yield llm, url + "/v1"
-        finally:
-            llm.release()
+def held_llm() -> Iterator[fakes.HeldLlm]:
+    with fakes.held_llm() as llm:
+        yield llm
 
 
 def _containers(client: docker.DockerClient, owner: str | None = None) -> set[str]:
@@ -96,17 +75,11 @@ def _swept_once(tmp_path: Path, instance_id: str) -> bool:
 
 
 def test_a_second_server_leaves_the_first_ones_run_and_warm_pool_alone(
-    tmp_path: Path, docker_client: docker.DockerClient, held_llm: tuple[HeldLlm, str]
+    tmp_path: Path, docker_client: docker.DockerClient, held_llm: fakes.HeldLlm
 ) -> None:
-    llm, llm_url = held_llm
-    env = {
-        **OWNERS_ENV,
-        "ACTIONCAGE_LLM_BASE_URL": llm_url,
-        "ACTIONCAGE_LLM_API_KEY": fakes.LLM_KEY,
-        "ACTIONCAGE_HOST_CALL_TIMEOUT_MS": "60000",
-        # The default profile (the warm pool's) lets the held run last.
-        "ACTIONCAGE_DEFAULT_TIMEOUT_MS": "60000",
-    }
+    llm = held_llm
+    # Its default run deadline (the warm pool's profile) lets the held run last.
+    env = {**OWNERS_ENV, **llm.serve_env()}
     with served(tmp_path, **env) as first:
         (first_id,) = [r.id for r in _instances(tmp_path)]
         created = requests.post(

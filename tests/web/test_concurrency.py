@@ -16,24 +16,34 @@ import requests
 
 from actioncage.sandbox.limits import OWNER_LABEL
 from actioncage.store import Store, instances
-from tests.conftest import IMAGE, SESSION, TEST_LABEL
+from tests import fakes
+from tests.conftest import IMAGE, SESSION, TEST_LABEL, wait_for
 from tests.served import ACTIONCAGE, free_port, http, serve_env, served
 
 pytestmark = pytest.mark.docker
 H = {"Authorization": "Bearer concurrency-key"}
-SLOW = "import time\ndef execute_action(context):\n    time.sleep(4)\n    return 'slow'\n"
+# Held inside a host call until the test releases it: it holds its run slot meanwhile.
+SLOW = fakes.held_code("slow")
 FAST = "def execute_action(context):\n    return 'fast'\n"
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    """`actioncage serve` (waitress) with 2 run slots and 1 queue place, no warm pool."""
+def held() -> Iterator[fakes.HeldLlm]:
+    with fakes.held_llm() as llm:
+        yield llm
+
+
+@pytest.fixture
+def server(tmp_path: Path, held: fakes.HeldLlm) -> Iterator[str]:
+    """`actioncage serve` (waitress) with 2 run slots and 1 queue place, no warm pool; its
+    LLM host calls wait for ``held``."""
     with served(
         tmp_path,
         ACTIONCAGE_API_KEY="concurrency-key",
         ACTIONCAGE_MAX_CONCURRENT_RUNS="2",
         ACTIONCAGE_RUN_QUEUE_SIZE="1",
         ACTIONCAGE_POOL_SIZE="0",
+        **held.serve_env(),
     ) as base:
         yield base
 
@@ -49,13 +59,6 @@ def _in_flight(base: str) -> float:
     return float(line.split()[1])
 
 
-def _wait_in_flight(base: str, count: int, done: list[Any]) -> None:
-    deadline = time.monotonic() + 60
-    while _in_flight(base) < count:
-        assert time.monotonic() < deadline, [r.text for r in done]
-        time.sleep(0.05)
-
-
 def _execute_in_background(base: str, name: str, out: list[Any]) -> threading.Thread:
     def call() -> None:
         out.append(http.post(f"{base}/v1/actions/{name}/execute", headers=H, json={}, timeout=60))
@@ -65,36 +68,45 @@ def _execute_in_background(base: str, name: str, out: list[Any]) -> threading.Th
     return thread
 
 
-def test_a_slow_run_does_not_block_a_fast_one(server: str) -> None:
+def test_a_slow_run_does_not_block_a_fast_one(server: str, held: fakes.HeldLlm) -> None:
     _create(server, "slow", SLOW)
     _create(server, "fast", FAST)
     slow: list[Any] = []
     thread = _execute_in_background(server, "slow", slow)
-    _wait_in_flight(server, 1, slow)
-    fast = http.post(f"{server}/v1/actions/fast/execute", headers=H, json={}, timeout=60)
-    assert fast.status_code == 200 and fast.json()["output"] == "fast"
-    assert not slow, "the fast run waited for the slow one"
-    thread.join()
+    try:
+        assert held.wait_entered(1), [r.text for r in slow]
+        assert _in_flight(server) == 1
+        fast = http.post(f"{server}/v1/actions/fast/execute", headers=H, json={}, timeout=60)
+        assert fast.status_code == 200 and fast.json()["output"] == "fast"
+        assert not slow, "the slow run ended before it was released"
+    finally:
+        held.release()
+        thread.join(timeout=60)
     assert slow[0].json()["output"] == "slow"
 
 
-def test_full_slots_and_queue_answer_429_with_retry_after(server: str) -> None:
+def test_full_slots_and_queue_answer_429_with_retry_after(server: str, held: fakes.HeldLlm) -> None:
     _create(server, "slow", SLOW)
     _create(server, "fast", FAST)
     results: list[Any] = []
     threads = [_execute_in_background(server, "slow", results) for _ in range(2)]
-    _wait_in_flight(server, 2, results)
-    threads.append(_execute_in_background(server, "fast", results))  # takes the queue place
-    deadline = time.monotonic() + 30
-    while "actioncage_run_queue_depth 1.0" not in http.get(f"{server}/metrics").text:
-        assert time.monotonic() < deadline, "the third run was not queued"
-        time.sleep(0.05)
-    refused = http.post(f"{server}/v1/actions/fast/execute", headers=H, json={}, timeout=60)
-    assert refused.status_code == 429
-    assert refused.headers["Retry-After"] == "1"
-    assert refused.json()["error"]["type"] == "overloaded"
-    for thread in threads:
-        thread.join()
+    try:
+        # Both slots are held, each run inside its host call.
+        assert held.wait_entered(2), [r.text for r in results]
+        threads.append(_execute_in_background(server, "fast", results))  # the queue place
+        assert wait_for(
+            lambda: "actioncage_run_queue_depth 1.0" in http.get(f"{server}/metrics").text,
+            timeout=30,
+        ), "the third run was not queued"
+        refused = http.post(f"{server}/v1/actions/fast/execute", headers=H, json={}, timeout=60)
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"] == "1"
+        assert refused.json()["error"]["type"] == "overloaded"
+        assert not results, "a run ended before the slots were released"
+    finally:
+        held.release()
+        for thread in threads:
+            thread.join(timeout=60)
     assert sorted(r.json()["output"] for r in results) == ["fast", "slow", "slow"]
     assert "actioncage_runs_refused_total 1.0" in http.get(f"{server}/metrics").text
 

@@ -17,6 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from actioncage import create_app
+from tests import fakes
 from tests.conftest import make_settings
 
 COUNTER = (
@@ -25,7 +26,8 @@ COUNTER = (
     "    set_conversation_metadata(context, 'refunds', n)\n"
     "    return {'refunds': n}\n"
 )
-SLOW = "import time\ndef execute_action(context):\n    time.sleep(context['args'].get('s', 2))\n    return 'done'\n"
+# Held inside a host call until the test releases it, so it outlasts any waitMs.
+SLOW = fakes.held_code("done")
 
 
 def _wait_for(predicate: Any, timeout_s: float = 30) -> Any:
@@ -138,9 +140,20 @@ def receiver() -> Iterator[_Receiver]:
 
 
 @pytest.fixture
-def loopback_client(tmp_path: Path) -> Iterator[FlaskClient]:
+def held() -> Iterator[fakes.HeldLlm]:
+    with fakes.held_llm() as llm:
+        yield llm
+
+
+@pytest.fixture
+def loopback_client(tmp_path: Path, held: fakes.HeldLlm) -> Iterator[FlaskClient]:
     app = create_app(
-        make_settings(tmp_path, egress_allowed_cidrs="127.0.0.0/8", callback_backoff_ms=20)
+        make_settings(
+            tmp_path,
+            egress_allowed_cidrs="127.0.0.0/8",
+            callback_backoff_ms=20,
+            **held.settings(),
+        )
     )
     yield app.test_client()
     app.extensions["actioncage"].close()
@@ -148,7 +161,10 @@ def loopback_client(tmp_path: Path) -> Iterator[FlaskClient]:
 
 @pytest.mark.docker
 def test_run_past_wait_ms_answers_202_then_calls_back_signed(
-    loopback_client: FlaskClient, auth_headers: dict[str, str], receiver: _Receiver
+    loopback_client: FlaskClient,
+    auth_headers: dict[str, str],
+    receiver: _Receiver,
+    held: fakes.HeldLlm,
 ) -> None:
     client = loopback_client
     created = client.post(
@@ -159,14 +175,17 @@ def test_run_past_wait_ms_answers_202_then_calls_back_signed(
     assert created.status_code == 201
     resp = client.post(
         "/v1/actions/slow/execute",
-        json={"args": {"s": 2}, "waitMs": 100, "callbackUrl": receiver.url},
+        json={"args": {}, "waitMs": 100, "callbackUrl": receiver.url},
         headers=auth_headers,
     )
     assert resp.status_code == 202, resp.get_json()
     body = resp.get_json()
     assert body["status"] == "running" and body["userWaitingText"] == "One moment..."
+    assert held.wait_entered(1)  # the run is in its sandbox, held
     pending = client.get(f"/v1/runs/{body['runId']}", headers=auth_headers).get_json()
     assert pending["status"] == "running" and pending["finishedAt"] is None
+    assert receiver.received == []
+    held.release()
 
     def finished() -> Any:
         run = client.get(f"/v1/runs/{body['runId']}", headers=auth_headers).get_json()

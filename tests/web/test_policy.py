@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -21,7 +19,8 @@ from actioncage.runs.tenant_limits import TenantLimiter
 from actioncage.sandbox.limits import SECCOMP_PROFILE_PATH, seccomp_profile
 from actioncage.shared.memory import MemoryConcurrency, MemoryRateLimits
 from actioncage.store import repo
-from tests.conftest import SESSION, TEST_LABEL, database_url, make_settings
+from tests import fakes
+from tests.conftest import database_url, make_settings
 
 _OK = "def execute_action(context):\n    return 1\n"
 
@@ -193,36 +192,42 @@ def test_runs_per_minute_answers_429_with_retry_after(
 
 @pytest.mark.docker
 def test_concurrent_runs_per_org_answer_429_while_one_runs(
-    app: Flask,
-    make_action: Any,
-    client: FlaskClient,
-    auth_headers: dict[str, str],
-    docker_client: docker.DockerClient,
+    tmp_path: Path, auth_headers: dict[str, str]
 ) -> None:
-    _set_org_policy(app, OrgPolicy(concurrent_runs=1))
-    slow = make_action(
-        "import time\ndef execute_action(context):\n    time.sleep(3)\n    return 1\n"
-    )
-    results: list[int] = []
-    worker = threading.Thread(
-        target=lambda: results.append(
-            app.test_client()
-            .post(f"/v1/actions/{slow['id']}/execute", json={}, headers=auth_headers)
-            .status_code
-        )
-    )
-    worker.start()
-    # Wait until the first run's container exists: it is admitted and running.
-    deadline = time.monotonic() + 20
-    labels = ["io.actioncage.managed=true", f"{TEST_LABEL}={SESSION}"]
-    while not docker_client.containers.list(filters={"label": labels}):
-        assert time.monotonic() < deadline, "the first run never started"
-        time.sleep(0.05)
-    resp = client.post(f"/v1/actions/{slow['id']}/execute", json={}, headers=auth_headers)
-    assert resp.status_code == 429 and resp.headers["Retry-After"] == "1"
-    assert "runs in progress" in resp.get_json()["error"]["message"]
-    worker.join()
-    assert results == [200]
+    with fakes.held_llm() as llm:
+        app = create_app(make_settings(tmp_path, **llm.settings()))
+        try:
+            _set_org_policy(app, OrgPolicy(concurrent_runs=1))
+            client = app.test_client()
+            created = client.post(
+                "/v1/actions",
+                json={"name": "held", "code": fakes.held_code("held")},
+                headers=auth_headers,
+            )
+            assert created.status_code == 201, created.get_json()
+            url = f"/v1/actions/{created.get_json()['id']}/execute"
+            results: list[Any] = []
+            worker = threading.Thread(
+                target=lambda: results.append(
+                    app.test_client().post(url, json={}, headers=auth_headers)
+                )
+            )
+            worker.start()
+            try:
+                # The first run is admitted and held inside its host call.
+                assert llm.wait_entered(1), [r.get_json() for r in results]
+                resp = client.post(url, json={}, headers=auth_headers)
+                assert resp.status_code == 429 and resp.headers["Retry-After"] == "1"
+                assert "runs in progress" in resp.get_json()["error"]["message"]
+            finally:
+                llm.release()
+                worker.join(timeout=60)
+            assert [(r.status_code, r.get_json()["output"]) for r in results] == [(200, "held")]
+            # The slot came back with the run: the next one is admitted.
+            again = client.post(url, json={}, headers=auth_headers)
+            assert again.status_code == 200 and again.get_json()["output"] == "held"
+        finally:
+            app.extensions["actioncage"].close()
 
 
 @pytest.mark.docker
