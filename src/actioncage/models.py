@@ -172,6 +172,8 @@ class RunResult:
     egress: tuple[dict[str, Any], ...] = ()
     # The door the run came in by (None: recorded before doors were).
     front_door: FrontDoor | None = None
+    # The args the run was called with (None: recorded before runs kept them).
+    args: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

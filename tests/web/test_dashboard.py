@@ -116,8 +116,11 @@ def test_a_test_run_records_a_run_seen_in_history_with_filters(
     assert client.get("/runs?since=1h").get_data(as_text=True).count("data-run=") == 2
     page = client.get(f"/runs/{run['runId']}").get_data(as_text=True)
     assert "egress refused" in page
+    # The args the run was called with are on its page and its record.
+    assert '<pre id="run-args">' in page and "&#34;id&#34;: &#34;1&#34;" in page
     # The test runs are on the audit trail like any run.
-    assert client.get(f"/v1/runs/{run['runId']}", headers=auth_headers).status_code == 200
+    record = client.get(f"/v1/runs/{run['runId']}", headers=auth_headers)
+    assert record.status_code == 200 and record.get_json()["args"] == {"id": "1"}
 
 
 def test_bad_test_bodies_are_json_4xx(client: FlaskClient) -> None:

@@ -202,6 +202,7 @@ class Executor:
             egress,
             placeholder,
             front_door,
+            args,
         )
 
     def _egress_proxy(self, limits: EffectiveLimits) -> EgressProxy | None:
@@ -223,6 +224,7 @@ class Executor:
         message: str,
         front_door: FrontDoor | None = None,
         placeholder: bool = True,
+        args: dict[str, Any] | None = None,
     ) -> RunResult:
         """Record a run that could not start (no slot free in time, a triggered run over
         the limits) as a sandbox_error; with ``placeholder`` it completes the "running"
@@ -239,6 +241,7 @@ class Executor:
             None,
             placeholder=placeholder,
             front_door=front_door,
+            args=args,
         )
 
     def _record(
@@ -256,6 +259,7 @@ class Executor:
         egress: tuple[dict[str, Any], ...] = (),
         placeholder: bool = False,
         front_door: FrontDoor | None = None,
+        args: dict[str, Any] | None = None,
     ) -> RunResult:
         finished_at = repo.now()
         applied = (
@@ -284,6 +288,7 @@ class Executor:
             policy_hash=hashed,
             egress=egress,
             front_door=front_door,
+            args=args,
         )
         # Effects and the audit record land together or not at all.
         try:

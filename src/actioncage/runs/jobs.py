@@ -104,6 +104,7 @@ class Jobs:
         callback_url: str | None,
         run: Callable[[], RunResult],
         abandon: Callable[[], None],
+        args: dict[str, Any] | None = None,
     ) -> Future[RunResult]:
         """Record the run as "running" with its job, then ``run()`` it on a worker thread.
         ``run()`` records the run; ``abandon()`` frees what it would have freed when the run
@@ -122,7 +123,7 @@ class Jobs:
             if self._closing:
                 raise BusyError("the server is shutting down; try another one")
             with self._store.session() as s:
-                repo.add_running_run(s, run_id, action, key_id, conversation_id)
+                repo.add_running_run(s, run_id, action, key_id, conversation_id, args)
                 jobs_repo.add_queued_job(
                     s,
                     run_id,

@@ -242,6 +242,7 @@ class RunService:
                     f"{trigger} run refused: {exc}",
                     front_door=FrontDoor.TRIGGER,
                     placeholder=False,
+                    args={},
                 )
             runs.append(run)
         return runs
@@ -286,6 +287,7 @@ class RunService:
                         conversation,
                         str(exc),
                         front_door=caller.front_door,
+                        args=args,
                     )
             return run
 
@@ -301,6 +303,7 @@ class RunService:
                 callback_url,
                 job,
                 slot.close,
+                args=args,
             )
         except BaseException:
             slot.close()

@@ -520,6 +520,7 @@ def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False
         "policy_hash": run.policy_hash,
         "egress": list(run.egress),
         "front_door": None if run.front_door is None else str(run.front_door),
+        "args": run.args,
     }
     if replaces_placeholder:
         # Only a record still "running" is completed: the first outcome recorded wins.
@@ -541,6 +542,7 @@ def add_running_run(
     action: Action,
     key_id: str | None,
     conversation_id: str | None,
+    args: dict[str, Any] | None = None,
 ) -> None:
     """Store a "running" placeholder for a run that finishes in the background."""
     ts = now()
@@ -560,6 +562,7 @@ def add_running_run(
             duration_ms=0,
             started_at=ts,
             finished_at=ts,
+            args=args,
         )
     )
     session.flush()
@@ -613,6 +616,7 @@ def _run(row: RunRow) -> RunResult:
         policy_hash=row.policy_hash,
         egress=tuple(row.egress or ()),
         front_door=None if row.front_door is None else FrontDoor(row.front_door),
+        args=row.args,
     )
 
 

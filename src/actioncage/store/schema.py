@@ -164,6 +164,8 @@ class RunRow(Base):
     egress: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     # Which door the call came in by (native, rasa, botpress, dashboard, trigger, mcp...).
     front_door: Mapped[str | None] = mapped_column(NulFreeString(16), nullable=True)
+    # The args the run was called with (None: recorded before runs kept them).
+    args: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class OrgPolicyRow(Base):

@@ -298,6 +298,7 @@ _RUN = _all_required(
         "policyHash": nullable(_STRING),
         "egress": {"type": "array", "items": ref("EgressAttempt")},
         "callerKeyId": nullable(_STRING),
+        "args": nullable(_ANY_OBJECT),
     }
 )
 

@@ -258,6 +258,7 @@ def run_out(run: RunResult, logs_tail_bytes: int | None = None) -> dict[str, Any
         "policyHash": run.policy_hash,
         "egress": [dict(e) for e in run.egress],
         "callerKeyId": run.caller_key_id,
+        "args": run.args,
     }
 
 
