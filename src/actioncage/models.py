@@ -110,6 +110,10 @@ class Action:
     user_success_text: str | None = None
     user_error_text: str | None = None
     invocation_trigger: InvocationTrigger = InvocationTrigger.USER_QUERY
+    # The JSON Schema an output must match (None: any JSON); a mismatch is invalid_return.
+    returns: dict[str, Any] | None = None
+    # The names of the org's secrets the action may read (get_secret, $secret.name).
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,9 @@ class Settings:
     # domain cache, the live-container cap) in this Redis, so every process behind a balancer
     # counts as one (redis://, rediss:// or unix://). Unset: each process keeps its own.
     redis_url: str | None = None
+    # Origins (scheme://host[:port], comma-separated) allowed to call /mcp besides the server's
+    # own: a browser page elsewhere is refused (DNS rebinding).
+    mcp_allowed_origins: str = ""
 
     def __post_init__(self) -> None:
         checks = [
@@ -173,6 +176,13 @@ class Settings:
     def egress_allowed_cidr_list(self) -> tuple[str, ...]:
         """``egress_allowed_cidrs`` split on commas."""
         return tuple(c.strip() for c in self.egress_allowed_cidrs.split(",") if c.strip())
+
+    @property
+    def mcp_allowed_origin_list(self) -> tuple[str, ...]:
+        """``mcp_allowed_origins`` split on commas, without trailing slashes."""
+        return tuple(
+            o.strip().rstrip("/") for o in self.mcp_allowed_origins.split(",") if o.strip()
+        )
 
     @property
     def default_egress_list(self) -> tuple[str, ...]:

@@ -435,6 +435,40 @@ def _front_door_paths() -> dict[str, Any]:
     }
 
 
+def _mcp_paths() -> dict[str, Any]:
+    def rpc(description: str) -> dict[str, Any]:
+        return _json("JsonRpcMessage", description)
+
+    stateless = {
+        "summary": "Not offered: the MCP server is stateless (405, Allow: POST)",
+        "responses": {"405": rpc("A JSON-RPC error"), "401": rpc("A JSON-RPC error")},
+    }
+    return {
+        "/mcp": {
+            "post": {
+                "summary": "Model Context Protocol, streamable HTTP (revisions 2026-07-28 and "
+                "2025-11-25): the org's actions as tools; tools/call runs one",
+                "parameters": [
+                    _header("MCP-Protocol-Version", False),
+                    _header("Origin", False, "refused (403) unless this server's own or allowed"),
+                    _IDEMPOTENCY_KEY,
+                ],
+                "requestBody": _body("JsonRpcMessage"),
+                "responses": {
+                    "200": rpc("The JSON-RPC response (a failed run is a result with isError)"),
+                    "202": {"description": "A notification, taken"},
+                    **{
+                        str(code): rpc("A JSON-RPC error")
+                        for code in (400, 401, 403, 404, 406, 409, 413, 415, 429, 500, 502, 503)
+                    },
+                },
+            },
+            "get": stateless,
+            "delete": stateless,
+        }
+    }
+
+
 @cache
 def _document() -> dict[str, Any]:
     return {
@@ -454,6 +488,7 @@ def _document() -> dict[str, Any]:
             **_meta_paths(),
             **_native_paths(),
             **_front_door_paths(),
+            **_mcp_paths(),
             **_dashboard_paths(),
         },
     }

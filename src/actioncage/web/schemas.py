@@ -456,6 +456,23 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         {"output": _ANY_OBJECT, "meta": _all_required({"cached": _BOOLEAN})}
     ),
     "BotpressError": _BOTPRESS_ERROR,
+    "JsonRpcMessage": {
+        "description": "a JSON-RPC 2.0 message (MCP; see modelcontextprotocol.io)",
+        "type": "object",
+        "required": ["jsonrpc"],
+        "properties": {
+            "jsonrpc": {"const": "2.0"},
+            "id": {"type": ["string", "integer", "null"]},
+            "method": _STRING,
+            "params": _ANY_OBJECT,
+            "result": _ANY_OBJECT,
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": _INTEGER, "message": _STRING, "data": {}},
+            },
+        },
+    },
 }
 
 
