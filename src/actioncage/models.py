@@ -176,6 +176,8 @@ class RunResult:
     egress: tuple[dict[str, Any], ...] = ()
     # The door the run came in by (None: recorded before doors were).
     front_door: FrontDoor | None = None
+    # The names of the secrets the run was given (never their values).
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,11 @@ ADD_PARAMETERS = {
     "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
     "required": ["a", "b"],
 }
+ADD_RETURNS = {
+    "type": "object",
+    "properties": {"sum": {"type": "integer"}},
+    "required": ["sum"],
+}
 FAIL = "def execute_action(context):\n    raise ValueError('no such order')\n"
 RPC_HEADERS = {"Accept": "application/json, text/event-stream"}
 
@@ -74,7 +79,15 @@ def test_current_client_lists_its_orgs_actions_as_tools_and_calls_them(tmp_path:
     env = serve_env(tmp_path, ACTIONCAGE_API_KEY=API_KEY)
     with served(tmp_path, ACTIONCAGE_API_KEY=API_KEY) as base:
         other_key = _new_key(env, "globex")
-        _create(base, API_KEY, "add", ADD, parameters=ADD_PARAMETERS, description="Adds a and b")
+        _create(
+            base,
+            API_KEY,
+            "add",
+            ADD,
+            parameters=ADD_PARAMETERS,
+            description="Adds a and b",
+            returns=ADD_RETURNS,
+        )
         _create(base, API_KEY, "fails", FAIL)
         _create(base, other_key, "theirs", "def execute_action(context):\n    return 1\n")
 
@@ -110,6 +123,7 @@ def test_current_client_lists_its_orgs_actions_as_tools_and_calls_them(tmp_path:
     assert set(seen["tools"]) == {"add", "fails"} and seen["theirs"] == ["theirs"]
     add = seen["tools"]["add"]
     assert add.description == "Adds a and b" and add.input_schema == ADD_PARAMETERS
+    assert add.output_schema == ADD_RETURNS
     assert seen["tools"]["fails"].input_schema == {"type": "object"}
 
     ok = seen["ok"]
@@ -214,3 +228,21 @@ def test_a_caller_over_its_limit_hears_429_with_retry_after(
     assert second.status_code == 429 and int(second.headers["Retry-After"]) >= 1
     error = second.get_json()["error"]
     assert error["code"] == -32029 and error["data"]["type"] == "rate_limited"
+
+
+def test_returns_is_advertised_as_the_output_schema(
+    client: FlaskClient, auth_headers: dict[str, str], make_action: Any
+) -> None:
+    make_action(FAIL, name="order", returns=ADD_RETURNS)
+    make_action(FAIL, name="count", returns={"type": "integer"})
+    make_action(FAIL, name="free")
+    resp = client.post("/mcp", json=_rpc("tools/list", {}), headers={**RPC_HEADERS, **auth_headers})
+    tools = {t["name"]: t for t in resp.get_json()["result"]["tools"]}
+    assert tools["order"]["outputSchema"] == ADD_RETURNS
+    # Tools' output schemas are objects: a scalar result is structuredContent.result.
+    assert tools["count"]["outputSchema"] == {
+        "type": "object",
+        "properties": {"result": {"type": "integer"}},
+        "required": ["result"],
+    }
+    assert "outputSchema" not in tools["free"]

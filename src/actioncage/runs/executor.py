@@ -13,7 +13,7 @@ from typing import Any
 
 from actioncage.actions.http import HttpActionRunner
 from actioncage.actions.restricted import IMPORT_ALLOWLIST
-from actioncage.actions.validation import args_problems
+from actioncage.actions.validation import args_problems, returns_problems
 from actioncage.egress.guard import guard_from_settings, parse_patterns
 from actioncage.egress.proxy import SOCKET_NAME, EgressProxy
 from actioncage.errors import SandboxError, ValidationFailedError
@@ -186,6 +186,7 @@ class Executor:
             finally:
                 if proxy is not None:
                     egress = proxy.close()
+        outcome = _check_returns(action, outcome)
         return self._record(
             run_id,
             action,
@@ -294,6 +295,19 @@ class Executor:
         if self._metrics is not None:
             self._metrics.observe_run(result)
         return result
+
+
+def _check_returns(action: Action, outcome: Outcome) -> Outcome:
+    """A successful outcome whose output breaks the action's ``returns`` is invalid_return
+    (its effects are not applied)."""
+    if outcome.status is not RunStatus.OK or action.returns is None:
+        return outcome
+    problems = returns_problems(action.returns, outcome.output)
+    if not problems:
+        return outcome
+    return _error(
+        ErrorType.INVALID_RETURN, "the output does not match returns: " + "; ".join(problems)
+    )
 
 
 def raw_logs(raw: RawOutcome | None) -> str:

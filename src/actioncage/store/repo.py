@@ -184,6 +184,8 @@ def _action(row: ActionRow, version: ActionVersionRow) -> Action:
         user_success_text=version.user_success_text,
         user_error_text=version.user_error_text,
         invocation_trigger=InvocationTrigger(version.invocation_trigger or "user_query"),
+        returns=version.returns,
+        secrets=tuple(version.secrets or ()),
     )
 
 
@@ -217,6 +219,8 @@ def _version_row(
         user_success_text=fields.get("user_success_text"),
         user_error_text=fields.get("user_error_text"),
         invocation_trigger=str(fields.get("invocation_trigger") or InvocationTrigger.USER_QUERY),
+        returns=fields.get("returns"),
+        secrets=list(fields.get("secrets") or ()) or None,
     )
 
 
@@ -472,6 +476,7 @@ def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False
         "policy_hash": run.policy_hash,
         "egress": list(run.egress),
         "front_door": None if run.front_door is None else str(run.front_door),
+        "secrets": list(run.secrets) or None,
     }
     if replaces_placeholder:
         session.merge(RunRow(**values))
@@ -559,6 +564,7 @@ def _run(row: RunRow) -> RunResult:
         policy_hash=row.policy_hash,
         egress=tuple(row.egress or ()),
         front_door=None if row.front_door is None else FrontDoor(row.front_door),
+        secrets=tuple(row.secrets or ()),
     )
 
 

@@ -167,6 +167,18 @@ _ACTION_INPUT = _closed(
             "enum": [*_TRIGGER["enum"], None],
             "description": "null: user_query",
         },
+        "returns": {
+            "description": "the output's JSON Schema (a mismatch is invalid_return), or null",
+            "anyOf": [{"type": "object"}, {"const": False}, {"type": "null"}],
+            "x-message": "must be a JSON Schema object or null",
+        },
+        "secrets": {
+            "description": "names of the org's secrets the action reads (get_secret, $secret.name)",
+            "type": ["array", "null"],
+            "maxItems": 32,
+            "items": {"type": "string", "pattern": NAME_RE.pattern},
+            "x-message": "must be a list of secret names (letters, digits, underscores)",
+        },
     }
 )
 
@@ -248,6 +260,8 @@ _ACTION = _all_required(
         "userSuccessText": nullable(_STRING),
         "userErrorText": nullable(_STRING),
         "invocationTrigger": {"type": "string", "enum": [str(t) for t in InvocationTrigger]},
+        "returns": nullable(_ANY_OBJECT),
+        "secrets": {"type": "array", "items": _STRING},
     }
 )
 
@@ -298,6 +312,11 @@ _RUN = _all_required(
         "policyHash": nullable(_STRING),
         "egress": {"type": "array", "items": ref("EgressAttempt")},
         "callerKeyId": nullable(_STRING),
+        "secrets": {
+            "type": "array",
+            "items": _STRING,
+            "description": "the names of the secrets the run was given",
+        },
     }
 )
 

@@ -84,6 +84,8 @@ def action_fields(
             "description": current.description,
             "policy": current.policy,
             "endpoint": current.endpoint,
+            "returns": current.returns,
+            "secrets": current.secrets,
             **{name: getattr(current, name) for name in _RECORD_FIELDS.values()},
         }
     is_api = body.get("type", base.get("type")) == ActionType.API
@@ -108,6 +110,10 @@ def action_fields(
         fields["parameters"] = check_schema(body.get("parameters"))
     if "description" in body or current is None:
         fields["description"] = body.get("description")
+    if "returns" in body or current is None:
+        fields["returns"] = check_schema(body.get("returns"), "returns")
+    if "secrets" in body or current is None:
+        fields["secrets"] = tuple(dict.fromkeys(body.get("secrets") or ()))
     if "policy" in body or current is None:
         fields["policy"] = policy(body.get("policy"))
     return fields
@@ -200,6 +206,8 @@ def action_out(action: Action) -> dict[str, Any]:
         "userSuccessText": action.user_success_text,
         "userErrorText": action.user_error_text,
         "invocationTrigger": str(action.invocation_trigger),
+        "returns": action.returns,
+        "secrets": list(action.secrets),
     }
 
 
@@ -244,6 +252,7 @@ def run_out(run: RunResult) -> dict[str, Any]:
         "policyHash": run.policy_hash,
         "egress": [dict(e) for e in run.egress],
         "callerKeyId": run.caller_key_id,
+        "secrets": list(run.secrets),
     }
 
 
