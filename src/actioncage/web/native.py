@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from actioncage.actions import tools
 from actioncage.actions.validation import check_org_rules
 from actioncage.components import Components
+from actioncage.errors import ValidationFailedError
 from actioncage.models import FrontDoor
 from actioncage.runs.callbacks import SIGNATURE_HEADER
 from actioncage.runs.idempotency import Answer
@@ -34,6 +36,20 @@ def create_action() -> tuple[Response, int]:
         check_org_rules(fields, c.settings, repo.find_org_policy(s, key.org_id))
         action = repo.create_action(s, key.org_id, key.id, fields)
     return jsonify(wire.action_out(action)), 201
+
+
+@bp.get("/tools")
+def export_tools() -> Response:
+    """The org's actions as MCP, OpenAI or Anthropic tool definitions (?format=)."""
+    key = current_key()
+    format_ = request.args.get("format", tools.ToolFormat.MCP)
+    if format_ not in tools.ToolFormat.ALL:
+        raise ValidationFailedError(
+            f"format must be one of {', '.join(tools.ToolFormat.ALL)}", "format"
+        )
+    with _components().store.session() as s:
+        actions = repo.list_actions(s, key.org_id)
+    return jsonify(tools.export(actions, format_))
 
 
 @bp.get("/actions")

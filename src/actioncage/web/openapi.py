@@ -126,6 +126,22 @@ def _native_paths() -> dict[str, Any]:
     auth = _errors(401)
     body_errors = _errors(400, 401, 413, 422)
     return {
+        "/v1/tools": {
+            "get": {
+                "summary": "The org's actions as tool definitions: MCP, OpenAI Responses "
+                "function tools or Anthropic tools, each strict only when its schema meets the "
+                "provider's strict mode (reasons when not)",
+                "parameters": [
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["mcp", "openai", "anthropic"]},
+                    }
+                ],
+                "responses": {"200": _json("ToolExport", "The tools"), **_errors(401, 422)},
+            }
+        },
         "/v1/actions": {
             "post": {
                 "summary": "Create an action",

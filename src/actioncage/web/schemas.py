@@ -475,6 +475,29 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         {"output": _ANY_OBJECT, "meta": _all_required({"cached": _BOOLEAN})}
     ),
     "BotpressError": _BOTPRESS_ERROR,
+    "ToolExport": _closed(
+        {
+            "format": {"type": "string", "enum": ["mcp", "openai", "anthropic"]},
+            "tools": {
+                "type": "array",
+                "items": _ANY_OBJECT,
+                "description": "the provider's own tool definitions, to pass as they are",
+            },
+            "strictness": {
+                "type": "array",
+                "description": "openai and anthropic: whether each tool meets the provider's "
+                "strict mode (its own strict flag) and why not",
+                "items": _all_required(
+                    {
+                        "name": _STRING,
+                        "strict": _BOOLEAN,
+                        "reasons": {"type": "array", "items": _STRING},
+                    }
+                ),
+            },
+        },
+        ("format", "tools"),
+    ),
     "JsonRpcMessage": {
         "description": "a JSON-RPC 2.0 message (MCP; see modelcontextprotocol.io)",
         "type": "object",

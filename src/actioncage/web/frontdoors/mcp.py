@@ -40,6 +40,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 import actioncage
 from actioncage import errors
+from actioncage.actions import tools
 from actioncage.actions.validation import CONVERSATION_ID_RE
 from actioncage.components import Components
 from actioncage.models import Action, FrontDoor, RunResult, RunStatus
@@ -330,37 +331,13 @@ def _caller(ctx: Any) -> Caller:
     return caller
 
 
-def _object_schema(schema: dict[str, Any] | None) -> dict[str, Any]:
-    """An action's ``parameters`` as a tool's inputSchema: an object schema at the root (an
-    action without parameters checks no arguments: the empty object schema)."""
-    if schema is None:
-        return {"type": "object"}
-    return {"type": "object", **schema}
-
-
-def _wraps_output(action: Action) -> bool:
-    """Whether structured results of ``action`` hold its output under ``result`` (when the
-    declared ``returns`` is not an object schema, as tools' output schemas must be)."""
-    returns = action.returns
-    return returns is not None and returns.get("type") != "object"
-
-
-def output_schema(action: Action) -> dict[str, Any] | None:
-    """The tool's outputSchema: the action's ``returns`` (wrapped when not an object)."""
-    if action.returns is None:
-        return None
-    if _wraps_output(action):
-        return {"type": "object", "properties": {"result": action.returns}, "required": ["result"]}
-    return action.returns
-
-
 def tool_of(action: Action) -> types.Tool:
     """One action as an MCP tool."""
     return types.Tool(
         name=action.name,
         description=action.description,
-        input_schema=_object_schema(action.parameters),
-        output_schema=output_schema(action),
+        input_schema=tools.input_schema(action),
+        output_schema=tools.output_schema(action),
     )
 
 
@@ -368,14 +345,10 @@ def result_of(action: Action, run: RunResult) -> dict[str, Any]:
     """A run as a CallToolResult (wire JSON): ``structuredContent`` plus the same JSON as
     text; a failed run is ``isError`` with ``{error: {type, message}, runId}``."""
     if run.status is RunStatus.OK:
-        output = run.output
-        structured = (
-            output if isinstance(output, dict) and not _wraps_output(action) else {"result": output}
-        )
-        text = json.dumps(output, separators=(",", ":"))
+        text = json.dumps(run.output, separators=(",", ":"))
         return {
             "content": [{"type": "text", "text": text}],
-            "structuredContent": structured,
+            "structuredContent": tools.structured_output(action, run.output),
             "isError": False,
             "_meta": {"io.actioncage/runId": run.run_id},
         }
