@@ -233,3 +233,13 @@ class IdempotentResponse:
 
     status_code: int
     body: Any
+
+
+@dataclass(frozen=True)
+class SecretRecord:
+    """An org secret as it is listed: never its value."""
+
+    org_id: str
+    name: str
+    created_at: datetime
+    updated_at: datetime

@@ -34,12 +34,14 @@ from actioncage.models import (
 )
 from actioncage.runs.admission import Admission
 from actioncage.runs.effects import EffectsInvalid, apply_effects, parse_effects
+from actioncage.runs.masking import Masker
 from actioncage.runs.slots import RunSlots
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
 from actioncage.sandbox.limits import EGRESS_MOUNT, effective_limits, policy_hash
 from actioncage.sandbox.runner import SandboxRunner
 from actioncage.settings import Settings
 from actioncage.store import Store, repo
+from actioncage.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +84,10 @@ class Executor:
         host_calls: HostCalls,
         slots: RunSlots | None = None,
         metrics: Metrics | None = None,
+        vault: Vault | None = None,
     ) -> None:
         self._settings = settings
+        self._vault = vault
         self._store = store
         self._runner = runner
         self._host_calls = host_calls
@@ -142,11 +146,12 @@ class Executor:
         if admission is None:
             with self._store.session() as s:
                 admission = Admission(repo.find_org_policy(s, action.org_id))
+        secrets = self._secret_values(action)
         problems = args_problems(action.parameters, args)
         if problems:
             outcome = _error(ErrorType.INVALID_ARGS, "; ".join(problems))
         elif action.type is ActionType.API and action.endpoint is not None:
-            call = self._http.call(action.endpoint, args, action.policy, admission.org)
+            call = self._http.call(action.endpoint, args, action.policy, admission.org, secrets)
             api_logs = call.logs
             outcome = (
                 Outcome(status=RunStatus.OK, output=call.output)
@@ -172,6 +177,7 @@ class Executor:
                     limits,
                     restricted,
                     None if proxy is None else f"{EGRESS_MOUNT}/{SOCKET_NAME}",
+                    secrets if action.secrets else None,
                 )
                 # OverloadedError (no slot) passes through: no run is produced or recorded.
                 with self._slots.hold():
@@ -187,13 +193,17 @@ class Executor:
                 if proxy is not None:
                     egress = proxy.close()
         outcome = _check_returns(action, outcome)
+        logs = raw_logs(raw) if api_logs is None else api_logs
+        if secrets:  # nothing the run leaves shows a secret's value, however encoded
+            masker = Masker(v for v in secrets.values() if v is not None)
+            outcome, logs = _masked(outcome, masker), masker.text(logs)
         return self._record(
             run_id,
             action,
             key_id,
             conversation,
             outcome,
-            raw_logs(raw) if api_logs is None else api_logs,
+            logs,
             started_at,
             digest,
             dry_run,
@@ -201,7 +211,17 @@ class Executor:
             egress,
             placeholder,
             front_door,
+            tuple(name for name, value in secrets.items() if value is not None),
         )
+
+    def _secret_values(self, action: Action) -> dict[str, str | None]:
+        """The values of the secrets the action declares (None: not available: not set in
+        the org, or no ACTIONCAGE_SECRETS_KEY)."""
+        if not action.secrets:
+            return {}
+        if self._vault is None or not self._vault.enabled:
+            return dict.fromkeys(action.secrets)
+        return self._vault.values(action.org_id, action.secrets)
 
     def _egress_proxy(self, limits: EffectiveLimits) -> EgressProxy | None:
         if not limits.egress:
@@ -255,6 +275,7 @@ class Executor:
         egress: tuple[dict[str, Any], ...] = (),
         placeholder: bool = False,
         front_door: FrontDoor | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> RunResult:
         finished_at = repo.now()
         applied = (
@@ -283,6 +304,7 @@ class Executor:
             policy_hash=hashed,
             egress=egress,
             front_door=front_door,
+            secrets=secrets,
         )
         # Effects and the audit record land together or not at all.
         with self._store.session() as s:
@@ -307,6 +329,22 @@ def _check_returns(action: Action, outcome: Outcome) -> Outcome:
         return outcome
     return _error(
         ErrorType.INVALID_RETURN, "the output does not match returns: " + "; ".join(problems)
+    )
+
+
+def _masked(outcome: Outcome, masker: Masker) -> Outcome:
+    error = outcome.error
+    if error is not None:
+        error = RunError(
+            error.type,
+            masker.text(error.message),
+            None if error.traceback is None else masker.text(error.traceback),
+        )
+    return Outcome(
+        outcome.status,
+        masker.value(outcome.output),
+        error,
+        tuple(Effect(e.kind, masker.value(e.data)) for e in outcome.effects),
     )
 
 

@@ -148,6 +148,43 @@ def webhook_secret() -> Response:
     return jsonify({"webhookSecret": secret, "signatureHeader": SIGNATURE_HEADER})
 
 
+@bp.post("/secrets")
+def put_secret() -> tuple[Response, int]:
+    """Store or replace an org secret; the value is write-only (never answered back)."""
+    c, key = _components(), current_key()
+    name, value = wire.secret_request(wire.json_body())
+    record = c.vault.put(key.org_id, name, value)
+    used_by = _secret_users(c, key.org_id)
+    status = 201 if record.created_at == record.updated_at else 200
+    return jsonify(wire.secret_out(record, used_by.get(record.name, []))), status
+
+
+@bp.get("/secrets")
+def list_secrets() -> Response:
+    c, key = _components(), current_key()
+    used_by = _secret_users(c, key.org_id)
+    records = c.vault.list(key.org_id)
+    return jsonify({"secrets": [wire.secret_out(r, used_by.get(r.name, [])) for r in records]})
+
+
+@bp.delete("/secrets/<name>")
+def delete_secret(name: str) -> tuple[str, int]:
+    c, key = _components(), current_key()
+    c.vault.delete(key.org_id, name)
+    return "", 204
+
+
+def _secret_users(c: Components, org_id: str) -> dict[str, list[str]]:
+    """Secret name -> the names of the org's actions that declare it."""
+    with c.store.session() as s:
+        actions = repo.list_actions(s, org_id)
+    users: dict[str, list[str]] = {}
+    for action in actions:
+        for name in action.secrets:
+            users.setdefault(name, []).append(action.name)
+    return users
+
+
 @bp.get("/conversations/<conversation_id>")
 def get_conversation(conversation_id: str) -> Response:
     key = current_key()

@@ -126,6 +126,29 @@ def _native_paths() -> dict[str, Any]:
     auth = _errors(401)
     body_errors = _errors(400, 401, 413, 422)
     return {
+        "/v1/secrets": {
+            "post": {
+                "summary": "Store or replace an org secret (Fernet-encrypted at rest; the value "
+                "is never answered back); 409 when the server has no ACTIONCAGE_SECRETS_KEY",
+                "requestBody": _body("SecretInput"),
+                "responses": {
+                    "201": _json("Secret", "Stored"),
+                    "200": _json("Secret", "Replaced"),
+                    **_errors(400, 401, 409, 413, 422),
+                },
+            },
+            "get": {
+                "summary": "The org's secrets: names, times and the actions that use them",
+                "responses": {"200": _json("SecretList", "The secrets"), **auth},
+            },
+        },
+        "/v1/secrets/{name}": {
+            "parameters": [_path_param("name", "the secret's name")],
+            "delete": {
+                "summary": "Remove an org secret",
+                "responses": {"204": {"description": "Removed"}, **_errors(401, 404)},
+            },
+        },
         "/v1/tools": {
             "get": {
                 "summary": "The org's actions as tool definitions: MCP, OpenAI Responses "

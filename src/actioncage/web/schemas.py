@@ -475,6 +475,37 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         {"output": _ANY_OBJECT, "meta": _all_required({"cached": _BOOLEAN})}
     ),
     "BotpressError": _BOTPRESS_ERROR,
+    "SecretInput": _closed(
+        {
+            "name": {
+                "type": "string",
+                "pattern": NAME_RE.pattern,
+                "x-message": "must start with a letter and hold only letters, digits and "
+                "underscores, at most 64 characters",
+            },
+            "value": {
+                "type": "string",
+                "minLength": 8,
+                "maxLength": 16384,
+                "writeOnly": True,
+                "x-message": "must be a string of 8-16384 characters",
+            },
+        },
+        ("name", "value"),
+    ),
+    "Secret": _all_required(
+        {
+            "name": _STRING,
+            "createdAt": _DATE_TIME,
+            "updatedAt": _DATE_TIME,
+            "usedBy": {
+                "type": "array",
+                "items": _STRING,
+                "description": "the names of the org's actions that declare it",
+            },
+        }
+    ),
+    "SecretList": _all_required({"secrets": {"type": "array", "items": ref("Secret")}}),
     "ToolExport": _closed(
         {
             "format": {"type": "string", "enum": ["mcp", "openai", "anthropic"]},

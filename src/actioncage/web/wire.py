@@ -21,6 +21,7 @@ from actioncage.models import (
     Policy,
     RunResult,
     RunStatus,
+    SecretRecord,
 )
 from actioncage.web import schemas
 
@@ -114,6 +115,17 @@ def action_fields(
         fields["returns"] = check_schema(body.get("returns"), "returns")
     if "secrets" in body or current is None:
         fields["secrets"] = tuple(dict.fromkeys(body.get("secrets") or ()))
+    if is_api:
+        undeclared = [
+            name
+            for name in http_actions.endpoint_secrets(fields["endpoint"])
+            if name not in fields["secrets"]
+        ]
+        if undeclared:
+            raise ValidationFailedError(
+                f"endpoint uses $secret.{undeclared[0]}: list {undeclared[0]!r} in secrets",
+                "secrets",
+            )
     if "policy" in body or current is None:
         fields["policy"] = policy(body.get("policy"))
     return fields
@@ -374,4 +386,23 @@ def conversation_out(c: Conversation) -> dict[str, Any]:
         "createdAt": iso(c.created_at),
         "updatedAt": iso(c.updated_at),
         "endedAt": None if c.ended_at is None else iso(c.ended_at),
+    }
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+
+def secret_request(body: dict[str, Any]) -> tuple[str, str]:
+    """``(name, value)`` of a secret body. Raises ValidationFailedError (never echoing the
+    value)."""
+    checked("SecretInput", body)
+    return body["name"], body["value"]
+
+
+def secret_out(record: SecretRecord, used_by: list[str]) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "createdAt": iso(record.created_at),
+        "updatedAt": iso(record.updated_at),
+        "usedBy": used_by,
     }
