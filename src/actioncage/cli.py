@@ -237,7 +237,11 @@ def _vault(settings: Settings) -> Any:
     store = Store(settings.database_url)
     store.upgrade()
     vault = Vault(store, settings.secrets_key_list)
-    vault.check_readable()
+    try:
+        vault.check_readable()
+    except BaseException:
+        store.dispose()
+        raise
     return store, vault
 
 

@@ -108,7 +108,11 @@ def build(settings: Settings, role: str = "serve") -> Components:
     store = Store(settings.database_url)
     store.upgrade()
     vault = Vault(store, settings.secrets_key_list)
-    vault.check_readable()  # stored secrets and no key that opens them: do not start
+    try:
+        vault.check_readable()  # stored secrets and no key that opens them: do not start
+    except BaseException:
+        store.dispose()
+        raise
     if settings.api_key:
         with store.session() as s:
             repo.create_key(s, "default", settings.api_key)
