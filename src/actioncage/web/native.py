@@ -154,7 +154,7 @@ def put_secret() -> tuple[Response, int]:
     c, key = _components(), current_key()
     name, value = wire.secret_request(wire.json_body())
     record = c.vault.put(key.org_id, name, value)
-    used_by = _secret_users(c, key.org_id)
+    used_by = secret_users(c, key.org_id)
     status = 201 if record.created_at == record.updated_at else 200
     return jsonify(wire.secret_out(record, used_by.get(record.name, []))), status
 
@@ -162,7 +162,7 @@ def put_secret() -> tuple[Response, int]:
 @bp.get("/secrets")
 def list_secrets() -> Response:
     c, key = _components(), current_key()
-    used_by = _secret_users(c, key.org_id)
+    used_by = secret_users(c, key.org_id)
     records = c.vault.list(key.org_id)
     return jsonify({"secrets": [wire.secret_out(r, used_by.get(r.name, [])) for r in records]})
 
@@ -174,7 +174,7 @@ def delete_secret(name: str) -> tuple[str, int]:
     return "", 204
 
 
-def _secret_users(c: Components, org_id: str) -> dict[str, list[str]]:
+def secret_users(c: Components, org_id: str) -> dict[str, list[str]]:
     """Secret name -> the names of the org's actions that declare it."""
     with c.store.session() as s:
         actions = repo.list_actions(s, org_id)

@@ -346,6 +346,42 @@ def _dashboard_paths() -> dict[str, Any]:
             }
         },
         "/": {"get": page("The org's actions")},
+        "/secrets": {
+            "get": page("The org's secrets (names, the actions using them) and a form"),
+            "post": {
+                "summary": "Set a secret (form: name, value, csrf); the value is write-only",
+                "security": session,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "value": {"type": "string", "writeOnly": True},
+                                    "csrf": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "303": _redirect("Saved: to /secrets"),
+                    "409": _html("The page, saying secrets are off"),
+                    "422": _html("The page with the reason"),
+                    **_errors(401, 403, 413),
+                },
+            },
+        },
+        "/secrets/{name}/delete": {
+            "parameters": [_path_param("name")],
+            "post": {
+                "summary": "Delete a secret (form: csrf)",
+                "security": session,
+                "responses": {"303": _redirect("Deleted: to /secrets"), **_errors(401, 403, 404)},
+            },
+        },
         "/actions/new": {
             "get": page(
                 "The editor for a new action",
