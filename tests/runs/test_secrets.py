@@ -23,7 +23,8 @@ from actioncage.runs.masking import MASK, Masker
 from actioncage.settings import Settings
 from actioncage.store import Store, repo
 from actioncage.vault import Vault, new_key
-from tests.conftest import make_settings
+from tests.conftest import make_settings, wait_for
+from tests.runs.conftest import Receiver
 from tests.served import ACTIONCAGE, serve_env
 from tests.test_http_actions import Upstream
 
@@ -109,7 +110,11 @@ def _dump_database(app: Flask) -> str:
 
 @pytest.mark.docker
 def test_a_secret_never_shows_in_what_its_run_leaves(
-    app: Flask, client: FlaskClient, auth_headers: dict[str, str], make_action: Any
+    app: Flask,
+    client: FlaskClient,
+    auth_headers: dict[str, str],
+    make_action: Any,
+    receiver: Receiver,
 ) -> None:
     assert _put(client, auth_headers, "erpKey", VALUE).status_code == 201
     action = make_action(SCRIPT, name="erp", secrets=["erpKey"])
@@ -132,11 +137,22 @@ def test_a_secret_never_shows_in_what_its_run_leaves(
     assert failed["error"]["type"] == "exception"
     assert failed["error"]["message"].startswith("RuntimeError: could not reach ERP with ***")
 
+    background = client.post(
+        f"/v1/actions/{action['id']}/execute",
+        json={"args": {}, "callbackUrl": receiver.url},
+        headers=auth_headers,
+    )
+    assert background.status_code in (200, 202), background.get_json()
+    assert wait_for(lambda: len(receiver.received) == 1, timeout=30)
+    callback = receiver.received[0][1].decode()
+    assert json.loads(callback)["output"]["plain"] == MASK
+
     conversation = client.get("/v1/conversations/c1", headers=auth_headers).get_json()
     assert conversation["metadata"]["stored"]["plain"] == MASK
     for where, body in [
         ("the ok run", ok),
         ("the failed run", failed),
+        ("the callback", json.loads(callback)),
         ("the conversation", conversation),
         ("the stored runs", client.get("/v1/runs", headers=auth_headers).get_json()),
     ]:
