@@ -41,7 +41,7 @@ class Envelope:
     unix socket, mounted by the control plane.
     """
 
-    __slots__ = ("code", "context", "limits", "restricted_imports", "egress_socket")
+    __slots__ = ("code", "context", "limits", "restricted_imports", "egress_socket", "secrets")
 
     def __init__(
         self,
@@ -50,12 +50,14 @@ class Envelope:
         limits: Limits,
         restricted_imports: frozenset[str] | None = None,
         egress_socket: str | None = None,
+        secrets: dict[str, str | None] | None = None,
     ) -> None:
         self.code = code
         self.context = context
         self.limits = limits
         self.restricted_imports = restricted_imports
         self.egress_socket = egress_socket
+        self.secrets = secrets
 
 
 class Failure:
@@ -110,7 +112,13 @@ def read_envelope(stdin: TextIO) -> Envelope:
         egress_socket = egress.get("socket") if isinstance(egress, dict) else None
         if not isinstance(egress_socket, str) or not egress_socket.startswith("/"):
             raise EnvelopeError("envelope.egress.socket must be an absolute path")
-    return Envelope(code, context, limits, restricted_imports, egress_socket)
+    secrets = raw.get("secrets")
+    if secrets is not None and not (
+        isinstance(secrets, dict)
+        and all(isinstance(k, str) and isinstance(v, str | None) for k, v in secrets.items())
+    ):
+        raise EnvelopeError("envelope.secrets must map names to strings or null")
+    return Envelope(code, context, limits, restricted_imports, egress_socket, secrets)
 
 
 def run(stdin: TextIO, frames_out: TextIO, logs: TextIO | None = None) -> int:
@@ -134,7 +142,9 @@ def run(stdin: TextIO, frames_out: TextIO, logs: TextIO | None = None) -> int:
         from actioncage_runtime.egress import use_proxy
 
         use_proxy(envelope.egress_socket)
-    helpers = Helpers(envelope.context, envelope.limits, HostChannel(stdin, frames_out))
+    helpers = Helpers(
+        envelope.context, envelope.limits, HostChannel(stdin, frames_out), envelope.secrets
+    )
     saved_streams = sys.stdout, sys.stderr
     if logs is not None:
         sys.stdout = sys.stderr = logs

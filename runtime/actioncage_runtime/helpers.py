@@ -40,6 +40,7 @@ HELPER_NAMES = (
     "llm_classify_binary",
     "llm_classify_category",
     "add_google_sheets_row",
+    "get_secret",
 )
 
 _LIMIT_FIELDS = {
@@ -53,6 +54,10 @@ _LIMIT_FIELDS = {
 
 class HostCallError(Exception):
     """A host call (LLM, Google Sheets) failed and the script gave no fallback."""
+
+
+class SecretError(Exception):
+    """get_secret asked for a secret the action does not declare, or one not available."""
 
 
 class Limits:
@@ -156,8 +161,16 @@ class Helpers:
     conversation's metadata that the set/delete helpers update.
     """
 
-    def __init__(self, context: dict[str, Any], limits: Limits, channel: HostChannel) -> None:
+    def __init__(
+        self,
+        context: dict[str, Any],
+        limits: Limits,
+        channel: HostChannel,
+        secrets: dict[str, str | None] | None = None,
+    ) -> None:
         self.effects: list[dict[str, Any]] = []
+        # Only the action's declared secrets of its own org (None: declared, not available).
+        self._secrets = dict(secrets or {})
         self._context = context
         self._limits = limits
         self._channel = channel
@@ -179,7 +192,32 @@ class Helpers:
         """The names injected into the script: the helpers and HostCallError."""
         names: dict[str, Any] = {name: getattr(self, name) for name in HELPER_NAMES}
         names["HostCallError"] = HostCallError
+        names["SecretError"] = SecretError
         return names
+
+    # Secrets
+
+    def get_secret(self, name: str) -> str:
+        """Return the value of the org's secret ``name``, which the action must declare.
+
+        Raises SecretError when it is not declared or not set; the value is masked as
+        ``***`` in everything the run leaves (logs, output, errors, effects).
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"get_secret: name must be a string, not {_type(name)}")
+        if name not in self._secrets:
+            declared = ", ".join(sorted(self._secrets)) or "none"
+            raise SecretError(
+                f"get_secret({name!r}): this action does not declare that secret "
+                f"(declared: {declared}); add it to the action's secrets"
+            )
+        value = self._secrets[name]
+        if value is None:
+            raise SecretError(
+                f"get_secret({name!r}): the secret is not available: the org has not set it "
+                "(or the server has no ACTIONCAGE_SECRETS_KEY)"
+            )
+        return value
 
     # Conversation data
 

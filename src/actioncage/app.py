@@ -9,8 +9,8 @@ from flask import Flask
 
 from actioncage.components import Components, build
 from actioncage.settings import Settings
-from actioncage.web import dashboard, errors, meta, native
-from actioncage.web.frontdoors import botpress, rasa
+from actioncage.web import dashboard, dashboard_secrets, errors, meta, native
+from actioncage.web.frontdoors import botpress, mcp, rasa
 from actioncage.web.in_flight import hold_while_responding
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(meta.bp)
     app.register_blueprint(native.bp)
     dashboard.register(app, settings)
+    app.register_blueprint(dashboard_secrets.bp)
     app.register_blueprint(rasa.bp)
     app.register_blueprint(botpress.bp)
+    mcp.register(app, components)
     app.wsgi_app = hold_while_responding(  # type: ignore[method-assign,assignment]
         app.wsgi_app, components.runner.foreground
     )

@@ -1,5 +1,5 @@
 """The ``actioncage`` command: serve, run, image build, keys (create, list, revoke), org,
-db upgrade, audit."""
+secrets (set, list, delete, new-key, rotate), db upgrade, audit."""
 
 from __future__ import annotations
 
@@ -258,6 +258,68 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _vault(settings: Settings) -> Any:
+    from actioncage.store import Store
+    from actioncage.vault import Vault
+
+    store = Store(settings.database_url)
+    store.upgrade()
+    vault = Vault(store, settings.secrets_key_list)
+    try:
+        vault.check_readable()
+    except BaseException:
+        store.dispose()
+        raise
+    return store, vault
+
+
+def _secrets_set(args: argparse.Namespace, settings: Settings) -> int:
+    """Store the org's secret NAME with the value read from stdin (one trailing newline is
+    dropped); the value is never printed."""
+    value = sys.stdin.read()
+    value = value[:-1] if value.endswith("\n") else value
+    value = value[:-1] if value.endswith("\r") else value
+    store, vault = _vault(settings)
+    with store:
+        record = vault.put(args.org, args.name, value)
+    print(f"secret {record.name} of org {record.org_id} stored")
+    return 0
+
+
+def _secrets_list(args: argparse.Namespace, settings: Settings) -> int:
+    store, vault = _vault(settings)
+    with store:
+        records = vault.list(args.org)
+    for record in records:
+        print(f"{record.name}  updated {record.updated_at.isoformat(timespec='seconds')}")
+    return 0
+
+
+def _secrets_delete(args: argparse.Namespace, settings: Settings) -> int:
+    store, vault = _vault(settings)
+    with store:
+        vault.delete(args.org, args.name)
+    print(f"secret {args.name} of org {args.org} deleted")
+    return 0
+
+
+def _secrets_new_key(args: argparse.Namespace, settings: Settings) -> int:
+    from actioncage.vault import new_key
+
+    print(new_key())
+    return 0
+
+
+def _secrets_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-encrypt every secret with the first ACTIONCAGE_SECRETS_KEY (the older keys after it
+    may then be dropped)."""
+    store, vault = _vault(settings)
+    with store:
+        count = vault.rotate()
+    print(f"{count} secret(s) re-encrypted with the first key")
+    return 0
+
+
 _ORG_LIMITS = (
     ("max_timeout_ms", int),
     ("max_memory_mb", int),
@@ -411,6 +473,25 @@ def main(argv: list[str] | None = None) -> int:
     show_policy = org_sub.add_parser("show-policy", help="print the org's ceilings")
     show_policy.add_argument("org")
     show_policy.set_defaults(func=_org_show_policy)
+    secrets = sub.add_parser("secrets", help="org secrets (ACTIONCAGE_SECRETS_KEY)")
+    secrets_sub = secrets.add_subparsers(dest="secrets_command", required=True)
+    secrets_set = secrets_sub.add_parser("set", help="store a secret, its value read from stdin")
+    secrets_set.add_argument("org")
+    secrets_set.add_argument("name")
+    secrets_set.set_defaults(func=_secrets_set)
+    secrets_list = secrets_sub.add_parser("list", help="list an org's secrets (never values)")
+    secrets_list.add_argument("org")
+    secrets_list.set_defaults(func=_secrets_list)
+    secrets_delete = secrets_sub.add_parser("delete", help="remove a secret")
+    secrets_delete.add_argument("org")
+    secrets_delete.add_argument("name")
+    secrets_delete.set_defaults(func=_secrets_delete)
+    new_key = secrets_sub.add_parser("new-key", help="print a fresh ACTIONCAGE_SECRETS_KEY")
+    new_key.set_defaults(func=_secrets_new_key)
+    rotate = secrets_sub.add_parser(
+        "rotate", help="re-encrypt every secret with the first ACTIONCAGE_SECRETS_KEY"
+    )
+    rotate.set_defaults(func=_secrets_rotate)
     db = sub.add_parser("db", help="the database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_upgrade = db_sub.add_parser("upgrade", help="migrate the schema to the newest revision")

@@ -32,6 +32,7 @@ from actioncage.settings import Settings
 from actioncage.shared.memory import in_process
 from actioncage.shared.state import DomainCache, SharedState
 from actioncage.store import Store, repo
+from actioncage.vault import Vault
 from actioncage.web.auth import KeyCache
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Components:
     jobs: Jobs
     outbox: Outbox
     shared: SharedState
+    vault: Vault
     pool: WarmPool | None = None
 
     @property
@@ -105,6 +107,12 @@ def build(settings: Settings, role: str = "serve") -> Components:
     """
     store = Store(settings.database_url)
     store.upgrade()
+    vault = Vault(store, settings.secrets_key_list)
+    try:
+        vault.check_readable()  # stored secrets and no key that opens them: do not start
+    except BaseException:
+        store.dispose()
+        raise
     if settings.api_key:
         with store.session() as s:
             repo.create_key(s, "default", settings.api_key)
@@ -127,7 +135,9 @@ def build(settings: Settings, role: str = "serve") -> Components:
     host_calls = HostCalls(settings)
     slots = RunSlots(settings)
     metrics = Metrics(runner, slots, pool)
-    executor = Executor(settings, store, runner, host_calls, slots=slots, metrics=metrics)
+    executor = Executor(
+        settings, store, runner, host_calls, slots=slots, metrics=metrics, vault=vault
+    )
     callbacks = CallbackSender(settings)
     outbox = Outbox(settings, store, callbacks, instance.id)
     jobs = Jobs(
@@ -165,5 +175,6 @@ def build(settings: Settings, role: str = "serve") -> Components:
         jobs=jobs,
         outbox=outbox,
         shared=shared,
+        vault=vault,
         pool=pool,
     )

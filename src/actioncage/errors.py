@@ -7,13 +7,15 @@ ActioncageError
 │   ├── ActionNotFoundError
 │   ├── ConversationNotFoundError
 │   ├── KeyNotFoundError   no API key with that id
-│   └── RunNotFoundError
+│   ├── RunNotFoundError
+│   └── SecretNotFoundError   no secret of that name in the org
 ├── BadRequestError        the request body is not what the route takes
 ├── ValidationFailedError  a field breaks a rule (names the field)
 │   ├── InvalidCodeError   the script does not compile or lacks execute_action
 │   └── PolicyError        a limit asked beyond the operator's maximum
 ├── ConflictError          a unique name is taken
-│   └── IdempotencyInProgressError   the first call with this Idempotency-Key still runs
+│   ├── IdempotencyInProgressError   the first call with this Idempotency-Key still runs
+│   └── SecretsDisabledError   no ACTIONCAGE_SECRETS_KEY: secrets cannot be stored or read
 ├── RateLimitedError       an org or key is over its runs-per-minute or concurrency limit
 │   └── OverloadedError    every run slot and queue place is taken; retry later
 ├── SandboxError           the engine failed us; no run could be produced
@@ -56,6 +58,10 @@ class KeyNotFoundError(NotFoundError):
 
 class RunNotFoundError(NotFoundError):
     """No such run."""
+
+
+class SecretNotFoundError(NotFoundError):
+    """No secret of that name in the org."""
 
 
 class BadRequestError(ActioncageError):
@@ -136,3 +142,7 @@ class BusyError(ActioncageError):
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class SecretsDisabledError(ConflictError):
+    """The server has no ACTIONCAGE_SECRETS_KEY, so secrets can be neither stored nor read."""

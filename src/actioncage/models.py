@@ -110,6 +110,10 @@ class Action:
     user_success_text: str | None = None
     user_error_text: str | None = None
     invocation_trigger: InvocationTrigger = InvocationTrigger.USER_QUERY
+    # The JSON Schema an output must match (None: any JSON); a mismatch is invalid_return.
+    returns: dict[str, Any] | None = None
+    # The names of the org's secrets the action may read (get_secret, $secret.name).
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,8 @@ class RunResult:
     front_door: FrontDoor | None = None
     # The args the run was called with (None: recorded before runs kept them).
     args: dict[str, Any] | None = None
+    # The names of the secrets the run was given (never their values).
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -229,3 +235,13 @@ class IdempotentResponse:
 
     status_code: int
     body: Any
+
+
+@dataclass(frozen=True)
+class SecretRecord:
+    """An org secret as it is listed: never its value."""
+
+    org_id: str
+    name: str
+    created_at: datetime
+    updated_at: datetime

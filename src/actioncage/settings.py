@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 import urllib.parse
@@ -120,6 +121,13 @@ class Settings:
     # domain cache, the live-container cap) in this Redis, so every process behind a balancer
     # counts as one (redis://, rediss:// or unix://). Unset: each process keeps its own.
     redis_url: str | None = None
+    # Origins (scheme://host[:port], comma-separated) allowed to call /mcp besides the server's
+    # own: a browser page elsewhere is refused (DNS rebinding).
+    mcp_allowed_origins: str = ""
+    # Fernet keys (comma-separated, newest first: it encrypts, every one decrypts, so a key
+    # can be rotated in) for the orgs' secrets. Unset: secrets are off, and a database that
+    # holds some refuses to start.
+    secrets_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -177,6 +185,14 @@ class Settings:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: value out of range")
         if self.redis_url is not None and (problem := _redis_url_problem(self.redis_url)):
             raise ConfigError(f"{_PREFIX}REDIS_URL: {problem}")
+        if self.secrets_key is not None and not all(
+            _fernet_key_ok(k) for k in self.secrets_key_list
+        ):
+            # Never echo the value: it is the key.
+            raise ConfigError(
+                f"{_PREFIX}SECRETS_KEY: each comma-separated key must be 32 url-safe "
+                "base64-encoded bytes (make one with `actioncage secrets new-key`)"
+            )
         try:
             for address in self.egress_resolve.values():
                 ipaddress.ip_address(address)
@@ -187,6 +203,18 @@ class Settings:
     def egress_allowed_cidr_list(self) -> tuple[str, ...]:
         """``egress_allowed_cidrs`` split on commas."""
         return tuple(c.strip() for c in self.egress_allowed_cidrs.split(",") if c.strip())
+
+    @property
+    def secrets_key_list(self) -> tuple[str, ...]:
+        """``secrets_key`` split on commas (newest first)."""
+        return tuple(k.strip() for k in (self.secrets_key or "").split(",") if k.strip())
+
+    @property
+    def mcp_allowed_origin_list(self) -> tuple[str, ...]:
+        """``mcp_allowed_origins`` split on commas, without trailing slashes."""
+        return tuple(
+            o.strip().rstrip("/") for o in self.mcp_allowed_origins.split(",") if o.strip()
+        )
 
     @property
     def default_egress_list(self) -> tuple[str, ...]:
@@ -254,6 +282,13 @@ def _redis_url_problem(url: str) -> str | None:
     if db and not db.isdigit():
         return "the database (after the host) must be a number"
     return None
+
+
+def _fernet_key_ok(key: str) -> bool:
+    try:
+        return len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32
+    except (ValueError, UnicodeEncodeError):
+        return False
 
 
 def _cidrs_ok(cidrs: Iterable[str]) -> bool:

@@ -37,9 +37,11 @@ def envelope_line(
     *,
     args: dict[str, Any] | None = None,
     conversation_data: Any = _DEFAULT,
+    secrets: Any = None,
     **limits: int,
 ) -> str:
-    """The envelope as the first stdin line; ``limits`` override the defaults by wire name."""
+    """The envelope as the first stdin line; ``limits`` override the defaults by wire name;
+    ``secrets`` (name -> value or None) is the envelope's ``secrets`` when given."""
     envelope = {
         "v": 1,
         "code": textwrap.dedent(code),
@@ -49,6 +51,8 @@ def envelope_line(
         },
         "limits": {**DEFAULT_LIMITS, **limits},
     }
+    if secrets is not None:
+        envelope["secrets"] = secrets
     return json.dumps(envelope) + "\n"
 
 

@@ -364,3 +364,33 @@ def test_is_holiday(call: str, expected: bool) -> None:
         conversation_data=None,
     )
     assert out.output is expected
+
+
+def test_get_secret_reads_only_declared_available_secrets() -> None:
+    code = """
+    def execute_action(context):
+        out = {"value": get_secret("erpKey")}
+        for name in ("missing", "unset"):
+            try:
+                get_secret(name)
+            except SecretError as exc:
+                out[name] = str(exc)
+        return out
+    """
+    out = run_action(code, secrets={"erpKey": "s3cret-value", "unset": None}).output
+    assert out["value"] == "s3cret-value"
+    assert out["missing"] == (
+        "get_secret('missing'): this action does not declare that secret "
+        "(declared: erpKey, unset); add it to the action's secrets"
+    )
+    assert "the secret is not available" in out["unset"]
+    bare = run_action("def execute_action(context):\n    return get_secret('x')\n").result
+    assert bare["error"]["type"] == "exception"
+    assert "declared: none" in bare["error"]["message"]
+
+
+def test_an_envelope_with_malformed_secrets_is_refused() -> None:
+    from tests.runtime.harness import envelope_line, run_stdin
+
+    refused = run_stdin(envelope_line("def execute_action(c):\n    return 1\n", secrets=[1]))
+    assert refused.exit_code == 2 and "envelope.secrets" in refused.logs

@@ -86,6 +86,7 @@ _RUN = {
     "egress": [],
     "callerKeyId": None,
     "args": {},
+    "secrets": [],
 }
 
 

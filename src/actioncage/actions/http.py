@@ -5,11 +5,13 @@ An API action's ``endpoint`` is ``{url, method, headers, query, payload, timeout
 payload is a required argument. Values are encoded for where they land: percent-encoded in the
 URL, form-encoded in the query, JSON in the payload (a string that is exactly ``"$count"`` takes
 the argument's JSON value; inside a longer string it is interpolated as text), and refused in a
-header when they hold a line break. The scheme, host and port are never templated. The host
-must be within the org's egress ceiling (or the operator's default) and the action's own
-``policy.egress`` when it lists any (sandbox/limits.py decides), and the call goes through the
-EgressGuard: the host is resolved once, every address checked, and the connection made to the
-checked address (Host header and TLS name stay the real host name).
+header when they hold a line break. ``$secret.name`` stands for the org's secret ``name``, which
+the action must declare in its ``secrets``; it is no argument, and the run masks its value.
+The scheme, host and port are never templated. The host must be within the org's egress
+ceiling (or the operator's default) and the action's own ``policy.egress`` when it lists any
+(sandbox/limits.py decides), and the call goes through the EgressGuard: the host is resolved
+once, every address checked, and the connection made to the checked address (Host header and
+TLS name stay the real host name).
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ from actioncage.sandbox.limits import api_egress
 from actioncage.settings import Settings
 
 VARIABLE_RE = re.compile(r"\$([A-Za-z][A-Za-z0-9_]{0,63})")
+# ``$secret.name`` (group 1) or ``$variable`` (group 2), in one pass: a value put in is never
+# read as a template again.
+_TEMPLATE_RE = re.compile(
+    r"\$(?:secret\.([A-Za-z][A-Za-z0-9_]{0,63})|([A-Za-z][A-Za-z0-9_]{0,63}))"
+)
 METHODS = ("GET", "POST", "PUT", "DELETE")
 MASK = "***"
 ENDPOINT_FIELDS = ("url", "method", "headers", "query", "payload", "timeoutMs")
@@ -160,16 +167,26 @@ def _string_map(raw: Any, field: str) -> dict[str, str]:
     return dict(raw)
 
 
-def endpoint_variables(endpoint: dict[str, Any]) -> list[str]:
-    """Every ``$variable`` of the endpoint, in order of first appearance."""
+def _template_names(endpoint: dict[str, Any], group: int) -> list[str]:
     parts = urlsplit(endpoint["url"])
     texts = [parts.path, parts.query, *endpoint["headers"].values(), *endpoint["query"].values()]
     texts.extend(_payload_strings(endpoint["payload"]))
     found: dict[str, None] = {}
     for text in texts:
-        for match in VARIABLE_RE.finditer(text):
-            found[match.group(1)] = None
+        for match in _TEMPLATE_RE.finditer(text):
+            if match.group(group) is not None:
+                found[match.group(group)] = None
     return list(found)
+
+
+def endpoint_variables(endpoint: dict[str, Any]) -> list[str]:
+    """Every ``$variable`` of the endpoint, in order of first appearance."""
+    return _template_names(endpoint, 2)
+
+
+def endpoint_secrets(endpoint: dict[str, Any]) -> list[str]:
+    """Every ``$secret.name`` of the endpoint, in order of first appearance."""
+    return _template_names(endpoint, 1)
 
 
 def _payload_strings(value: Any) -> list[str]:
@@ -234,6 +251,10 @@ class ArgsUnfitError(ValidationFailedError):
     """An argument cannot go where its variable stands (a line break into a header)."""
 
 
+class _SecretMissingError(Exception):
+    """A ``$secret.name`` whose value the run was not given."""
+
+
 @dataclass(frozen=True)
 class PreparedCall:
     method: str
@@ -249,54 +270,79 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-def _interpolate(template: str, args: dict[str, Any], encode: Any = None) -> str:
-    def one(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in args:
-            raise ArgsUnfitError(f"{name}: missing argument", name)
-        text = _text(args[name])
-        return encode(text) if encode else text
-
-    return VARIABLE_RE.sub(one, template)
-
-
-def _fill_payload(value: Any, args: dict[str, Any]) -> Any:
-    if isinstance(value, str):
-        whole = VARIABLE_RE.fullmatch(value)
-        if whole and whole.group(1) in args:
-            # Validated against the schema already: a string stays a string, 3 stays 3.
-            return args[whole.group(1)]
-        return _interpolate(value, args)
-    if isinstance(value, dict):
-        return {k: _fill_payload(v, args) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_fill_payload(v, args) for v in value]
+def _secret(secrets: dict[str, str | None], name: str) -> str:
+    value = secrets.get(name)
+    if value is None:
+        raise _SecretMissingError(
+            f"$secret.{name} is not available: the org has not set it (or the server has no "
+            "ACTIONCAGE_SECRETS_KEY)"
+        )
     return value
 
 
-def prepare(endpoint: dict[str, Any], args: dict[str, Any]) -> PreparedCall:
-    """The request the endpoint makes with these (schema-checked) args.
+def _interpolate(
+    template: str,
+    args: dict[str, Any],
+    encode: Any = None,
+    secrets: dict[str, str | None] | None = None,
+) -> str:
+    def one(match: re.Match[str]) -> str:
+        secret, name = match.group(1), match.group(2)
+        if secret is not None:
+            text = _secret(secrets or {}, secret)
+        elif name not in args:
+            raise ArgsUnfitError(f"{name}: missing argument", name)
+        else:
+            text = _text(args[name])
+        return encode(text) if encode else text
+
+    return _TEMPLATE_RE.sub(one, template)
+
+
+def _fill_payload(value: Any, args: dict[str, Any], secrets: dict[str, str | None]) -> Any:
+    if isinstance(value, str):
+        whole = _TEMPLATE_RE.fullmatch(value)
+        if whole and whole.group(2) in args:
+            # Validated against the schema already: a string stays a string, 3 stays 3.
+            return args[whole.group(2)]
+        return _interpolate(value, args, secrets=secrets)
+    if isinstance(value, dict):
+        return {k: _fill_payload(v, args, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill_payload(v, args, secrets) for v in value]
+    return value
+
+
+def prepare(
+    endpoint: dict[str, Any],
+    args: dict[str, Any],
+    secrets: dict[str, str | None] | None = None,
+) -> PreparedCall:
+    """The request the endpoint makes with these (schema-checked) args and secret values.
 
     Raises ArgsUnfitError when an argument cannot be placed.
     """
     parts = urlsplit(endpoint["url"])
+    secrets = secrets or {}
 
     def segment(text: str) -> str:
         return quote(text, safe="")
 
-    path = _interpolate(parts.path, args, segment) or "/"
-    query = _interpolate(parts.query, args, segment)
-    extra = urlencode([(k, _interpolate(v, args)) for k, v in endpoint["query"].items()])
+    path = _interpolate(parts.path, args, segment, secrets) or "/"
+    query = _interpolate(parts.query, args, segment, secrets)
+    extra = urlencode(
+        [(k, _interpolate(v, args, secrets=secrets)) for k, v in endpoint["query"].items()]
+    )
     query = "&".join(q for q in (query, extra) if q)
     headers: dict[str, str] = {}
     for name, template in endpoint["headers"].items():
-        value = _interpolate(template, args)
+        value = _interpolate(template, args, secrets=secrets)
         if any(c in value for c in "\r\n\0"):
             raise ArgsUnfitError(f"header {name}: an argument holds a line break or NUL", name)
         headers[name] = value
     body = None
     if endpoint["payload"] is not None:
-        body = json.dumps(_fill_payload(endpoint["payload"], args)).encode()
+        body = json.dumps(_fill_payload(endpoint["payload"], args, secrets)).encode()
         if not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = "application/json"
     scheme = parts.scheme
@@ -346,14 +392,17 @@ class HttpActionRunner:
         args: dict[str, Any],
         policy: Policy,
         org: OrgPolicy | None,
+        secrets: dict[str, str | None] | None = None,
     ) -> CallResult:
         """Make the call if its host is within the org's egress (``org`` None: the operator's
         default ceiling) and the action's ``policy.egress``; failures are outcomes (``error``
-        set), never raised."""
+        set), never raised. ``secrets``: the values ``$secret.name`` stands for."""
         try:
-            req = prepare(endpoint, args)
+            req = prepare(endpoint, args, secrets)
         except ArgsUnfitError as exc:
             return CallResult(None, RunError(ErrorType.INVALID_ARGS, str(exc)), "")
+        except _SecretMissingError as exc:
+            return CallResult(None, RunError(ErrorType.EXCEPTION, str(exc)), "")
         timeout_ms = min(
             endpoint.get("timeoutMs") or self._settings.default_timeout_ms,
             self._settings.max_timeout_ms,

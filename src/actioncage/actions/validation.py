@@ -66,19 +66,17 @@ def check_code(code: Any, max_code_bytes: int) -> str:
     raise InvalidCodeError("line 1: no function execute_action", line=1)
 
 
-def check_schema(schema: Any) -> dict[str, Any] | None:
-    """The parameters schema (a JSON Schema object), or None for ``false``/absent."""
+def check_schema(schema: Any, field: str = "parameters") -> dict[str, Any] | None:
+    """The ``field`` schema (a JSON Schema object), or None for ``false``/absent."""
     if schema is None or schema is False:
         return None
     if not isinstance(schema, dict):
-        raise ValidationFailedError(
-            "parameters must be a JSON Schema object or false", field="parameters"
-        )
+        raise ValidationFailedError(f"{field} must be a JSON Schema object or false", field=field)
     try:
         validator_for(schema).check_schema(schema)
     except SchemaError as exc:
         raise ValidationFailedError(
-            f"parameters is not a valid JSON Schema: {exc.message}", field="parameters"
+            f"{field} is not a valid JSON Schema: {exc.message}", field=field
         ) from exc
     return schema
 
@@ -91,6 +89,18 @@ def args_problems(schema: dict[str, Any] | None, args: dict[str, Any]) -> list[s
     problems = []
     for error in sorted(validator.iter_errors(args), key=lambda e: [str(p) for p in e.path]):
         where = "/".join(str(p) for p in error.absolute_path) or "args"
+        problems.append(f"{where}: {error.message}")
+    return problems
+
+
+def returns_problems(schema: dict[str, Any] | None, output: Any) -> list[str]:
+    """Every way an output breaks the action's ``returns`` schema, each naming where."""
+    if schema is None:
+        return []
+    validator = validator_for(schema)(schema, format_checker=jsonschema.FormatChecker())
+    problems = []
+    for error in sorted(validator.iter_errors(output), key=lambda e: [str(p) for p in e.path]):
+        where = "/".join(str(p) for p in error.absolute_path) or "output"
         problems.append(f"{where}: {error.message}")
     return problems
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from actioncage.actions.http import HttpActionRunner
 from actioncage.actions.restricted import IMPORT_ALLOWLIST
-from actioncage.actions.validation import args_problems
+from actioncage.actions.validation import args_problems, returns_problems
 from actioncage.egress.guard import guard_from_settings, parse_patterns
 from actioncage.egress.proxy import SOCKET_NAME, EgressProxy
 from actioncage.errors import RunAlreadyEndedError, SandboxError, ValidationFailedError
@@ -35,12 +35,14 @@ from actioncage.models import (
 from actioncage.runs.admission import Admission
 from actioncage.runs.effects import EffectsInvalid, apply_effects, parse_effects
 from actioncage.runs.hints import explain_network
+from actioncage.runs.masking import Masker
 from actioncage.runs.slots import RunSlots
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
 from actioncage.sandbox.limits import EGRESS_MOUNT, effective_limits, policy_hash
 from actioncage.sandbox.runner import SandboxRunner
 from actioncage.settings import Settings
 from actioncage.store import Store, repo
+from actioncage.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +85,10 @@ class Executor:
         host_calls: HostCalls,
         slots: RunSlots | None = None,
         metrics: Metrics | None = None,
+        vault: Vault | None = None,
     ) -> None:
         self._settings = settings
+        self._vault = vault
         self._store = store
         self._runner = runner
         self._host_calls = host_calls
@@ -143,11 +147,12 @@ class Executor:
         if admission is None:
             with self._store.session() as s:
                 admission = Admission(repo.find_org_policy(s, action.org_id))
+        secrets = self._secret_values(action)
         problems = args_problems(action.parameters, args)
         if problems:
             outcome = _error(ErrorType.INVALID_ARGS, "; ".join(problems))
         elif action.type is ActionType.API and action.endpoint is not None:
-            call = self._http.call(action.endpoint, args, action.policy, admission.org)
+            call = self._http.call(action.endpoint, args, action.policy, admission.org, secrets)
             api_logs = call.logs
             outcome = (
                 Outcome(status=RunStatus.OK, output=call.output)
@@ -173,6 +178,7 @@ class Executor:
                     limits,
                     restricted,
                     None if proxy is None else f"{EGRESS_MOUNT}/{SOCKET_NAME}",
+                    secrets if action.secrets else None,
                 )
                 # OverloadedError (no slot) passes through: no run is produced or recorded.
                 with self._slots.hold():
@@ -188,13 +194,18 @@ class Executor:
                 if proxy is not None:
                     egress = proxy.close()
             outcome = replace(outcome, error=explain_network(outcome.error, limits.egress, egress))
+        outcome = _check_returns(action, outcome)
+        logs = raw_logs(raw, self._settings.max_output_bytes) if api_logs is None else api_logs
+        if secrets:  # nothing the run leaves shows a secret's value, however encoded
+            masker = Masker(v for v in secrets.values() if v is not None)
+            outcome, logs = _masked(outcome, masker), masker.text(logs)
         return self._record(
             run_id,
             action,
             key_id,
             conversation,
             outcome,
-            raw_logs(raw, self._settings.max_output_bytes) if api_logs is None else api_logs,
+            logs,
             started_at,
             digest,
             dry_run,
@@ -202,8 +213,18 @@ class Executor:
             egress,
             placeholder,
             front_door,
-            args,
+            args=args,
+            secrets=tuple(name for name, value in secrets.items() if value is not None),
         )
+
+    def _secret_values(self, action: Action) -> dict[str, str | None]:
+        """The values of the secrets the action declares (None: not available: not set in
+        the org, or no ACTIONCAGE_SECRETS_KEY)."""
+        if not action.secrets:
+            return {}
+        if self._vault is None or not self._vault.enabled:
+            return dict.fromkeys(action.secrets)
+        return self._vault.values(action.org_id, action.secrets)
 
     def _egress_proxy(self, limits: EffectiveLimits) -> EgressProxy | None:
         if not limits.egress:
@@ -260,6 +281,7 @@ class Executor:
         placeholder: bool = False,
         front_door: FrontDoor | None = None,
         args: dict[str, Any] | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> RunResult:
         finished_at = repo.now()
         applied = (
@@ -289,6 +311,7 @@ class Executor:
             egress=egress,
             front_door=front_door,
             args=args,
+            secrets=secrets,
         )
         # Effects and the audit record land together or not at all.
         try:
@@ -323,6 +346,35 @@ def raw_logs(raw: RawOutcome | None, cap_bytes: int | None = None) -> str:
 
 # Starts the line added where the logs were cut at the output cap.
 LOGS_CUT_MARKER = "[actioncage: logs cut here"
+
+
+def _check_returns(action: Action, outcome: Outcome) -> Outcome:
+    """A successful outcome whose output breaks the action's ``returns`` is invalid_return
+    (its effects are not applied)."""
+    if outcome.status is not RunStatus.OK or action.returns is None:
+        return outcome
+    problems = returns_problems(action.returns, outcome.output)
+    if not problems:
+        return outcome
+    return _error(
+        ErrorType.INVALID_RETURN, "the output does not match returns: " + "; ".join(problems)
+    )
+
+
+def _masked(outcome: Outcome, masker: Masker) -> Outcome:
+    error = outcome.error
+    if error is not None:
+        error = RunError(
+            error.type,
+            masker.text(error.message),
+            None if error.traceback is None else masker.text(error.traceback),
+        )
+    return Outcome(
+        outcome.status,
+        masker.value(outcome.output),
+        error,
+        tuple(Effect(e.kind, masker.value(e.data)) for e in outcome.effects),
+    )
 
 
 def classify(raw: RawOutcome, limits: EffectiveLimits, has_conversation: bool) -> Outcome:

@@ -26,9 +26,11 @@ def build_envelope(
     limits: EffectiveLimits,
     restricted_imports: Iterable[str] | None = None,
     egress_socket: str | None = None,
+    secrets: dict[str, str | None] | None = None,
 ) -> bytes:
     """The first stdin line: code, context and the limits the helpers enforce; with
-    ``restricted_imports``, the script is compiled in restricted mode with that allowlist."""
+    ``restricted_imports``, the script is compiled in restricted mode with that allowlist;
+    ``secrets`` are the action's declared secrets (None: not available) for get_secret."""
     envelope = {
         "v": PROTOCOL_VERSION,
         "code": code,
@@ -45,6 +47,8 @@ def build_envelope(
         envelope["restricted"] = {"imports": sorted(restricted_imports)}
     if egress_socket is not None:
         envelope["egress"] = {"socket": egress_socket}
+    if secrets is not None:
+        envelope["secrets"] = secrets
     return json.dumps(envelope, separators=(",", ":")).encode() + b"\n"
 
 

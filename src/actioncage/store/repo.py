@@ -22,6 +22,7 @@ from actioncage.errors import (
     KeyNotFoundError,
     RunAlreadyEndedError,
     RunNotFoundError,
+    SecretNotFoundError,
 )
 from actioncage.models import (
     Action,
@@ -40,6 +41,7 @@ from actioncage.models import (
     RunError,
     RunResult,
     RunStatus,
+    SecretRecord,
 )
 from actioncage.store.schema import (
     ActionRow,
@@ -50,6 +52,7 @@ from actioncage.store.schema import (
     IdempotencyRow,
     OrgPolicyRow,
     OrgRow,
+    OrgSecretRow,
     RunRow,
 )
 
@@ -186,6 +189,8 @@ def _action(row: ActionRow, version: ActionVersionRow) -> Action:
         user_success_text=version.user_success_text,
         user_error_text=version.user_error_text,
         invocation_trigger=InvocationTrigger(version.invocation_trigger or "user_query"),
+        returns=version.returns,
+        secrets=tuple(version.secrets or ()),
     )
 
 
@@ -219,6 +224,8 @@ def _version_row(
         user_success_text=fields.get("user_success_text"),
         user_error_text=fields.get("user_error_text"),
         invocation_trigger=str(fields.get("invocation_trigger") or InvocationTrigger.USER_QUERY),
+        returns=fields.get("returns"),
+        secrets=list(fields.get("secrets") or ()) or None,
     )
 
 
@@ -521,6 +528,7 @@ def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False
         "egress": list(run.egress),
         "front_door": None if run.front_door is None else str(run.front_door),
         "args": run.args,
+        "secrets": list(run.secrets) or None,
     }
     if replaces_placeholder:
         # Only a record still "running" is completed: the first outcome recorded wins.
@@ -617,6 +625,7 @@ def _run(row: RunRow) -> RunResult:
         egress=tuple(row.egress or ()),
         front_door=None if row.front_door is None else FrontDoor(row.front_door),
         args=row.args,
+        secrets=tuple(row.secrets or ()),
     )
 
 
@@ -627,6 +636,79 @@ def find_key_by_id(session: Session, key_id: str) -> ApiKey | None:
     if row is None or row.revoked_at is not None:
         return None
     return ApiKey(id=row.id, org_id=row.org_id)
+
+
+# --- org secrets (ciphertext only: store/ never sees a secret's value) ---------------------
+
+
+def _secret_record(row: OrgSecretRow) -> SecretRecord:
+    return SecretRecord(row.org_id, row.name, _aware(row.created_at), _aware(row.updated_at))
+
+
+def put_secret(session: Session, org_id: str, name: str, ciphertext: str) -> SecretRecord:
+    """Store (or replace) the org's secret ``name`` as ``ciphertext``."""
+    ensure_org(session, org_id)
+    ts = now()
+    values = {
+        "org_id": org_id,
+        "name": name,
+        "ciphertext": ciphertext,
+        "created_at": ts,
+        "updated_at": ts,
+    }
+    if not _insert_new(session, OrgSecretRow, values):
+        session.execute(
+            update(OrgSecretRow)
+            .where(OrgSecretRow.org_id == org_id, OrgSecretRow.name == name)
+            .values(ciphertext=ciphertext, updated_at=ts)
+        )
+    row = session.get(OrgSecretRow, (org_id, name), populate_existing=True)
+    assert row is not None
+    return _secret_record(row)
+
+
+def list_secrets(session: Session, org_id: str) -> list[SecretRecord]:
+    """The org's secrets by name (never their values)."""
+    rows = session.scalars(
+        select(OrgSecretRow).where(OrgSecretRow.org_id == org_id).order_by(OrgSecretRow.name)
+    )
+    return [_secret_record(r) for r in rows]
+
+
+def delete_secret(session: Session, org_id: str, name: str) -> None:
+    """Remove the org's secret. Raises SecretNotFoundError."""
+    row = session.get(OrgSecretRow, (org_id, name))
+    if row is None:
+        raise SecretNotFoundError(f"no secret {name!r}")
+    session.delete(row)
+    session.flush()
+
+
+def secret_ciphertexts(session: Session, org_id: str, names: tuple[str, ...]) -> dict[str, str]:
+    """The ciphertexts of those of ``names`` the org has set."""
+    if not names:
+        return {}
+    rows = session.execute(
+        select(OrgSecretRow.name, OrgSecretRow.ciphertext).where(
+            OrgSecretRow.org_id == org_id, OrgSecretRow.name.in_(names)
+        )
+    )
+    return {name: ciphertext for name, ciphertext in rows}
+
+
+def all_secret_ciphertexts(session: Session) -> list[tuple[str, str, str]]:
+    """Every stored secret as (org, name, ciphertext), for start-up checks and rotation."""
+    rows = session.execute(select(OrgSecretRow.org_id, OrgSecretRow.name, OrgSecretRow.ciphertext))
+    return [(org, name, ciphertext) for org, name, ciphertext in rows]
+
+
+def replace_secret_ciphertext(session: Session, org_id: str, name: str, ciphertext: str) -> None:
+    """Rewrite one secret's ciphertext (a key rotation: the value and times stay)."""
+    session.execute(
+        update(OrgSecretRow)
+        .where(OrgSecretRow.org_id == org_id, OrgSecretRow.name == name)
+        .values(ciphertext=ciphertext)
+    )
 
 
 # --- org webhook secret ----------------------------------------------------------------------

@@ -121,6 +121,9 @@ class ActionVersionRow(Base):
     user_success_text: Mapped[str | None] = mapped_column(NulFreeText(), nullable=True)
     user_error_text: Mapped[str | None] = mapped_column(NulFreeText(), nullable=True)
     invocation_trigger: Mapped[str | None] = mapped_column(NulFreeString(40), nullable=True)
+    # The output's JSON Schema, and the names of the org's secrets the action reads.
+    returns: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    secrets: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class ConversationRow(Base):
@@ -166,6 +169,8 @@ class RunRow(Base):
     front_door: Mapped[str | None] = mapped_column(NulFreeString(16), nullable=True)
     # The args the run was called with (None: recorded before runs kept them).
     args: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The names of the secrets the run was given (never their values).
+    secrets: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class OrgPolicyRow(Base):
@@ -262,3 +267,14 @@ class ServerSecretRow(Base):
     name: Mapped[str] = mapped_column(NulFreeString(64), primary_key=True)
     value: Mapped[str] = mapped_column(NulFreeText())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OrgSecretRow(Base):
+    """One secret of an org: its value Fernet-encrypted (store/secrets.py); never plaintext."""
+
+    __tablename__ = "org_secrets"
+    org_id: Mapped[str] = mapped_column(NulFreeString(64), primary_key=True)
+    name: Mapped[str] = mapped_column(NulFreeString(64), primary_key=True)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from actioncage.actions import tools
 from actioncage.actions.validation import check_org_rules
 from actioncage.components import Components
+from actioncage.errors import ValidationFailedError
 from actioncage.models import FrontDoor
 from actioncage.runs.callbacks import SIGNATURE_HEADER
 from actioncage.runs.idempotency import Answer
@@ -34,6 +36,20 @@ def create_action() -> tuple[Response, int]:
         check_org_rules(fields, c.settings, repo.find_org_policy(s, key.org_id))
         action = repo.create_action(s, key.org_id, key.id, fields)
     return jsonify(wire.action_out(action)), 201
+
+
+@bp.get("/tools")
+def export_tools() -> Response:
+    """The org's actions as MCP, OpenAI or Anthropic tool definitions (?format=)."""
+    key = current_key()
+    format_ = request.args.get("format", tools.ToolFormat.MCP)
+    if format_ not in tools.ToolFormat.ALL:
+        raise ValidationFailedError(
+            f"format must be one of {', '.join(tools.ToolFormat.ALL)}", "format"
+        )
+    with _components().store.session() as s:
+        actions = repo.list_actions(s, key.org_id)
+    return jsonify(tools.export(actions, format_))
 
 
 @bp.get("/actions")
@@ -131,6 +147,43 @@ def webhook_secret() -> Response:
     with _components().store.session() as s:
         secret = repo.webhook_secret(s, key.org_id)
     return jsonify({"webhookSecret": secret, "signatureHeader": SIGNATURE_HEADER})
+
+
+@bp.post("/secrets")
+def put_secret() -> tuple[Response, int]:
+    """Store or replace an org secret; the value is write-only (never answered back)."""
+    c, key = _components(), current_key()
+    name, value = wire.secret_request(wire.json_body())
+    record = c.vault.put(key.org_id, name, value)
+    used_by = secret_users(c, key.org_id)
+    status = 201 if record.created_at == record.updated_at else 200
+    return jsonify(wire.secret_out(record, used_by.get(record.name, []))), status
+
+
+@bp.get("/secrets")
+def list_secrets() -> Response:
+    c, key = _components(), current_key()
+    used_by = secret_users(c, key.org_id)
+    records = c.vault.list(key.org_id)
+    return jsonify({"secrets": [wire.secret_out(r, used_by.get(r.name, [])) for r in records]})
+
+
+@bp.delete("/secrets/<name>")
+def delete_secret(name: str) -> tuple[str, int]:
+    c, key = _components(), current_key()
+    c.vault.delete(key.org_id, name)
+    return "", 204
+
+
+def secret_users(c: Components, org_id: str) -> dict[str, list[str]]:
+    """Secret name -> the names of the org's actions that declare it."""
+    with c.store.session() as s:
+        actions = repo.list_actions(s, org_id)
+    users: dict[str, list[str]] = {}
+    for action in actions:
+        for name in action.secrets:
+            users.setdefault(name, []).append(action.name)
+    return users
 
 
 @bp.get("/conversations/<conversation_id>")

@@ -126,6 +126,45 @@ def _native_paths() -> dict[str, Any]:
     auth = _errors(401)
     body_errors = _errors(400, 401, 413, 422)
     return {
+        "/v1/secrets": {
+            "post": {
+                "summary": "Store or replace an org secret (Fernet-encrypted at rest; the value "
+                "is never answered back); 409 when the server has no ACTIONCAGE_SECRETS_KEY",
+                "requestBody": _body("SecretInput"),
+                "responses": {
+                    "201": _json("Secret", "Stored"),
+                    "200": _json("Secret", "Replaced"),
+                    **_errors(400, 401, 409, 413, 422),
+                },
+            },
+            "get": {
+                "summary": "The org's secrets: names, times and the actions that use them",
+                "responses": {"200": _json("SecretList", "The secrets"), **auth},
+            },
+        },
+        "/v1/secrets/{name}": {
+            "parameters": [_path_param("name", "the secret's name")],
+            "delete": {
+                "summary": "Remove an org secret",
+                "responses": {"204": {"description": "Removed"}, **_errors(401, 404)},
+            },
+        },
+        "/v1/tools": {
+            "get": {
+                "summary": "The org's actions as tool definitions: MCP, OpenAI Responses "
+                "function tools or Anthropic tools, each strict only when its schema meets the "
+                "provider's strict mode (reasons when not)",
+                "parameters": [
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["mcp", "openai", "anthropic"]},
+                    }
+                ],
+                "responses": {"200": _json("ToolExport", "The tools"), **_errors(401, 422)},
+            }
+        },
         "/v1/actions": {
             "post": {
                 "summary": "Create an action",
@@ -342,6 +381,42 @@ def _dashboard_paths() -> dict[str, Any]:
             }
         },
         "/": {"get": page("The org's actions")},
+        "/secrets": {
+            "get": page("The org's secrets (names, the actions using them) and a form"),
+            "post": {
+                "summary": "Set a secret (form: name, value, csrf); the value is write-only",
+                "security": session,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "value": {"type": "string", "writeOnly": True},
+                                    "csrf": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "303": _redirect("Saved: to /secrets"),
+                    "409": _html("The page, saying secrets are off"),
+                    "422": _html("The page with the reason"),
+                    **_errors(401, 403, 413),
+                },
+            },
+        },
+        "/secrets/{name}/delete": {
+            "parameters": [_path_param("name")],
+            "post": {
+                "summary": "Delete a secret (form: csrf)",
+                "security": session,
+                "responses": {"303": _redirect("Deleted: to /secrets"), **_errors(401, 403, 404)},
+            },
+        },
         "/actions/new": {
             "get": page(
                 "The editor for a new action",
@@ -527,6 +602,40 @@ def _front_door_paths() -> dict[str, Any]:
     }
 
 
+def _mcp_paths() -> dict[str, Any]:
+    def rpc(description: str) -> dict[str, Any]:
+        return _json("JsonRpcMessage", description)
+
+    stateless = {
+        "summary": "Not offered: the MCP server is stateless (405, Allow: POST)",
+        "responses": {"405": rpc("A JSON-RPC error"), "401": rpc("A JSON-RPC error")},
+    }
+    return {
+        "/mcp": {
+            "post": {
+                "summary": "Model Context Protocol, streamable HTTP (revisions 2026-07-28 and "
+                "2025-11-25): the org's actions as tools; tools/call runs one",
+                "parameters": [
+                    _header("MCP-Protocol-Version", False),
+                    _header("Origin", False, "refused (403) unless this server's own or allowed"),
+                    _IDEMPOTENCY_KEY,
+                ],
+                "requestBody": _body("JsonRpcMessage"),
+                "responses": {
+                    "200": rpc("The JSON-RPC response (a failed run is a result with isError)"),
+                    "202": {"description": "A notification, taken"},
+                    **{
+                        str(code): rpc("A JSON-RPC error")
+                        for code in (400, 401, 403, 404, 406, 409, 413, 415, 429, 500, 502, 503)
+                    },
+                },
+            },
+            "get": stateless,
+            "delete": stateless,
+        }
+    }
+
+
 @cache
 def _document() -> dict[str, Any]:
     return {
@@ -546,6 +655,7 @@ def _document() -> dict[str, Any]:
             **_meta_paths(),
             **_native_paths(),
             **_front_door_paths(),
+            **_mcp_paths(),
             **_dashboard_paths(),
         },
     }

@@ -167,6 +167,18 @@ _ACTION_INPUT = _closed(
             "enum": [*_TRIGGER["enum"], None],
             "description": "null: user_query",
         },
+        "returns": {
+            "description": "the output's JSON Schema (a mismatch is invalid_return), or null",
+            "anyOf": [{"type": "object"}, {"const": False}, {"type": "null"}],
+            "x-message": "must be a JSON Schema object or null",
+        },
+        "secrets": {
+            "description": "names of the org's secrets the action reads (get_secret, $secret.name)",
+            "type": ["array", "null"],
+            "maxItems": 32,
+            "items": {"type": "string", "pattern": NAME_RE.pattern},
+            "x-message": "must be a list of secret names (letters, digits, underscores)",
+        },
     }
 )
 
@@ -248,6 +260,8 @@ _ACTION = _all_required(
         "userSuccessText": nullable(_STRING),
         "userErrorText": nullable(_STRING),
         "invocationTrigger": {"type": "string", "enum": [str(t) for t in InvocationTrigger]},
+        "returns": nullable(_ANY_OBJECT),
+        "secrets": {"type": "array", "items": _STRING},
     }
 )
 
@@ -299,6 +313,11 @@ _RUN = _all_required(
         "egress": {"type": "array", "items": ref("EgressAttempt")},
         "callerKeyId": nullable(_STRING),
         "args": nullable(_ANY_OBJECT),
+        "secrets": {
+            "type": "array",
+            "items": _STRING,
+            "description": "the names of the secrets the run was given",
+        },
     }
 )
 
@@ -457,6 +476,77 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         {"output": _ANY_OBJECT, "meta": _all_required({"cached": _BOOLEAN})}
     ),
     "BotpressError": _BOTPRESS_ERROR,
+    "SecretInput": _closed(
+        {
+            "name": {
+                "type": "string",
+                "pattern": NAME_RE.pattern,
+                "x-message": "must start with a letter and hold only letters, digits and "
+                "underscores, at most 64 characters",
+            },
+            "value": {
+                "type": "string",
+                "minLength": 8,
+                "maxLength": 16384,
+                "writeOnly": True,
+                "x-message": "must be a string of 8-16384 characters",
+            },
+        },
+        ("name", "value"),
+    ),
+    "Secret": _all_required(
+        {
+            "name": _STRING,
+            "createdAt": _DATE_TIME,
+            "updatedAt": _DATE_TIME,
+            "usedBy": {
+                "type": "array",
+                "items": _STRING,
+                "description": "the names of the org's actions that declare it",
+            },
+        }
+    ),
+    "SecretList": _all_required({"secrets": {"type": "array", "items": ref("Secret")}}),
+    "ToolExport": _closed(
+        {
+            "format": {"type": "string", "enum": ["mcp", "openai", "anthropic"]},
+            "tools": {
+                "type": "array",
+                "items": _ANY_OBJECT,
+                "description": "the provider's own tool definitions, to pass as they are",
+            },
+            "strictness": {
+                "type": "array",
+                "description": "openai and anthropic: whether each tool meets the provider's "
+                "strict mode (its own strict flag) and why not",
+                "items": _all_required(
+                    {
+                        "name": _STRING,
+                        "strict": _BOOLEAN,
+                        "reasons": {"type": "array", "items": _STRING},
+                    }
+                ),
+            },
+        },
+        ("format", "tools"),
+    ),
+    "JsonRpcMessage": {
+        "description": "a JSON-RPC 2.0 message (MCP; see modelcontextprotocol.io)",
+        "type": "object",
+        "required": ["jsonrpc"],
+        "properties": {
+            "jsonrpc": {"const": "2.0"},
+            "id": {"type": ["string", "integer", "null"]},
+            "method": _STRING,
+            "params": _ANY_OBJECT,
+            "result": _ANY_OBJECT,
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": _INTEGER, "message": _STRING, "data": {}},
+            },
+        },
+    },
 }
 
 

@@ -21,6 +21,7 @@ from actioncage.models import (
     Policy,
     RunResult,
     RunStatus,
+    SecretRecord,
 )
 from actioncage.web import schemas
 
@@ -96,6 +97,8 @@ def action_fields(
             "description": current.description,
             "policy": current.policy,
             "endpoint": current.endpoint,
+            "returns": current.returns,
+            "secrets": current.secrets,
             **{name: getattr(current, name) for name in _RECORD_FIELDS.values()},
         }
     is_api = body.get("type", base.get("type")) == ActionType.API
@@ -120,6 +123,21 @@ def action_fields(
         fields["parameters"] = check_schema(body.get("parameters"))
     if "description" in body or current is None:
         fields["description"] = body.get("description")
+    if "returns" in body or current is None:
+        fields["returns"] = check_schema(body.get("returns"), "returns")
+    if "secrets" in body or current is None:
+        fields["secrets"] = tuple(dict.fromkeys(body.get("secrets") or ()))
+    if is_api:
+        undeclared = [
+            name
+            for name in http_actions.endpoint_secrets(fields["endpoint"])
+            if name not in fields["secrets"]
+        ]
+        if undeclared:
+            raise ValidationFailedError(
+                f"endpoint uses $secret.{undeclared[0]}: list {undeclared[0]!r} in secrets",
+                "secrets",
+            )
     if "policy" in body or current is None:
         fields["policy"] = policy(body.get("policy"))
     return fields
@@ -212,6 +230,8 @@ def action_out(action: Action) -> dict[str, Any]:
         "userSuccessText": action.user_success_text,
         "userErrorText": action.user_error_text,
         "invocationTrigger": str(action.invocation_trigger),
+        "returns": action.returns,
+        "secrets": list(action.secrets),
     }
 
 
@@ -259,6 +279,7 @@ def run_out(run: RunResult, logs_tail_bytes: int | None = None) -> dict[str, Any
         "egress": [dict(e) for e in run.egress],
         "callerKeyId": run.caller_key_id,
         "args": run.args,
+        "secrets": list(run.secrets),
     }
 
 
@@ -393,4 +414,23 @@ def conversation_out(c: Conversation) -> dict[str, Any]:
         "createdAt": iso(c.created_at),
         "updatedAt": iso(c.updated_at),
         "endedAt": None if c.ended_at is None else iso(c.ended_at),
+    }
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+
+def secret_request(body: dict[str, Any]) -> tuple[str, str]:
+    """``(name, value)`` of a secret body. Raises ValidationFailedError (never echoing the
+    value)."""
+    checked("SecretInput", body)
+    return body["name"], body["value"]
+
+
+def secret_out(record: SecretRecord, used_by: list[str]) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "createdAt": iso(record.created_at),
+        "updatedAt": iso(record.updated_at),
+        "usedBy": used_by,
     }
