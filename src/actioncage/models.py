@@ -172,6 +172,8 @@ class RunResult:
     egress: tuple[dict[str, Any], ...] = ()
     # The door the run came in by (None: recorded before doors were).
     front_door: FrontDoor | None = None
+    # The executor worker that ran the sandbox part (None: in-process, or no sandbox ran).
+    executor: str | None = None
 
 
 @dataclass(frozen=True)

@@ -472,6 +472,7 @@ def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False
         "policy_hash": run.policy_hash,
         "egress": list(run.egress),
         "front_door": None if run.front_door is None else str(run.front_door),
+        "executor": run.executor,
     }
     if replaces_placeholder:
         session.merge(RunRow(**values))
@@ -559,6 +560,7 @@ def _run(row: RunRow) -> RunResult:
         policy_hash=row.policy_hash,
         egress=tuple(row.egress or ()),
         front_door=None if row.front_door is None else FrontDoor(row.front_door),
+        executor=row.executor,
     )
 
 

@@ -164,6 +164,8 @@ class RunRow(Base):
     egress: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     # Which door the call came in by (native, rasa, botpress, dashboard, trigger, mcp...).
     front_door: Mapped[str | None] = mapped_column(NulFreeString(16), nullable=True)
+    # The executor worker that ran the sandbox part (None: this control plane, in-process).
+    executor: Mapped[str | None] = mapped_column(NulFreeString(64), nullable=True)
 
 
 class OrgPolicyRow(Base):

@@ -298,6 +298,7 @@ _RUN = _all_required(
         "policyHash": nullable(_STRING),
         "egress": {"type": "array", "items": ref("EgressAttempt")},
         "callerKeyId": nullable(_STRING),
+        "executor": nullable(_STRING),
     }
 )
 

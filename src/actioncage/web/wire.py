@@ -244,6 +244,7 @@ def run_out(run: RunResult) -> dict[str, Any]:
         "policyHash": run.policy_hash,
         "egress": [dict(e) for e in run.egress],
         "callerKeyId": run.caller_key_id,
+        "executor": run.executor,
     }
 
 
