@@ -229,3 +229,19 @@ class IdempotentResponse:
 
     status_code: int
     body: Any
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """A worker as its last heartbeat described it; ``seen_at``: when that came (this
+    process's monotonic clock)."""
+
+    name: str
+    host: str
+    slots: int
+    busy: int
+    warm: dict[str, int]
+    image_digest: str | None
+    leaving: bool
+    seen_at: float
+    sent_at: float  # the worker's wall clock when it sent the heartbeat (epoch seconds)

@@ -21,6 +21,7 @@ from actioncage.models import (
     Policy,
     RunResult,
     RunStatus,
+    WorkerStatus,
 )
 from actioncage.web import schemas
 
@@ -245,6 +246,18 @@ def run_out(run: RunResult) -> dict[str, Any]:
         "egress": [dict(e) for e in run.egress],
         "callerKeyId": run.caller_key_id,
         "executor": run.executor,
+    }
+
+
+def worker_out(worker: WorkerStatus, now: float) -> dict[str, Any]:
+    """A live executor worker as /health and `actioncage workers --json` show it."""
+    return {
+        "name": worker.name,
+        "host": worker.host,
+        "slots": worker.slots,
+        "busy": worker.busy,
+        "warm": dict(worker.warm),
+        "lastHeartbeatAgoS": round(max(0.0, now - worker.sent_at), 3),
     }
 
 
