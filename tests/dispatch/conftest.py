@@ -85,7 +85,7 @@ class Cluster:
 
     def start_worker(self, name: str, slots: int = 2, **env: str) -> subprocess.Popen[bytes]:
         """Start `actioncage worker` with no database and no provider credentials."""
-        worker_env = self._env(ACTIONCAGE_POOL_SIZE="1", **env)
+        worker_env = self._env(**{"ACTIONCAGE_POOL_SIZE": "1", **env})
         for secret in ("ACTIONCAGE_DATABASE_URL", "ACTIONCAGE_LLM_API_KEY", "ACTIONCAGE_API_KEY"):
             worker_env.pop(secret, None)
         log = self._log(f"worker-{name}")
