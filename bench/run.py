@@ -688,6 +688,9 @@ def main() -> int:
     parser.add_argument("--soak-only", action="store_true", help="only the soak; soak.json")
     parser.add_argument("--note", default="")
     parser.add_argument(
+        "--no-workers", action="store_true", help="skip the executor workers (RabbitMQ, Redis)"
+    )
+    parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds of the throughput comparison"
     )
     args = parser.parse_args()
@@ -720,6 +723,12 @@ def main() -> int:
     )
     cells += bench_actioncage(tmp, 0, n, callers_list, log)
     sbs = side_by_side(tmp, args.pool_size, n, args.rounds, log) if args.rounds else None
+    # The distributed path (API -> broker -> worker -> back) beside in-process (distributed.py).
+    dist = None
+    if not args.no_workers:
+        import distributed
+
+        dist = distributed.measure(tmp, n, max(args.rounds, 1), log)
     for callers in (1, 4):
         for rate in (PACED_RATE, None):
             cell = drive(hardened_docker_run(IMAGE), runs_for(n, callers, rate), callers, rate)
@@ -749,6 +758,7 @@ def main() -> int:
         "light_rate_per_s": LIGHT_RATE,
         "cells": [c.summary() for c in cells],
         "side_by_side": sbs,
+        "distributed": dist,
         "targets": targets(cells, sbs),
         "duration_s": round(time.monotonic() - began, 1),
     }
@@ -756,8 +766,13 @@ def main() -> int:
         result["soak"] = soak(tmp, args.soak, log)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "latest.md").write_text(markdown(result))
-    print(markdown(result))
+    md = markdown(result)
+    if dist is not None:
+        import distributed
+
+        md += "\n" + distributed.markdown(dist)
+    (RESULTS / "latest.md").write_text(md)
+    print(md)
     left = docker.from_env().containers.list(all=True, filters={"label": f"{LABEL}={RUN_LABEL}"})
     for c in left:
         c.remove(force=True)

@@ -75,7 +75,6 @@ class ExecutorWorker:
         self._beats: threading.Thread | None = None
         self._digest: str | None = None
         self.claim_timeout_s = max(5.0, settings.worker_stale_s)
-        self.runs_done = 0
         self.refused = 0
 
     # --- life -------------------------------------------------------------------------------
@@ -163,24 +162,29 @@ class ExecutorWorker:
             log.warning("run %s: nobody waits for it to start any more; not starting it",
                         task.run_id)  # fmt: skip
             return
-        claim = {"type": "claim", "runId": task.run_id, "worker": self.name}
-        answer = self._ask(task.reply_to, claim, self.claim_timeout_s)
-        if answer is None:
-            # The dispatching process (or the broker) is gone: a run never starts unclaimed.
-            log.warning("run %s: its start claim went unanswered; not starting it", task.run_id)
-            self._tell(task.reply_to, {"type": "declined", **claim})
-            return
-        if answer.get("ok") is not True:
-            with self._lock:
-                self.refused += 1
-            log.warning("run %s: start claim refused (started before, or over); not running "
-                        "it again", task.run_id)  # fmt: skip
-            return
+        # In flight from the claim until the outcome is sent: the engine's background work
+        # (removals, the warm pool's refills) waits for it, as for an in-process run's answer.
         with self._in_flight():
+            claim = {"type": "claim", "runId": task.run_id, "worker": self.name}
+            answer = self._ask(task.reply_to, claim, self.claim_timeout_s)
+            if answer is None:
+                # The dispatching process (or the broker) is gone: a run never starts
+                # unclaimed. Say so, in case it is only slow, so it stops waiting.
+                log.warning("run %s: its start claim went unanswered; not starting it",
+                            task.run_id)  # fmt: skip
+                self._tell(task.reply_to, {**claim, "type": "declined"})
+                return
+            if answer.get("ok") is not True:
+                with self._lock:
+                    self.refused += 1
+                log.warning("run %s: start claim refused (started before, or over); not "
+                            "running it again", task.run_id)  # fmt: skip
+                return
             ran = self._sandboxes.run(
                 task.run_id, task.envelope, task.limits, self._relay_for(task)
             )
-        self._tell(task.reply_to, messages.outcome_body(task.run_id, self.name, ran), retry=True)
+            outcome = messages.outcome_body(task.run_id, self.name, ran)
+            self._tell(task.reply_to, outcome, retry=True)
 
     @contextmanager
     def _in_flight(self) -> Iterator[None]:
@@ -192,7 +196,6 @@ class ExecutorWorker:
         finally:
             with self._lock:
                 self._busy -= 1
-                self.runs_done += 1
 
     def _relay_for(self, task: RunTask) -> HostCallHandler:
         timeout_s = self._settings.host_call_timeout_ms / 1000 + 5
