@@ -60,3 +60,18 @@ def test_lease_settings_that_cannot_work_are_refused(env: dict[str, str], named:
 def test_default_leases_end_a_dead_process_s_run_within_30_s() -> None:
     s = Settings()
     assert s.job_lease_s + s.job_reap_s <= 25
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://mq:5672", "amqp://", "amqp://mq:notaport//", "redis://mq/db", "kafka://mq"],
+)
+def test_a_malformed_broker_url_stops_start_up_naming_the_variable_not_the_url(url: str) -> None:
+    with pytest.raises(ConfigError, match="ACTIONCAGE_BROKER_URL") as caught:
+        Settings.from_env({"ACTIONCAGE_BROKER_URL": url})
+    assert url not in str(caught.value)
+
+
+def test_rabbitmq_and_redis_broker_urls_are_taken() -> None:
+    for url in ("amqp://u:p@mq:5672//", "amqps://mq/vhost", "redis://mq:6379/1", "rediss://mq"):
+        assert Settings.from_env({"ACTIONCAGE_BROKER_URL": url}).broker_url == url

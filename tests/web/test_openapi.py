@@ -85,6 +85,7 @@ _RUN = {
     "policyHash": None,
     "egress": [],
     "callerKeyId": None,
+    "executor": None,
 }
 
 
