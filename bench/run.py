@@ -814,6 +814,9 @@ def main() -> int:
     parser.add_argument("--soak-only", action="store_true", help="only the soak; soak.json")
     parser.add_argument("--note", default="")
     parser.add_argument(
+        "--no-workers", action="store_true", help="skip the executor workers (RabbitMQ, Redis)"
+    )
+    parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved rounds of the throughput comparison"
     )
     parser.add_argument(
@@ -877,6 +880,12 @@ def main() -> int:
     cells += bench_actioncage(tmp, 0, n, callers_list, log)
     sbs = side_by_side(tmp, args.pool_size, n, args.rounds, log) if args.rounds else None
     stores = stores_side_by_side(tmp, args.pool_size, n, args.rounds, log) if args.rounds else None
+    # The distributed path (API -> broker -> worker -> back) beside in-process (distributed.py).
+    dist = None
+    if not args.no_workers:
+        import distributed
+
+        dist = distributed.measure(tmp, n, max(args.rounds, 1), log)
     for callers in (1, 4):
         for rate in (PACED_RATE, None):
             cell = drive(hardened_docker_run(IMAGE), runs_for(n, callers, rate), callers, rate)
@@ -907,6 +916,7 @@ def main() -> int:
         "cells": [c.summary() for c in cells],
         "side_by_side": sbs,
         "stores": stores,
+        "distributed": dist,
         "targets": targets(cells, sbs, stores),
         "duration_s": round(time.monotonic() - began, 1),
     }
@@ -914,8 +924,13 @@ def main() -> int:
         result["soak"] = soak(tmp, args.soak, log)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "latest.md").write_text(markdown(result))
-    print(markdown(result))
+    md = markdown(result)
+    if dist is not None:
+        import distributed
+
+        md += "\n" + distributed.markdown(dist)
+    (RESULTS / "latest.md").write_text(md)
+    print(md)
     _remove_left_containers()
     return 0
 

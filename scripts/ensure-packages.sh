@@ -12,6 +12,7 @@ while read -r command package; do
 done <<'PACKAGES'
 redis-server redis-server
 /usr/lib/postgresql/15/bin/initdb postgresql-15
+/usr/lib/rabbitmq/bin/rabbitmq-server rabbitmq-server
 PACKAGES
 
 if ((${#missing[@]})); then

@@ -31,8 +31,8 @@ from tests.openapi_check import CheckedClient  # noqa: E402
 # receives against the OpenAPI document (tests/openapi_check.py).
 Flask.test_client_class = CheckedClient
 
-# Fixtures of the servers tests start: redis_server, redis_url.
-pytest_plugins = ["tests.redis_server"]
+# Fixtures of the servers tests start: redis_server, redis_url, rabbitmq_server, amqp_url.
+pytest_plugins = ["tests.redis_server", "tests.rabbitmq_server"]
 from tests import servers  # noqa: E402
 
 TEST_LABEL = "io.actioncage.test"

@@ -85,3 +85,18 @@ def test_without_a_checkout_the_database_url_is_required(tmp_path: Path) -> None
     )
     with pytest.raises(ConfigError, match="ACTIONCAGE_DATABASE_URL is not set"):
         Settings(database_url="")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://mq:5672", "amqp://", "amqp://mq:notaport//", "redis://mq/db", "kafka://mq"],
+)
+def test_a_malformed_broker_url_stops_start_up_naming_the_variable_not_the_url(url: str) -> None:
+    with pytest.raises(ConfigError, match="ACTIONCAGE_BROKER_URL") as caught:
+        Settings.from_env({"ACTIONCAGE_BROKER_URL": url})
+    assert url not in str(caught.value)
+
+
+def test_rabbitmq_and_redis_broker_urls_are_taken() -> None:
+    for url in ("amqp://u:p@mq:5672//", "amqps://mq/vhost", "redis://mq:6379/1", "rediss://mq"):
+        assert Settings.from_env({"ACTIONCAGE_BROKER_URL": url}).broker_url == url

@@ -1,5 +1,5 @@
-"""The ``actioncage`` command: serve, run, image build, keys (create, list, revoke), org,
-secrets (set, list, delete, new-key, rotate), db upgrade, audit."""
+"""The ``actioncage`` command: serve, worker, workers, run, image build, keys (create, list,
+revoke), org, secrets (set, list, delete, new-key, rotate), db upgrade, audit."""
 
 from __future__ import annotations
 
@@ -43,10 +43,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
         app = create_app(settings)
         components = app.extensions["actioncage"]
-        try:
-            sweep_dead_owners(components.instance, components.runner.backend)
-        except SandboxError as exc:
-            log.warning("container engine not reachable at start-up: %s", exc)
+        if components.dispatcher is None:  # with workers, sandboxes are theirs
+            try:
+                sweep_dead_owners(components.instance, components.runner.backend)
+            except SandboxError as exc:
+                log.warning("container engine not reachable at start-up: %s", exc)
         server: Any = waitress.create_server(
             app, sockets=[listener], threads=threads, ident="actioncage"
         )
@@ -93,6 +94,55 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Take runs from ACTIONCAGE_BROKER_URL until SIGTERM (then finish those in flight)."""
+    from actioncage.components import build_worker
+
+    if args.slots is not None and args.slots < 1:
+        raise ConfigError("--slots must be 1 or more")
+    if not args.name or len(args.name) > 64 or not args.name.isprintable() or "@" in args.name:
+        raise ConfigError("--name must be 1-64 printable characters, without @")
+    slots = args.slots or settings.max_concurrent_runs
+    return build_worker(settings, args.name, slots).serve()
+
+
+def _workers(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the live workers heard on the broker within about two heartbeats."""
+    import time
+
+    from actioncage.dispatch.dispatcher import listen_for_workers
+
+    if settings.broker_url is None:
+        raise ConfigError("ACTIONCAGE_BROKER_URL: set it to list the workers on that broker")
+    workers = listen_for_workers(settings, settings.worker_heartbeat_s * 2 + 0.5)
+    now = time.time()
+    if args.json:
+        print(json.dumps([_worker_out(w, now) for w in workers], indent=2))
+        return 0
+    rows = [("NAME", "HOST", "SLOTS", "BUSY", "WARM", "LAST HEARTBEAT")] + [
+        (
+            w.name,
+            w.host,
+            str(w.slots),
+            str(w.busy),
+            ",".join(f"{k}={v}" for k, v in sorted(w.warm.items())) or "-",
+            f"{max(0.0, now - w.sent_at):.1f} s ago",
+        )
+        for w in workers
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)]
+        print("  ".join([*cells, row[5]]))
+    return 0
+
+
+def _worker_out(worker: Any, now: float) -> dict[str, Any]:
+    from actioncage.web.wire import worker_out
+
+    return worker_out(worker, now)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -404,6 +454,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     serve.add_argument("--threads", type=int, default=None)
     serve.set_defaults(func=_serve)
+    worker = sub.add_parser(
+        "worker", help="run an executor worker: take runs from ACTIONCAGE_BROKER_URL"
+    )
+    worker.add_argument("--name", required=True, help="this worker's name (in run records)")
+    worker.add_argument(
+        "--slots", type=int, default=None, help="runs at once (default: MAX_CONCURRENT_RUNS)"
+    )
+    worker.set_defaults(func=_worker)
+    workers = sub.add_parser("workers", help="list the live executor workers on the broker")
+    workers.add_argument("--json", action="store_true")
+    workers.set_defaults(func=_workers)
     run = sub.add_parser(
         "run",
         help="run a script in the sandbox and print the result",

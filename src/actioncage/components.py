@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from actioncage.hostcalls.registry import HostCalls
 from actioncage.instances import Instance, sweep_quietly
@@ -35,6 +36,10 @@ from actioncage.store import Store, repo
 from actioncage.vault import Vault
 from actioncage.web.auth import KeyCache
 
+if TYPE_CHECKING:  # Celery is imported only where runs are dispatched
+    from actioncage.dispatch.dispatcher import Dispatcher
+    from actioncage.dispatch.worker import ExecutorWorker
+
 log = logging.getLogger(__name__)
 
 
@@ -57,6 +62,8 @@ class Components:
     shared: SharedState
     vault: Vault
     pool: WarmPool | None = None
+    # With ACTIONCAGE_BROKER_URL: hands the sandbox part of runs to executor workers.
+    dispatcher: Dispatcher | None = None
 
     @property
     def domains(self) -> DomainCache:
@@ -68,6 +75,8 @@ class Components:
         process's reaper), send or hand back due callbacks, stop the warm pool, finish
         removals and release the engine, forget this instance, then release the database."""
         self.service.close()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         self.outbox.close(final_pass_s=self.settings.callback_timeout_ms / 1000)
         self.runner.backend.close()  # the pool, when there is one, closes its backend
         self.instance.close()
@@ -99,10 +108,12 @@ def build(settings: Settings, role: str = "serve") -> Components:
     process's instance (registered and heartbeating when ``role`` is a long-lived one), the
     sandbox backend wrapped in its warm pool, the executor and the run service.
 
-    ``role``: ``serve`` (or ``worker``) keeps a warm pool, sweeps what dead instances left
-    every stale window, renews its background runs' leases, reaps dead processes' runs and
-    delivers the callback outbox; ``run`` and ``audit`` are one-off processes with none of
-    these loops (``run`` works on a private in-memory store).
+    ``role``: ``serve`` keeps a warm pool, sweeps what dead instances left every stale
+    window, renews its background runs' leases, reaps dead processes' runs and delivers the
+    callback outbox; with ``settings.broker_url`` it keeps no pool and sweeps no engine: the
+    sandbox part of every run goes to executor workers (build_worker). ``run`` and ``audit``
+    are one-off processes with none of these loops (``run`` works on a private in-memory
+    store, and always runs in-process).
     Raises ConfigError for a database that cannot be opened.
     """
     store = Store(settings.database_url)
@@ -116,7 +127,8 @@ def build(settings: Settings, role: str = "serve") -> Components:
     if settings.api_key:
         with store.session() as s:
             repo.create_key(s, "default", settings.api_key)
-    long_lived = role in ("serve", "worker")
+    long_lived = role == "serve"
+    dispatching = long_lived and settings.broker_url is not None
     instance = Instance(settings, store, role=role)
     if long_lived:
         instance.start()
@@ -126,17 +138,30 @@ def build(settings: Settings, role: str = "serve") -> Components:
     shared_live = shared.containers if settings.redis_url else None
     backend: SandboxBackend = DockerBackend(settings, instance.id, foreground, shared_live)
     pool = None
-    if long_lived and settings.pool_size > 0:
+    if long_lived and not dispatching and settings.pool_size > 0:
         backend = pool = WarmPool(settings, backend, foreground)
         pool.keep_warm(effective_limits(Policy(), settings))
     runner = SandboxRunner(backend, foreground)
-    if long_lived:
+    if long_lived and not dispatching:
         instance.every_stale_window(lambda: sweep_quietly(instance, backend))
+    dispatcher = None
+    if dispatching:
+        from actioncage.dispatch.dispatcher import Dispatcher
+
+        dispatcher = Dispatcher(settings, instance.id, foreground)
+        dispatcher.start()
     host_calls = HostCalls(settings)
     slots = RunSlots(settings)
     metrics = Metrics(runner, slots, pool)
     executor = Executor(
-        settings, store, runner, host_calls, slots=slots, metrics=metrics, vault=vault
+        settings,
+        store,
+        runner,
+        host_calls,
+        slots=slots,
+        metrics=metrics,
+        vault=vault,
+        sandboxes=dispatcher,
     )
     callbacks = CallbackSender(settings)
     outbox = Outbox(settings, store, callbacks, instance.id)
@@ -177,4 +202,27 @@ def build(settings: Settings, role: str = "serve") -> Components:
         shared=shared,
         vault=vault,
         pool=pool,
+        dispatcher=dispatcher,
     )
+
+
+def build_worker(settings: Settings, name: str, slots: int) -> ExecutorWorker:
+    """The components of an executor worker (`actioncage worker`): this host's engine, its
+    warm pool and the broker; never the database, nor any provider credential. Its
+    sandboxes carry a fresh owner id.
+
+    Raises ConfigError when ACTIONCAGE_BROKER_URL is unset.
+    """
+    from actioncage.dispatch.worker import ExecutorWorker
+    from actioncage.errors import ConfigError
+    from actioncage.sandbox.backend import new_owner_id
+
+    if settings.broker_url is None:
+        raise ConfigError("ACTIONCAGE_BROKER_URL: a worker needs the broker it takes runs from")
+    foreground = Foreground(settings.engine_work_defer_ms)
+    backend: SandboxBackend = DockerBackend(settings, new_owner_id(), foreground, None)
+    pool = None
+    if settings.pool_size > 0:
+        backend = pool = WarmPool(settings, backend, foreground)
+        pool.keep_warm(effective_limits(Policy(), settings))
+    return ExecutorWorker(settings, name, slots, SandboxRunner(backend, foreground), pool)

@@ -180,6 +180,8 @@ class RunResult:
     args: dict[str, Any] | None = None
     # The names of the secrets the run was given (never their values).
     secrets: tuple[str, ...] = ()
+    # The executor worker that ran the sandbox part (None: in-process, or no sandbox ran).
+    executor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -245,3 +247,19 @@ class SecretRecord:
     name: str
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """A worker as its last heartbeat described it; ``seen_at``: when that came (this
+    process's monotonic clock)."""
+
+    name: str
+    host: str
+    slots: int
+    busy: int
+    warm: dict[str, int]
+    image_digest: str | None
+    leaving: bool
+    seen_at: float
+    sent_at: float  # the worker's wall clock when it sent the heartbeat (epoch seconds)

@@ -128,6 +128,16 @@ class Settings:
     # can be rotated in) for the orgs' secrets. Unset: secrets are off, and a database that
     # holds some refuses to start.
     secrets_key: str | None = field(default=None, repr=False)
+    # Executor workers: with a broker (amqp:// for RabbitMQ, or redis://), `serve` hands the
+    # sandbox part of every run to `actioncage worker` processes through Celery; unset, runs
+    # stay in-process. Workers heartbeat every worker_heartbeat_s; one silent for
+    # worker_stale_s is gone and its runs end as executor lost. A started run's outcome is
+    # awaited for its timeout plus dispatch_grace_s; a run no worker starts within
+    # run_queue_wait_ms ends as sandbox_error.
+    broker_url: str | None = None
+    worker_heartbeat_s: float = 1.0
+    worker_stale_s: float = 5.0
+    dispatch_grace_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -179,6 +189,9 @@ class Settings:
             ("run_queue_wait_ms", self.run_queue_wait_ms >= 0),
             ("heartbeat_interval_s", self.heartbeat_interval_s > 0),
             ("owner_stale_s", self.owner_stale_s >= 2 * self.heartbeat_interval_s),
+            ("worker_heartbeat_s", 0 < self.worker_heartbeat_s <= 60),
+            ("worker_stale_s", self.worker_stale_s >= 2 * self.worker_heartbeat_s),
+            ("dispatch_grace_s", 1 <= self.dispatch_grace_s <= 600),
         ]
         for name, ok in checks:
             if not ok:
@@ -193,6 +206,8 @@ class Settings:
                 f"{_PREFIX}SECRETS_KEY: each comma-separated key must be 32 url-safe "
                 "base64-encoded bytes (make one with `actioncage secrets new-key`)"
             )
+        if self.broker_url is not None and (problem := _broker_url_problem(self.broker_url)):
+            raise ConfigError(f"{_PREFIX}BROKER_URL: {problem}")
         try:
             for address in self.egress_resolve.values():
                 ipaddress.ip_address(address)
@@ -289,6 +304,20 @@ def _fernet_key_ok(key: str) -> bool:
         return len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32
     except (ValueError, UnicodeEncodeError):
         return False
+
+
+def _broker_url_problem(url: str) -> str | None:
+    """What is wrong with a broker URL, or None. Never echoes the URL."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps", "pyamqp", "redis", "rediss"):
+        return "must start with amqp://, amqps:// (RabbitMQ), redis:// or rediss://"
+    if parts.scheme.startswith("redis"):
+        return _redis_url_problem(url)
+    try:
+        parts.port  # noqa: B018 - parsing is the check
+    except ValueError:
+        return "the port is not a number from 0 to 65535"
+    return None if parts.hostname else "names no host"
 
 
 def _cidrs_ok(cidrs: Iterable[str]) -> bool:

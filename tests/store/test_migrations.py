@@ -122,10 +122,13 @@ def test_processes_upgrading_at_once_all_succeed_and_migrate_once(
     ]
     outcomes = [(p.wait(timeout=120), *p.communicate()) for p in procs]
     assert all(code == 0 for code, _, _ in outcomes), outcomes
-    head = migrate.head()
-    assert all(out.strip().endswith(f"at revision {head}") for _, out, _ in outcomes), outcomes
+    assert all(out.strip().endswith(f"at revision {migrate.head()}") for _, out, _ in outcomes), (
+        outcomes
+    )
     # Exactly one of them did the work.
-    assert sum(f"upgraded from nothing to {head}" in err for _, _, err in outcomes) == 1, outcomes
+    assert (
+        sum(f"upgraded from nothing to {migrate.head()}" in err for _, _, err in outcomes) == 1
+    ), outcomes
     store = Store(db_url)
     try:
         assert _revisions(store) == [migrate.head()] and _schema_diff(store) == []

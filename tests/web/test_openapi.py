@@ -87,6 +87,7 @@ _RUN = {
     "callerKeyId": None,
     "args": {},
     "secrets": [],
+    "executor": None,
 }
 
 

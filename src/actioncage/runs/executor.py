@@ -14,9 +14,8 @@ from typing import Any
 from actioncage.actions.http import HttpActionRunner
 from actioncage.actions.restricted import IMPORT_ALLOWLIST
 from actioncage.actions.validation import args_problems, returns_problems
-from actioncage.egress.guard import guard_from_settings, parse_patterns
-from actioncage.egress.proxy import SOCKET_NAME, EgressProxy
-from actioncage.errors import RunAlreadyEndedError, SandboxError, ValidationFailedError
+from actioncage.egress.proxy import SOCKET_NAME
+from actioncage.errors import RunAlreadyEndedError, ValidationFailedError
 from actioncage.hostcalls.registry import HostCalls
 from actioncage.metrics import Metrics
 from actioncage.models import (
@@ -36,6 +35,7 @@ from actioncage.runs.admission import Admission
 from actioncage.runs.effects import EffectsInvalid, apply_effects, parse_effects
 from actioncage.runs.hints import explain_network
 from actioncage.runs.masking import Masker
+from actioncage.runs.sandboxes import LocalSandboxes, Sandboxes
 from actioncage.runs.slots import RunSlots
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
 from actioncage.sandbox.limits import EGRESS_MOUNT, effective_limits, policy_hash
@@ -86,11 +86,15 @@ class Executor:
         slots: RunSlots | None = None,
         metrics: Metrics | None = None,
         vault: Vault | None = None,
+        sandboxes: Sandboxes | None = None,
     ) -> None:
+        """``sandboxes``: where the sandbox part of runs goes (default: ``runner`` on this
+        host; dispatch/ hands it to executor workers)."""
         self._settings = settings
         self._vault = vault
         self._store = store
         self._runner = runner
+        self._sandboxes: Sandboxes = sandboxes or LocalSandboxes(settings, runner)
         self._host_calls = host_calls
         self._http = HttpActionRunner(settings)
         self._slots = slots or RunSlots(settings)
@@ -99,7 +103,7 @@ class Executor:
     def in_flight(self) -> AbstractContextManager[None]:
         """Counts a run in flight for the block: the engine's background work (removals,
         pool refills) waits for a gap, so it does not take the CPU from a waiting caller."""
-        return self._runner.foreground.run()
+        return self._sandboxes.foreground.run()
 
     def run_action(
         self,
@@ -120,7 +124,7 @@ class Executor:
         Returns the RunResult (a failing script is an outcome). Raises OverloadedError when
         no run slot can be had (nothing is recorded then).
         """
-        with self._runner.foreground.run():
+        with self._sandboxes.foreground.run():
             return self._run_action(
                 action, key_id, args, conversation, dry_run, run_id, admission, front_door
             )
@@ -143,6 +147,7 @@ class Executor:
         hashed: str | None = None
         egress: tuple[dict[str, Any], ...] = ()
         raw: RawOutcome | None = None
+        executor: str | None = None
         api_logs: str | None = None
         if admission is None:
             with self._store.session() as s:
@@ -165,34 +170,24 @@ class Executor:
             org = admission.org
             limits = effective_limits(action.policy, self._settings, org)
             hashed = policy_hash(limits, self._settings)
-            proxy = self._egress_proxy(limits)
-            try:
-                if proxy is not None:
-                    limits = replace(limits, egress_dir=proxy.start())
-                digest = self._runner.image_digest()
-                restricted = IMPORT_ALLOWLIST if org is not None and org.restricted else None
-                line = build_envelope(
-                    action.code,
-                    args,
-                    conversation_context(conversation),
-                    limits,
-                    restricted,
-                    None if proxy is None else f"{EGRESS_MOUNT}/{SOCKET_NAME}",
-                    secrets if action.secrets else None,
-                )
-                # OverloadedError (no slot) passes through: no run is produced or recorded.
-                with self._slots.hold():
-                    raw = self._runner.run(run_id, line, limits, self._host_calls.answer)
+            restricted = IMPORT_ALLOWLIST if org is not None and org.restricted else None
+            line = build_envelope(
+                action.code,
+                args,
+                conversation_context(conversation),
+                limits,
+                restricted,
+                f"{EGRESS_MOUNT}/{SOCKET_NAME}" if limits.egress else None,
+                secrets if action.secrets else None,
+            )
+            # OverloadedError (no slot) passes through: no run is produced or recorded.
+            with self._slots.hold():
+                ran = self._sandboxes.run(run_id, line, limits, self._host_calls.answer)
+            raw, digest, egress, executor = ran.raw, ran.image_digest, ran.egress, ran.executor
+            if raw is None:
+                outcome = _error(ErrorType.SANDBOX_ERROR, ran.error or "no run could be produced")
+            else:
                 outcome = classify(raw, limits, has_conversation=conversation is not None)
-            except SandboxError as exc:
-                log.warning("run %s: %s", run_id, exc)
-                outcome = _error(ErrorType.SANDBOX_ERROR, str(exc))
-            except OSError as exc:  # the egress proxy could not listen
-                log.warning("run %s: egress proxy: %s", run_id, exc)
-                outcome = _error(ErrorType.SANDBOX_ERROR, f"egress proxy failed: {exc}")
-            finally:
-                if proxy is not None:
-                    egress = proxy.close()
             outcome = replace(outcome, error=explain_network(outcome.error, limits.egress, egress))
         outcome = _check_returns(action, outcome)
         logs = raw_logs(raw, self._settings.max_output_bytes) if api_logs is None else api_logs
@@ -213,6 +208,7 @@ class Executor:
             egress,
             placeholder,
             front_door,
+            executor=executor,
             args=args,
             secrets=tuple(name for name, value in secrets.items() if value is not None),
         )
@@ -225,16 +221,6 @@ class Executor:
         if self._vault is None or not self._vault.enabled:
             return dict.fromkeys(action.secrets)
         return self._vault.values(action.org_id, action.secrets)
-
-    def _egress_proxy(self, limits: EffectiveLimits) -> EgressProxy | None:
-        if not limits.egress:
-            return None
-        return EgressProxy(
-            parse_patterns(limits.egress),
-            guard_from_settings(self._settings),
-            self._settings.egress_dir,
-            refuse_ports_on_self=[self._settings.port],
-        )
 
     def record_refused(
         self,
@@ -282,6 +268,7 @@ class Executor:
         front_door: FrontDoor | None = None,
         args: dict[str, Any] | None = None,
         secrets: tuple[str, ...] = (),
+        executor: str | None = None,
     ) -> RunResult:
         finished_at = repo.now()
         applied = (
@@ -312,6 +299,7 @@ class Executor:
             front_door=front_door,
             args=args,
             secrets=secrets,
+            executor=executor,
         )
         # Effects and the audit record land together or not at all.
         try:

@@ -529,6 +529,7 @@ def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False
         "front_door": None if run.front_door is None else str(run.front_door),
         "args": run.args,
         "secrets": list(run.secrets) or None,
+        "executor": run.executor,
     }
     if replaces_placeholder:
         # Only a record still "running" is completed: the first outcome recorded wins.
@@ -626,6 +627,7 @@ def _run(row: RunRow) -> RunResult:
         front_door=None if row.front_door is None else FrontDoor(row.front_door),
         args=row.args,
         secrets=tuple(row.secrets or ()),
+        executor=row.executor,
     )
 
 

@@ -171,6 +171,8 @@ class RunRow(Base):
     args: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # The names of the secrets the run was given (never their values).
     secrets: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    # The executor worker that ran the sandbox part (None: this control plane, in-process).
+    executor: Mapped[str | None] = mapped_column(NulFreeString(64), nullable=True)
 
 
 class OrgPolicyRow(Base):

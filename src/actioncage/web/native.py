@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 from actioncage.actions import tools
 from actioncage.actions.validation import check_org_rules
 from actioncage.components import Components
-from actioncage.errors import ValidationFailedError
+from actioncage.errors import SandboxError, ValidationFailedError
 from actioncage.models import FrontDoor
 from actioncage.runs.callbacks import SIGNATURE_HEADER
 from actioncage.runs.idempotency import Answer
@@ -227,4 +227,8 @@ def get_policy() -> Response:
     with c.store.session() as s:
         org = repo.find_org_policy(s, key.org_id)
     description = policy_description(c.settings, org)
-    return jsonify(wire.policy_out(description, org, c.runner.image_digest()))
+    # With executor workers, the image is theirs (as their heartbeats say).
+    digest = c.runner.image_digest() if c.dispatcher is None else c.dispatcher.image_digest()
+    if digest is None:
+        raise SandboxError("no executor worker is live to say which sandbox image it runs")
+    return jsonify(wire.policy_out(description, org, digest))

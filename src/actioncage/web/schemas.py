@@ -318,6 +318,7 @@ _RUN = _all_required(
             "items": _STRING,
             "description": "the names of the secrets the run was given",
         },
+        "executor": nullable(_STRING),
     }
 )
 
@@ -384,12 +385,27 @@ _POLICY_DESCRIPTION = _all_required(
     }
 )
 
-_HEALTH = _all_required(
+_WORKER = _all_required(
+    {
+        "name": _STRING,
+        "host": _STRING,
+        "slots": _INTEGER,
+        "busy": _INTEGER,
+        "warm": {"type": "object", "additionalProperties": _INTEGER},
+        "lastHeartbeatAgoS": _NUMBER,
+    }
+)
+
+# With executor workers (ACTIONCAGE_BROKER_URL), also the broker and the live workers.
+_HEALTH = _closed(
     {
         "status": {"type": "string", "enum": ["ok", "degraded"]},
         "engine": _BOOLEAN,
         "version": _STRING,
-    }
+        "broker": _BOOLEAN,
+        "workers": {"type": "array", "items": ref("Worker")},
+    },
+    ("status", "engine", "version"),
 )
 
 # The Rasa action server's and Botpress's shapes (their protocols, not ours).
@@ -468,6 +484,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "OrgPolicy": _ORG_POLICY,
     "PolicyDescription": _POLICY_DESCRIPTION,
     "Health": _HEALTH,
+    "Worker": _WORKER,
     "RasaError": _RASA_ERROR,
     "RasaWebhookResponse": _RASA_WEBHOOK_RESPONSE,
     "RasaActionList": {"type": "array", "items": _all_required({"name": _STRING})},

@@ -22,6 +22,7 @@ from actioncage.models import (
     RunResult,
     RunStatus,
     SecretRecord,
+    WorkerStatus,
 )
 from actioncage.web import schemas
 
@@ -280,6 +281,19 @@ def run_out(run: RunResult, logs_tail_bytes: int | None = None) -> dict[str, Any
         "callerKeyId": run.caller_key_id,
         "args": run.args,
         "secrets": list(run.secrets),
+        "executor": run.executor,
+    }
+
+
+def worker_out(worker: WorkerStatus, now: float) -> dict[str, Any]:
+    """A live executor worker as /health and `actioncage workers --json` show it."""
+    return {
+        "name": worker.name,
+        "host": worker.host,
+        "slots": worker.slots,
+        "busy": worker.busy,
+        "warm": dict(worker.warm),
+        "lastHeartbeatAgoS": round(max(0.0, now - worker.sent_at), 3),
     }
 
 

@@ -1,0 +1,1 @@
+"""dispatch/: handing runs to executor workers (Celery) and back."""

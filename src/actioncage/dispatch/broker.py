@@ -1,0 +1,304 @@
+"""dispatch/: the broker: the Celery app both sides share (the run queue, reserved one run
+per free slot), and the direct messages beside it (each process's inbox, the workers'
+heartbeat fanout), over kombu, Celery's messaging library. The only module that touches
+the broker's libraries' errors: they become BrokerUnavailableError here."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from actioncage.errors import SandboxError
+from actioncage.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# kombu is untyped and exports lazily: its objects are Any here.
+kombu: Any = importlib.import_module("kombu")
+
+RUN_TASK = "actioncage.run"
+RUN_QUEUE = "actioncage.runs"
+HEARTBEATS = "actioncage.workers"
+# A direct message that nobody takes within this long is dropped by the broker (AMQP).
+_MESSAGE_TTL_MS = 120_000
+# An inbox whose process is gone (nobody consumes it) is deleted after this long (AMQP).
+_INBOX_EXPIRES_MS = 600_000
+# Publishing gives up after about this long when the broker does not answer.
+_CONNECT_TIMEOUT_S = 2.0
+_RETRY_POLICY: dict[str, Any] = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 0.5,
+}
+
+Handler = Callable[[dict[str, Any]], None]
+
+
+class BrokerUnavailableError(SandboxError):
+    """The run broker did not answer; no run could be handed to a worker."""
+
+
+def shown(url: str) -> str:
+    """The broker URL without its password (for messages and logs)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def is_redis(url: str) -> bool:
+    return urllib.parse.urlsplit(url).scheme in ("redis", "rediss")
+
+
+def visibility_timeout_s(settings: Settings) -> float:
+    """Redis: how long an unacknowledged run waits before it is delivered again (a lost
+    worker's). By then nobody waits for it to start, so the start claim refuses it."""
+    return settings.run_queue_wait_ms / 1000 + settings.max_timeout_ms / 1000 + 60
+
+
+def celery_app(broker_url: str, visibility_timeout_s: float) -> Celery:
+    """The Celery app of control planes and workers: one durable run queue; a worker
+    reserves at most one run per free slot and acknowledges it only after it ran (and a
+    lost worker's run comes back: the start claim in dispatch/worker.py refuses to run it
+    again), as Celery's "reserve one task at a time" advises."""
+    app = Celery("actioncage", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=RUN_QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # Redis only: fetch a run only when a slot is free, so none waits in a busy worker.
+        worker_disable_prefetch=is_redis(broker_url),
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        broker_connection_timeout=_CONNECT_TIMEOUT_S,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        task_publish_retry=True,
+        task_publish_retry_policy=_RETRY_POLICY,
+        broker_heartbeat=10,
+        # Redis: an unacknowledged run returns to the queue after this long (a lost
+        # worker's); the start claim makes the second delivery harmless.
+        broker_transport_options={"visibility_timeout": visibility_timeout_s},
+        broker_pool_limit=16,
+    )
+    return app
+
+
+def connection(url: str) -> Any:
+    return kombu.Connection(
+        url,
+        connect_timeout=_CONNECT_TIMEOUT_S,
+        transport_options={"socket_timeout": 5, "socket_connect_timeout": _CONNECT_TIMEOUT_S},
+    )
+
+
+def inbox_queue(name: str, url: str) -> Any:
+    """A process's inbox: direct messages by name through the default exchange."""
+    args = {} if is_redis(url) else {"x-expires": _INBOX_EXPIRES_MS}
+    return kombu.Queue(
+        name,
+        exchange=kombu.Exchange(""),
+        routing_key=name,
+        durable=False,
+        auto_delete=False,
+        queue_arguments=args,
+    )
+
+
+def heartbeat_exchange() -> Any:
+    return kombu.Exchange(HEARTBEATS, type="fanout", durable=False, auto_delete=False)
+
+
+class Publisher:
+    """Sends direct messages and heartbeats over one connection (thread-safe).
+
+    Raises BrokerUnavailableError when the broker cannot be reached within about 3 s."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._lock = threading.Lock()
+        self._conn: Any | None = None
+        self._producer: Any = None
+
+    def send(self, queue: str, body: dict[str, Any]) -> None:
+        """Send ``body`` to the inbox named ``queue`` (dropped when it does not exist)."""
+        self._publish(
+            body, exchange="", routing_key=queue, declare=[], expiration=_MESSAGE_TTL_MS / 1000
+        )
+
+    def broadcast(self, body: dict[str, Any]) -> None:
+        """Send ``body`` to every control plane listening for heartbeats."""
+        exchange = heartbeat_exchange()
+        self._publish(body, exchange=exchange, routing_key="", declare=[exchange])
+
+    def _publish(self, body: dict[str, Any], **kwargs: Any) -> None:
+        with self._lock, _translated(self._url):
+            if self._producer is None:
+                self._conn = connection(self._url)
+                self._producer = self._conn.Producer(serializer="json")
+            try:
+                self._producer.publish(body, retry=True, retry_policy=_RETRY_POLICY, **kwargs)
+            except BaseException:
+                self._reset()
+                raise
+
+    def _reset(self) -> None:
+        conn, self._conn, self._producer = self._conn, None, None
+        if conn is not None:
+            try:
+                conn.release()
+            except Exception:  # a broken connection may fail to close; it is dropped anyway
+                log.debug("closing a broken broker connection failed", exc_info=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()
+
+
+class Inbox:
+    """This process's inbox (and, with ``heartbeats``, the workers' heartbeat fanout),
+    consumed on a daemon thread: ``handler`` gets each message's body, in order. The thread
+    reconnects when the broker goes away and comes back. ``on_tick`` runs on that thread at
+    least every ``tick_s`` (to expire what a missing heartbeat ends)."""
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        handler: Handler,
+        heartbeats: bool = False,
+        on_tick: Callable[[], None] | None = None,
+        tick_s: float = 0.5,
+    ) -> None:
+        self.name = name
+        self._url = url
+        self._handler = handler
+        self._heartbeats = heartbeats
+        self._on_tick = on_tick
+        self._tick_s = tick_s
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.listening_since: float | None = None  # monotonic; None while disconnected
+
+    def start(self, wait_s: float = 0.0) -> bool:
+        """Start consuming; wait up to ``wait_s`` for the first connection. True once
+        connected."""
+        self._thread = threading.Thread(target=self._run, name=f"inbox-{self.name}", daemon=True)
+        self._thread.start()
+        return self.connected.wait(wait_s) if wait_s > 0 else self.connected.is_set()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _queues(self, conn: Any) -> list[Any]:
+        queues = [inbox_queue(self.name, self._url)]
+        if self._heartbeats:
+            args = {} if is_redis(self._url) else {"x-message-ttl": 5_000}
+            queues.append(
+                kombu.Queue(
+                    f"{self.name}.heartbeats",
+                    exchange=heartbeat_exchange(),
+                    exclusive=not is_redis(self._url),
+                    auto_delete=True,
+                    durable=False,
+                    queue_arguments=args,
+                )
+            )
+        return queues
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                with connection(self._url) as conn:
+                    conn.ensure_connection(max_retries=1)
+                    with conn.Consumer(
+                        self._queues(conn),
+                        callbacks=[self._deliver],
+                        accept=["json"],
+                        no_ack=True,
+                    ):
+                        self.listening_since = time.monotonic()
+                        self.connected.set()
+                        backoff = 0.2
+                        self._consume(conn)
+            except Exception as exc:  # the broker went away (or never answered)
+                if self._stop.is_set():
+                    break
+                if self.connected.is_set():
+                    log.warning("inbox %s: lost the broker (%s); reconnecting", self.name, exc)
+                self.connected.clear()
+                self.listening_since = None
+                self._tick()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+        self.connected.clear()
+
+    def _consume(self, conn: Any) -> None:
+        next_tick = time.monotonic() + self._tick_s
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):  # socket.timeout: nothing came
+                conn.drain_events(timeout=self._tick_s)
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + self._tick_s
+                self._tick()
+
+    def _tick(self) -> None:
+        if self._on_tick is not None:
+            try:
+                self._on_tick()
+            except Exception:
+                log.exception("inbox %s: tick failed", self.name)
+
+    def _deliver(self, body: Any, message: Any) -> None:
+        if not isinstance(body, dict):
+            log.warning("inbox %s: dropped a message that is not an object", self.name)
+            return
+        try:
+            self._handler(body)
+        except Exception:  # one bad message must not stop the inbox
+            log.exception("inbox %s: handling a %r message failed", self.name, body.get("type"))
+
+
+@contextmanager
+def _translated(url: str) -> Iterator[None]:
+    try:
+        yield
+    except (KombuOperationalError, OSError, ConnectionError) as exc:
+        raise BrokerUnavailableError(
+            f"the run broker at {shown(url)} does not answer: {type(exc).__name__}"
+        ) from exc
+
+
+def send_run(app: Celery, url: str, body: dict[str, Any], expires_s: float) -> None:
+    """Put one run on the run queue. Raises BrokerUnavailableError."""
+    with _translated(url):
+        app.send_task(
+            RUN_TASK,
+            args=(body,),
+            queue=RUN_QUEUE,
+            expires=expires_s,
+            retry=True,
+            retry_policy=_RETRY_POLICY,
+            ignore_result=True,
+        )

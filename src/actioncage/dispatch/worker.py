@@ -1,0 +1,254 @@
+"""dispatch/: the executor worker (`actioncage worker`): consumes runs from the broker, at
+most one per free slot, and turns each envelope into a raw outcome with this host's
+sandboxes (the engine, the warm pool, the egress proxy); it holds no database and no
+provider credentials: the start claim, host calls and the outcome go to the control plane
+that dispatched the run. It heartbeats its slots, busy count and warm sandboxes.
+
+A run starts only once the dispatching process granted its start claim (see
+dispatch/dispatcher.py); a run whose claim is refused, or unanswered, is dropped unrun.
+SIGTERM (Celery's warm shutdown): take no more runs, finish those in flight, then leave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from actioncage.dispatch import broker, messages
+from actioncage.dispatch.messages import MessageInvalidError, RunTask
+from actioncage.models import WorkerStatus
+from actioncage.runs.sandboxes import LocalSandboxes
+from actioncage.sandbox import envelope
+from actioncage.sandbox.channel import HostCallHandler
+from actioncage.sandbox.pool import WarmPool
+from actioncage.sandbox.runner import SandboxRunner
+from actioncage.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The image digest is read from the engine once every this many heartbeats.
+_DIGEST_EVERY = 30
+
+
+class ExecutorWorker:
+    """One worker process: ``slots`` runs at a time on this host's ``runner``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        slots: int,
+        runner: SandboxRunner,
+        pool: WarmPool | None,
+    ) -> None:
+        assert settings.broker_url is not None
+        self.name = name
+        self.slots = slots
+        self.host = socket.gethostname()
+        self._settings = settings
+        self._url = settings.broker_url
+        self._runner = runner
+        self._pool = pool
+        self._sandboxes = LocalSandboxes(settings, runner, name=name)
+        self._app = broker.celery_app(
+            self._url, visibility_timeout_s=broker.visibility_timeout_s(settings)
+        )
+        self._app.conf.worker_enable_remote_control = False
+        self._app.task(
+            name=broker.RUN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+        )(self.execute)
+        self._inbox = broker.Inbox(
+            self._url, f"actioncage.worker.{name}.{uuid.uuid4().hex[:8]}", self._on_message
+        )
+        self._publisher = broker.Publisher(self._url)
+        self._lock = threading.Lock()
+        self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        self._busy = 0
+        self._stop = threading.Event()
+        self._beats: threading.Thread | None = None
+        self._digest: str | None = None
+        self.claim_timeout_s = max(5.0, settings.worker_stale_s)
+        self.refused = 0
+
+    # --- life -------------------------------------------------------------------------------
+
+    def serve(self) -> int:
+        """Consume runs until SIGTERM or SIGINT (finishing those in flight); then stop
+        heartbeating. Returns the exit code."""
+        self._inbox.start(wait_s=5.0)
+        self._beats = threading.Thread(target=self._beat, name="actioncage-beat", daemon=True)
+        self._beats.start()
+        worker: Any = self._app.Worker(
+            hostname=f"{self.name}@{self.host}",
+            pool_cls="threads",
+            concurrency=self.slots,
+            queues=[broker.RUN_QUEUE],
+            without_gossip=True,
+            without_mingle=True,
+            without_heartbeat=True,
+            optimization="fair",
+            quiet=True,
+            loglevel="WARNING",
+        )
+        log.info("worker %s on %s: %d slots, broker %s", self.name, self.host, self.slots,
+                 broker.shown(self._url))  # fmt: skip
+        try:
+            worker.start()
+        finally:
+            self.close()
+        return int(worker.exitcode or 0)
+
+    def close(self) -> None:
+        """Say this worker is leaving, stop listening, remove the warm pool and finish the
+        sandboxes' removals."""
+        self._stop.set()
+        if self._beats is not None:
+            self._beats.join(timeout=5)
+        with contextlib.suppress(broker.BrokerUnavailableError):
+            self._publisher.broadcast(messages.heartbeat_body(self.status(leaving=True)))
+        self._inbox.close()
+        self._publisher.close()
+        self._runner.backend.close()  # the pool, when there is one, closes its backend
+
+    def status(self, leaving: bool = False) -> WorkerStatus:
+        warm = {} if self._pool is None else {p.name: p.ready for p in self._pool.stats()}
+        with self._lock:
+            busy = self._busy
+        return WorkerStatus(
+            name=self.name,
+            host=self.host,
+            slots=self.slots,
+            busy=busy,
+            warm=warm,
+            image_digest=self._digest,
+            leaving=leaving,
+            seen_at=time.monotonic(),
+            sent_at=time.time(),
+        )
+
+    def _beat(self) -> None:
+        beats = 0
+        while not self._stop.is_set():
+            if beats % _DIGEST_EVERY == 0:
+                try:
+                    self._digest = self._runner.image_digest()
+                except Exception as exc:  # no engine or no image: say so, keep beating
+                    log.warning("worker %s: no sandbox image: %s", self.name, exc)
+                    self._digest = None
+            beats += 1
+            try:
+                self._publisher.broadcast(messages.heartbeat_body(self.status()))
+            except broker.BrokerUnavailableError as exc:
+                log.warning("worker %s: heartbeat not sent: %s", self.name, exc)
+            self._stop.wait(self._settings.worker_heartbeat_s)
+
+    # --- a run ------------------------------------------------------------------------------
+
+    def execute(self, body: Any) -> None:
+        """The run task: claim the run, run it here, send the outcome back."""
+        try:
+            task = messages.parse_task(body)
+        except MessageInvalidError as exc:
+            log.warning("worker %s: dropped a malformed run: %s", self.name, exc)
+            return
+        if time.time() > task.start_by:
+            log.warning("run %s: nobody waits for it to start any more; not starting it",
+                        task.run_id)  # fmt: skip
+            return
+        # In flight from the claim until the outcome is sent: the engine's background work
+        # (removals, the warm pool's refills) waits for it, as for an in-process run's answer.
+        with self._in_flight():
+            claim = {"type": "claim", "runId": task.run_id, "worker": self.name}
+            answer = self._ask(task.reply_to, claim, self.claim_timeout_s)
+            if answer is None:
+                # The dispatching process (or the broker) is gone: a run never starts
+                # unclaimed. Say so, in case it is only slow, so it stops waiting.
+                log.warning("run %s: its start claim went unanswered; not starting it",
+                            task.run_id)  # fmt: skip
+                self._tell(task.reply_to, {**claim, "type": "declined"})
+                return
+            if answer.get("ok") is not True:
+                with self._lock:
+                    self.refused += 1
+                log.warning("run %s: start claim refused (started before, or over); not "
+                            "running it again", task.run_id)  # fmt: skip
+                return
+            ran = self._sandboxes.run(
+                task.run_id, task.envelope, task.limits, self._relay_for(task)
+            )
+            outcome = messages.outcome_body(task.run_id, self.name, ran)
+            self._tell(task.reply_to, outcome, retry=True)
+
+    @contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        with self._lock:
+            self._busy += 1
+        try:
+            with self._runner.foreground.run():
+                yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+
+    def _relay_for(self, task: RunTask) -> HostCallHandler:
+        timeout_s = self._settings.host_call_timeout_ms / 1000 + 5
+
+        def relay(frame: dict[str, Any]) -> bytes:
+            request = {"type": "host_call", "runId": task.run_id, "worker": self.name}
+            reply = self._ask(task.reply_to, {**request, "frame": frame}, timeout_s)
+            line = None if reply is None else reply.get("line")
+            if not isinstance(line, str):
+                return envelope.host_reply(
+                    frame.get("id"), False, error="the control plane did not answer in time"
+                )
+            return line.encode() if line.endswith("\n") else line.encode() + b"\n"
+
+        return relay
+
+    # --- messages -------------------------------------------------------------------------
+
+    def _ask(self, to: str, body: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+        """Send ``body`` to ``to`` and wait for the answer; None when none came in time."""
+        corr = uuid.uuid4().hex
+        done, box = threading.Event(), list[dict[str, Any]]()
+        with self._lock:
+            self._waiting[corr] = (done, box)
+        try:
+            if not self._tell(to, {**body, "corr": corr, "replyTo": self._inbox.name}):
+                return None
+            done.wait(timeout_s)
+            return box[0] if box else None
+        finally:
+            with self._lock:
+                self._waiting.pop(corr, None)
+
+    def _tell(self, to: str, body: dict[str, Any], retry: bool = False) -> bool:
+        """Send ``body``; with ``retry``, keep trying while the broker is away, for at most
+        dispatch_grace_s. False when it could not be sent."""
+        give_up = time.monotonic() + (self._settings.dispatch_grace_s if retry else 0)
+        while True:
+            try:
+                self._publisher.send(to, body)
+                return True
+            except broker.BrokerUnavailableError as exc:
+                if time.monotonic() >= give_up:
+                    log.warning("worker %s: could not send a %s: %s", self.name, body["type"], exc)
+                    return False
+            self._stop.wait(0.5)
+
+    def _on_message(self, body: dict[str, Any]) -> None:
+        corr = body.get("corr")
+        with self._lock:
+            waiter = self._waiting.get(corr) if isinstance(corr, str) else None
+        if waiter is None:
+            return  # an answer nobody waits for any more
+        done, box = waiter
+        box.append(body)
+        done.set()

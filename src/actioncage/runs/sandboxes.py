@@ -1,0 +1,107 @@
+"""runs/: the sandbox part of a run, the seam between the executor and where sandboxes run:
+on this host (the egress proxy and the runner, below) or on an executor worker
+(dispatch/). Either way an envelope goes in and an untrusted RawOutcome comes out; the
+executor keeps validation, classification, effects and the record."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from actioncage.egress.guard import guard_from_settings, parse_patterns
+from actioncage.egress.proxy import EgressProxy
+from actioncage.errors import SandboxError
+from actioncage.models import EffectiveLimits, RawOutcome
+from actioncage.sandbox.channel import HostCallHandler
+from actioncage.sandbox.foreground import Foreground
+from actioncage.sandbox.runner import SandboxRunner
+from actioncage.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SandboxRun:
+    """What the sandbox part of one run produced: the raw outcome (None when no run could
+    be produced, ``error`` then says why), the egress proxy's log, the image the sandbox ran
+    and the executor worker that ran it (None: this process)."""
+
+    raw: RawOutcome | None
+    error: str | None = None
+    egress: tuple[dict[str, Any], ...] = ()
+    image_digest: str | None = None
+    executor: str | None = None
+
+
+class Sandboxes(Protocol):
+    """Runs the sandbox part of runs."""
+
+    @property
+    def foreground(self) -> Foreground:
+        """Runs in flight in this process (background engine work yields to them)."""
+        ...
+
+    def run(
+        self,
+        run_id: str,
+        envelope_line: bytes,
+        limits: EffectiveLimits,
+        on_host_call: HostCallHandler,
+    ) -> SandboxRun:
+        """Run one envelope in a new sandbox under ``limits`` (its ``egress`` patterns get a
+        proxy next to the sandbox), answering host calls with ``on_host_call``. Never raises
+        for a failed run: SandboxRun.error says why none could be produced."""
+        ...
+
+
+class LocalSandboxes:
+    """Sandboxes on this host: the runner's backend (the warm pool or the engine), with a
+    per-run egress proxy when the limits allow egress. Used in-process and by workers."""
+
+    def __init__(self, settings: Settings, runner: SandboxRunner, name: str | None = None) -> None:
+        self._settings = settings
+        self._runner = runner
+        self._name = name
+
+    @property
+    def foreground(self) -> Foreground:
+        return self._runner.foreground
+
+    def run(
+        self,
+        run_id: str,
+        envelope_line: bytes,
+        limits: EffectiveLimits,
+        on_host_call: HostCallHandler,
+    ) -> SandboxRun:
+        digest: str | None = None
+        raw: RawOutcome | None = None
+        error: str | None = None
+        egress: tuple[dict[str, Any], ...] = ()
+        proxy = self._egress_proxy(limits)
+        try:
+            if proxy is not None:
+                limits = replace(limits, egress_dir=proxy.start())
+            digest = self._runner.image_digest()
+            raw = self._runner.run(run_id, envelope_line, limits, on_host_call)
+        except SandboxError as exc:
+            log.warning("run %s: %s", run_id, exc)
+            error = str(exc)
+        except OSError as exc:  # the egress proxy could not listen
+            log.warning("run %s: egress proxy: %s", run_id, exc)
+            error = f"egress proxy failed: {exc}"
+        finally:
+            if proxy is not None:
+                egress = proxy.close()
+        return SandboxRun(raw, error, egress, digest, self._name)
+
+    def _egress_proxy(self, limits: EffectiveLimits) -> EgressProxy | None:
+        if not limits.egress:
+            return None
+        return EgressProxy(
+            parse_patterns(limits.egress),
+            guard_from_settings(self._settings),
+            self._settings.egress_dir,
+            refuse_ports_on_self=[self._settings.port],
+        )
