@@ -9,12 +9,14 @@ VENV = .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv engine image browser packages serve test lint clean bench
+.PHONY: help venv engine gvisor image browser packages serve test lint clean bench
 
 help:
 	@echo "make venv    create .venv and install actioncage[test] (when pyproject.toml changed)"
 	@echo "make engine  make sure a Docker engine answers (start or install it)"
 	@echo "make browser  install Debian's chromium for the dashboard tests (when missing)"
+	@echo "make gvisor  install runsc and register it with the engine (the gvisor tier; SIGHUP,"
+	@echo "             never a restart; says what it does, a no-op when in place)"
 	@echo "make image   build the sandbox image actioncage-sandbox:latest (skipped when current)"
 	@echo "make serve   run the control plane (ACTIONCAGE_HOST, ACTIONCAGE_PORT)"
 	@echo "make packages  install the servers the tests start (redis-server, postgresql-15) when missing"
@@ -36,6 +38,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 engine:
 	bash scripts/ensure-docker.sh
 
+# The gvisor isolation tier: Debian's runsc registered as the engine's runtime "runsc".
+gvisor: engine
+	bash scripts/ensure-gvisor.sh
+
 image: engine venv
 	PYTHON=$(abspath $(BIN)/python) bash sandbox-image/build.sh
 
@@ -53,12 +59,12 @@ browser:
 packages:
 	bash scripts/ensure-packages.sh
 
-serve: venv engine image
+serve: venv engine gvisor image
 	mkdir -p var
 	exec $(BIN)/actioncage serve
 
 test: export TESTCONTAINERS_RYUK_DISABLED = true
-test: venv engine image browser packages
+test: venv engine gvisor image browser packages
 	ACTIONCAGE_TEST_DB=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
 	ACTIONCAGE_TEST_DB=postgresql $(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -70,7 +76,7 @@ bench/.venv/.installed: bench/requirements.txt
 	bench/.venv/bin/python -m pip install --disable-pip-version-check -q -r bench/requirements.txt
 	touch $@
 
-bench: venv engine image bench/.venv/.installed
+bench: venv engine gvisor image packages bench/.venv/.installed
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: venv

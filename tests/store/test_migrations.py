@@ -32,7 +32,7 @@ def _revisions(store: Store) -> list[str]:
 def test_migrations_build_exactly_the_models_schema(db_url: str) -> None:
     store = Store(db_url)
     try:
-        assert store.upgrade() == migrate.head() == "0001"
+        assert store.upgrade() == migrate.head() == "tiers_1"
         assert _schema_diff(store) == []
         assert set(inspect(store.engine).get_table_names()) == {
             *Base.metadata.tables,
@@ -45,8 +45,8 @@ def test_migrations_build_exactly_the_models_schema(db_url: str) -> None:
 def test_upgrading_a_current_database_changes_nothing(store: Store) -> None:
     with store.session() as s:
         key, secret = repo.create_key(s, "acme")
-    assert store.upgrade() == "0001"
-    assert _revisions(store) == ["0001"]
+    assert store.upgrade() == migrate.head()
+    assert _revisions(store) == [migrate.head()]
     with store.session() as s:
         assert repo.find_key(s, secret) == key
 
@@ -78,8 +78,8 @@ def test_a_database_made_by_create_all_is_adopted_with_its_data(db_url: str) -> 
     _legacy_database(db_url)
     store = Store(db_url)
     try:
-        assert store.upgrade() == "0001"
-        assert _revisions(store) == ["0001"]
+        assert store.upgrade() == migrate.head()
+        assert _revisions(store) == [migrate.head()]
         assert _schema_diff(store) == []
         with store.session() as s:
             key = repo.find_key(s, "old-secret")
@@ -125,7 +125,7 @@ def test_processes_upgrading_at_once_all_succeed_and_migrate_once(
     assert sum("upgraded from nothing to 0001" in err for _, _, err in outcomes) == 1, outcomes
     store = Store(db_url)
     try:
-        assert _revisions(store) == ["0001"] and _schema_diff(store) == []
+        assert _revisions(store) == [migrate.head()] and _schema_diff(store) == []
     finally:
         store.dispose()
 
@@ -165,7 +165,7 @@ def test_db_upgrade_of_an_unreachable_database_fails_naming_the_variable(tmp_pat
 def test_an_in_memory_database_is_one_database_for_every_thread() -> None:
     store = Store("sqlite:///:memory:")
     try:
-        assert store.upgrade() == "0001"
+        assert store.upgrade() == migrate.head()
         with store.session() as s:
             repo.create_key(s, "acme", "mem-secret")
         found: list[Any] = []

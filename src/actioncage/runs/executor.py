@@ -35,6 +35,7 @@ from actioncage.models import (
 from actioncage.runs.admission import Admission
 from actioncage.runs.effects import EffectsInvalid, apply_effects, parse_effects
 from actioncage.runs.slots import RunSlots
+from actioncage.sandbox.backend import TierStatus
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
 from actioncage.sandbox.limits import EGRESS_MOUNT, effective_limits, policy_hash
 from actioncage.sandbox.runner import SandboxRunner
@@ -113,7 +114,9 @@ class Executor:
         applied. ``run_id`` names a "running" placeholder record to complete (a background
         run). ``admission`` is what the gate yielded (the org's policy as of admission).
         Returns the RunResult (a failing script is an outcome). Raises OverloadedError when
-        no run slot can be had (nothing is recorded then).
+        no run slot can be had, and TierUnavailableError when the run's isolation tier cannot
+        run on this machine (nothing is recorded then; a run never falls back to a weaker
+        tier).
         """
         with self._runner.foreground.run():
             return self._run_action(
@@ -139,6 +142,7 @@ class Executor:
         egress: tuple[dict[str, Any], ...] = ()
         raw: RawOutcome | None = None
         api_logs: str | None = None
+        tier: TierStatus | None = None
         if admission is None:
             with self._store.session() as s:
                 admission = Admission(repo.find_org_policy(s, action.org_id))
@@ -158,6 +162,7 @@ class Executor:
         else:
             org = admission.org
             limits = effective_limits(action.policy, self._settings, org)
+            tier = self._runner.require_tier(limits.isolation)
             hashed = policy_hash(limits, self._settings)
             proxy = self._egress_proxy(limits)
             try:
@@ -200,6 +205,7 @@ class Executor:
             egress,
             placeholder,
             front_door,
+            tier,
         )
 
     def _egress_proxy(self, limits: EffectiveLimits) -> EgressProxy | None:
@@ -254,6 +260,7 @@ class Executor:
         egress: tuple[dict[str, Any], ...] = (),
         placeholder: bool = False,
         front_door: FrontDoor | None = None,
+        tier: TierStatus | None = None,
     ) -> RunResult:
         finished_at = repo.now()
         applied = (
@@ -282,6 +289,8 @@ class Executor:
             policy_hash=hashed,
             egress=egress,
             front_door=front_door,
+            isolation=None if tier is None else tier.isolation,
+            runtime_version=None if tier is None else tier.runtime_version,
         )
         # Effects and the audit record land together or not at all.
         with self._store.session() as s:

@@ -32,6 +32,7 @@ from actioncage.models import (
     FrontDoor,
     IdempotentResponse,
     InvocationTrigger,
+    Isolation,
     KeyRecord,
     OrgPolicy,
     Policy,
@@ -188,7 +189,14 @@ def _action(row: ActionRow, version: ActionVersionRow) -> Action:
 
 
 def _policy(stored: dict[str, Any]) -> Policy:
-    return Policy(**{**stored, "egress": tuple(stored.get("egress") or ())})
+    isolation = stored.get("isolation")
+    return Policy(
+        **{
+            **stored,
+            "egress": tuple(stored.get("egress") or ()),
+            "isolation": None if isolation is None else Isolation(isolation),
+        }
+    )
 
 
 def _version_row(
@@ -208,6 +216,7 @@ def _version_row(
             "memory_mb": policy.memory_mb,
             "cpus": policy.cpus,
             "egress": list(policy.egress),
+            "isolation": None if policy.isolation is None else str(policy.isolation),
         },
         description=fields["description"],
         created_by=key_id,
@@ -472,6 +481,8 @@ def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False
         "policy_hash": run.policy_hash,
         "egress": list(run.egress),
         "front_door": None if run.front_door is None else str(run.front_door),
+        "isolation": None if run.isolation is None else str(run.isolation),
+        "runtime_version": run.runtime_version,
     }
     if replaces_placeholder:
         session.merge(RunRow(**values))
@@ -559,6 +570,8 @@ def _run(row: RunRow) -> RunResult:
         policy_hash=row.policy_hash,
         egress=tuple(row.egress or ()),
         front_door=None if row.front_door is None else FrontDoor(row.front_door),
+        isolation=None if row.isolation is None else Isolation(row.isolation),
+        runtime_version=row.runtime_version,
     )
 
 
@@ -709,6 +722,7 @@ def find_org_policy(session: Session, org_id: str) -> OrgPolicy | None:
         runs_per_minute=row.runs_per_minute,
         concurrent_runs=row.concurrent_runs,
         egress=None if row.egress is None else tuple(row.egress),
+        min_isolation=None if row.min_isolation is None else Isolation(row.min_isolation),
     )
 
 
@@ -726,6 +740,7 @@ def set_org_policy(session: Session, org_id: str, policy: OrgPolicy) -> OrgPolic
     row.runs_per_minute = policy.runs_per_minute
     row.concurrent_runs = policy.concurrent_runs
     row.egress = None if policy.egress is None else list(policy.egress)
+    row.min_isolation = None if policy.min_isolation is None else str(policy.min_isolation)
     row.updated_at = now()
     session.flush()
     return policy

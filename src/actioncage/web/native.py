@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from actioncage.actions.validation import check_org_rules
 from actioncage.components import Components
-from actioncage.models import FrontDoor
+from actioncage.models import FrontDoor, Isolation
 from actioncage.runs.callbacks import SIGNATURE_HEADER
 from actioncage.runs.idempotency import Answer
 from actioncage.runs.service import ConversationRef, Pending, RunRequest
@@ -169,4 +169,5 @@ def get_policy() -> Response:
     with c.store.session() as s:
         org = repo.find_org_policy(s, key.org_id)
     description = policy_description(c.settings, org)
-    return jsonify(wire.policy_out(description, org, c.runner.image_digest()))
+    tiers = [c.runner.tier(isolation) for isolation in Isolation]
+    return jsonify(wire.policy_out(description, org, c.runner.image_digest(), tiers))

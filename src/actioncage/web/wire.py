@@ -17,11 +17,13 @@ from actioncage.models import (
     ActionType,
     Conversation,
     InvocationTrigger,
+    Isolation,
     OrgPolicy,
     Policy,
     RunResult,
     RunStatus,
 )
+from actioncage.sandbox.backend import TierStatus
 from actioncage.web import schemas
 
 # Fields of the common "create action" APIs, snake_case name by wire name (endpoint: see
@@ -162,6 +164,8 @@ def policy(raw: dict[str, Any] | None) -> Policy:
     }
     if raw.get("egress") is not None:
         values["egress"] = egress_patterns(raw["egress"], "policy.egress")
+    if raw.get("isolation") is not None:
+        values["isolation"] = Isolation(raw["isolation"])
     return Policy(**values)
 
 
@@ -191,6 +195,11 @@ def action_out(action: Action) -> dict[str, Any]:
                 if getattr(action.policy, name) is not None
             },
             **({"egress": list(action.policy.egress)} if action.policy.egress else {}),
+            **(
+                {"isolation": str(action.policy.isolation)}
+                if action.policy.isolation is not None
+                else {}
+            ),
         },
         "createdBy": action.created_by,
         "createdAt": iso(action.created_at),
@@ -244,6 +253,8 @@ def run_out(run: RunResult) -> dict[str, Any]:
         "policyHash": run.policy_hash,
         "egress": [dict(e) for e in run.egress],
         "callerKeyId": run.caller_key_id,
+        "isolation": None if run.isolation is None else str(run.isolation),
+        "runtimeVersion": run.runtime_version,
     }
 
 
@@ -305,12 +316,15 @@ def org_policy_out(org: OrgPolicy | None) -> dict[str, Any] | None:
         "runsPerMinute": org.runs_per_minute,
         "concurrentRuns": org.concurrent_runs,
         "egress": None if org.egress is None else list(org.egress),
+        "minIsolation": None if org.min_isolation is None else str(org.min_isolation),
     }
 
 
-def policy_out(description: dict[str, Any], org: OrgPolicy | None, digest: str) -> dict[str, Any]:
+def policy_out(
+    description: dict[str, Any], org: OrgPolicy | None, digest: str, tiers: list[TierStatus]
+) -> dict[str, Any]:
     """``GET /v1/policy``: the effective sandbox settings, container options as the engine
-    takes them (snake_case, as docker's API client names them)."""
+    takes them (snake_case, as docker's API client names them), and every isolation tier."""
     limits = description["limits"]
     maxima = description["maxima"]
     return {
@@ -334,6 +348,17 @@ def policy_out(description: dict[str, Any], org: OrgPolicy | None, digest: str) 
         "imageDigest": digest,
         "orgPolicy": org_policy_out(org),
         "egressCeiling": description["egress_ceiling"],
+        "isolation": str(limits["isolation"]),
+        "tiers": [
+            {
+                "isolation": str(t.isolation),
+                "available": t.available,
+                "runtimeVersion": t.runtime_version,
+                "flags": list(t.flags),
+                "reason": t.reason,
+            }
+            for t in tiers
+        ],
     }
 
 
