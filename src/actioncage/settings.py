@@ -33,7 +33,7 @@ class Settings:
     # filesystem, exported once per image digest under jail_dir.
     isolation: str = "container"
     gvisor_runtime: str = "runsc"
-    jail_dir: str = "var/jail"
+    jail_dir: str = "/var/cache/actioncage/jail"
     # Per-run limits: the default an action gets, and the most it may ask for.
     default_timeout_ms: int = 10_000
     max_timeout_ms: int = 60_000

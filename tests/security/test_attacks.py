@@ -17,10 +17,19 @@ from flask.testing import FlaskClient
 
 from actioncage.audit.battery import AUDIT_EGRESS_CEILING, CATALOGUE, Attack, Observed, no_survivors
 from actioncage.models import OrgPolicy
+from actioncage.settings import Settings
 from actioncage.store import repo
-from tests.conftest import session_containers
+from tests.conftest import make_settings, session_containers
 
 pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tier: str) -> Settings:
+    """The whole catalogue runs on each isolation tier (ACTIONCAGE_TEST_TIERS): this is what
+    `actioncage audit --isolation TIER` runs, through HTTP."""
+    return make_settings(tmp_path, isolation=tier)
+
 
 _FINE = "def execute_action(context):\n    return context['args']['n'] + 1\n"
 
@@ -61,6 +70,7 @@ def test_the_catalogue_covers_every_category() -> None:
 @pytest.mark.parametrize("attack", CATALOGUE, ids=lambda a: a.name)
 def test_attack_is_contained(
     attack: Attack,
+    tier: str,
     app: Flask,
     client: FlaskClient,
     auth_headers: dict[str, str],
@@ -82,6 +92,7 @@ def test_attack_is_contained(
     action = make_action(attack.code, name="attack", policy=_policy(attack))
     status, body = execute(action["id"], None, conversation_id)
     assert status == 200, body
+    assert body["isolation"] == tier, body
     assert attack.check(Observed.from_wire(body)), body
     if attack.after is not None:
         assert attack.after()

@@ -28,6 +28,11 @@ FRAME_ALLOWANCE_BYTES = 64 * 1024
 # Where a run with egress finds the proxy's socket (``proxy.sock``) inside the container.
 EGRESS_MOUNT = "/run/actioncage-egress"
 SECCOMP_PROFILE_PATH = Path(__file__).with_name("seccomp.json")
+# Under gVisor the container's pids cgroup also holds gVisor's own threads (the Sentry, the
+# gofer, and with ptrace a host thread per script thread): hitting it kills the whole sandbox.
+# The host cap gets this headroom, and the script's cap is gVisor's own RLIMIT_NPROC, which
+# it enforces per sandbox (under runc that limit would be per host uid, shared by all).
+GVISOR_HOST_PIDS_HEADROOM = 512
 
 
 @cache
@@ -210,6 +215,8 @@ def container_options(limits: EffectiveLimits, settings: Settings) -> dict[str, 
     }
     if limits.isolation is Isolation.GVISOR:
         host_config["runtime"] = settings.gvisor_runtime
+        host_config["pids_limit"] = limits.pids + GVISOR_HOST_PIDS_HEADROOM
+        host_config["ulimits"].append({"Name": "nproc", "Soft": limits.pids, "Hard": limits.pids})
     elif settings.docker_runtime:
         host_config["runtime"] = settings.docker_runtime
     if limits.egress_dir is not None:
@@ -234,7 +241,8 @@ def jail_options(limits: EffectiveLimits) -> dict[str, Any]:
     plane sets, and the resource limits of the sandbox's first process.
 
     The same closure as container_options: new user, pid, mount, ipc, uts, net and cgroup
-    namespaces (no network but loopback), read-only root, a fresh size-capped /tmp, uid and
+    namespaces (no network but loopback), read-only root, a fresh size-capped noexec /tmp
+    (``tmpfs``, mounted by the backend), uid and
     gid 10001, no capabilities, no new privileges (bubblewrap sets it to load the seccomp
     filter), an init that reaps zombies and takes every process with it, no environment.
     """
@@ -256,12 +264,6 @@ def jail_options(limits: EffectiveLimits) -> dict[str, Any]:
         "/proc",
         "--dev",
         "/dev",
-        "--size",
-        str(limits.tmpfs_mb << 20),
-        "--perms",
-        "1777",
-        "--tmpfs",
-        "/tmp",
         "--chdir",
         "/tmp",
         "--die-with-parent",
@@ -270,8 +272,12 @@ def jail_options(limits: EffectiveLimits) -> dict[str, Any]:
         "ALL",
         "--clearenv",
     ]
+    # /run is an empty read-only tmpfs: the egress socket's mount point exists only in a
+    # run that has one.
+    flags += ["--size", "65536", "--tmpfs", "/run"]
     if limits.egress_dir is not None:
         flags += ["--ro-bind", limits.egress_dir, EGRESS_MOUNT]
+    flags += ["--remount-ro", "/run"]
     memory = limits.memory_mb << 20
     return {
         "bwrap": flags,
@@ -283,6 +289,9 @@ def jail_options(limits: EffectiveLimits) -> dict[str, Any]:
             "cpu_quota_us": int(limits.cpus * 100_000),
         },
         "rlimits": {"core": 0, "nofile": 256, "fsize": limits.tmpfs_mb << 20},
+        # /tmp: a tmpfs the control plane mounts per sandbox and binds in (bubblewrap's own
+        # cannot be noexec); its pages count against the sandbox's memory cgroup.
+        "tmpfs": f"size={limits.tmpfs_mb << 20},mode=1777,nosuid,nodev,noexec",
         "user": f"{SANDBOX_UID}:{SANDBOX_UID}",
     }
 

@@ -313,12 +313,20 @@ class DockerBackend:
                     stderr=subprocess.PIPE,
                 )
                 assert tar.stdin is not None
+                # The raw response, closed here (docker-py's export() generator leaves it
+                # to the garbage collector).
+                response = api._get(api._url("/containers/{0}/export", container_id), stream=True)
                 try:
-                    for chunk in api.export(container_id):
+                    api._raise_for_status(response)
+                    for chunk in response.iter_content(1 << 20):
                         tar.stdin.write(chunk)
                 finally:
+                    response.close()
                     tar.stdin.close()
-                    problem = tar.stderr.read() if tar.stderr is not None else b""
+                    problem = b""
+                    if tar.stderr is not None:
+                        problem = tar.stderr.read()
+                        tar.stderr.close()
                     code = tar.wait()
                 if code != 0:
                     raise SandboxError(

@@ -5,6 +5,8 @@ plane makes, behind the same seccomp allowlist; its stdin, stdout and stderr are
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
@@ -34,7 +36,6 @@ from actioncage.sandbox.jail.cgroups import Cgroups, SandboxCgroup
 from actioncage.sandbox.jail.seccomp import compile_bpf
 from actioncage.sandbox.limits import (
     COMMAND,
-    EGRESS_MOUNT,
     SANDBOX_UID,
     effective_limits,
     jail_options,
@@ -53,6 +54,26 @@ _REAP_TIMEOUT_S = 10.0
 # How often the image's digest is looked up again, so a rebuilt image is re-exported.
 _DIGEST_TTL_S = 30.0
 _COMPLETE = ".actioncage-complete"
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+_MNT_DETACH = 2
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def mount_tmpfs(path: Path, options: str) -> None:
+    """Mount a tmpfs on ``path`` with ``options`` (size, mode; nosuid, nodev and noexec are
+    always set). Raises OSError."""
+    data = ",".join(o for o in options.split(",") if o not in ("nosuid", "nodev", "noexec"))
+    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+    if _libc.mount(b"tmpfs", str(path).encode(), b"tmpfs", flags, data.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount tmpfs on {path}: {os.strerror(err)}")
+
+
+def unmount(path: Path) -> None:
+    """Detach whatever is mounted on ``path`` and remove the directory (quietly when gone)."""
+    _libc.umount2(str(path).encode(), _MNT_DETACH)
+    with contextlib.suppress(FileNotFoundError):
+        path.rmdir()
 
 
 class RootfsSource(Protocol):
@@ -78,8 +99,10 @@ class JailSandbox:
         init_pidfd: int,
         cgroup: SandboxCgroup,
         profile: Profile,
+        tmp: Path,
     ) -> None:
         self._name = name
+        self._tmp = tmp
         self._proc = proc
         self._init_pidfd: int | None = init_pidfd
         self.cgroup = cgroup
@@ -188,6 +211,7 @@ class JailSandbox:
                 self._init_pidfd = None
         self.cgroup.kill()
         self.cgroup.remove()
+        unmount(self._tmp)
 
 
 class JailBackend:
@@ -240,6 +264,15 @@ class JailBackend:
         if problem is not None:
             return unavailable(problem)
         try:
+            probe_dir = self._tmp_root() / f"probe-{uuid.uuid4().hex[:8]}"
+            probe_dir.mkdir(parents=True)
+            try:
+                mount_tmpfs(probe_dir, "size=4096,mode=1777")
+            finally:
+                unmount(probe_dir)
+        except OSError as exc:
+            return unavailable(f"cannot mount the jail's /tmp (needs CAP_SYS_ADMIN): {exc}")
+        try:
             self._bpf = compile_bpf(
                 seccomp_profile(), self._dir / f"seccomp-{seccomp_sha256()[:16]}.bpf"
             )
@@ -273,6 +306,9 @@ class JailBackend:
             Isolation.JAIL, True, runtime_version=version or "bubblewrap", flags=flags
         )
 
+    def _tmp_root(self, owner: str | None = None) -> Path:
+        return self._dir / "tmp" / (owner or self.owner_id)
+
     def ping(self) -> bool:
         return self.tier(Isolation.JAIL).available
 
@@ -304,7 +340,7 @@ class JailBackend:
             log.info("jail: exporting %s into %s", self._settings.sandbox_image, path)
             self._source.export_rootfs(str(tmp))
             # Mount points the jail binds onto a read-only root must exist in it.
-            for mount in ("tmp", "proc", "dev", EGRESS_MOUNT.lstrip("/")):
+            for mount in ("tmp", "proc", "dev", "run"):
                 (tmp / mount).mkdir(parents=True, exist_ok=True)
             os.chmod(tmp, 0o755)
             (tmp / _COMPLETE).touch()
@@ -339,7 +375,18 @@ class JailBackend:
         rootfs = self.rootfs()
         options = jail_options(limits)
         name = f"actioncage-{run_id}"
-        cgroup = self._cgroups.create(self.owner_id, name, options["cgroup"])
+        tmp = self._tmp_root() / name
+        try:
+            tmp.mkdir(parents=True)
+            mount_tmpfs(tmp, options["tmpfs"])
+        except OSError as exc:
+            unmount(tmp)
+            raise SandboxError(f"could not make the jail's /tmp: {exc}") from exc
+        try:
+            cgroup = self._cgroups.create(self.owner_id, name, options["cgroup"])
+        except SandboxError:
+            unmount(tmp)
+            raise
         fds: list[int] = []
         proc: subprocess.Popen[bytes] | None = None
         pidfd: int | None = None
@@ -362,6 +409,9 @@ class JailBackend:
                 "--ro-bind",
                 str(rootfs),
                 "/",
+                "--bind",
+                str(tmp),
+                "/tmp",
                 *options["bwrap"],
                 "--info-fd",
                 str(info_w),
@@ -391,7 +441,7 @@ class JailBackend:
             pidfd = os.pidfd_open(init_pid)
             cgroup.add(init_pid)
             os.write(block_w, b"1")
-            sandbox = JailSandbox(name, proc, pidfd, cgroup, profile)
+            sandbox = JailSandbox(name, proc, pidfd, cgroup, profile, tmp)
         except BaseException as exc:
             if pidfd is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -405,6 +455,7 @@ class JailBackend:
                         pipe.close()
             cgroup.kill()
             cgroup.remove()
+            unmount(tmp)
             if isinstance(exc, OSError):
                 raise SandboxError(f"could not start the jail {name}: {exc}") from exc
             raise
@@ -429,14 +480,23 @@ class JailBackend:
                 self._live.pop(sandbox.sandbox_id, None)
 
     def sweep(self, dead_owners: Collection[str], unowned_older_than_s: float) -> int:
-        """Kill and remove what dead owners' jails left (their cgroups). Returns how many."""
+        """Kill and remove what dead owners' jails left (their cgroups and /tmp mounts).
+        Returns how many jails."""
         if self._cgroups.version == 0:
             return 0
-        return sum(
-            self._cgroups.remove_owner(owner)
-            for owner in self._cgroups.owners()
-            if owner in dead_owners and owner != self.owner_id
-        )
+        removed = 0
+        for owner in self._cgroups.owners():
+            if owner in dead_owners and owner != self.owner_id:
+                removed += self._cgroups.remove_owner(owner)
+                self._remove_tmp_root(owner)
+        return removed
+
+    def _remove_tmp_root(self, owner: str) -> None:
+        root = self._tmp_root(owner)
+        with contextlib.suppress(FileNotFoundError):
+            for path in root.iterdir():
+                unmount(path)
+            root.rmdir()
 
     @property
     def live_count(self) -> int:
@@ -458,6 +518,7 @@ class JailBackend:
             self.discard(sandbox)
         if self._cgroups.version:
             self._cgroups.remove_owner(self.owner_id)
+        self._remove_tmp_root(self.owner_id)
 
 
 def _sandbox_user() -> int | None:

@@ -44,7 +44,7 @@ class Cgroups:
         if self.version == 0:
             return f"no cgroup v1 memory controller or cgroup v2 tree under {self.root}"
         try:
-            for base in self._bases():
+            for base in self.bases():
                 (base / owner).mkdir(parents=True, exist_ok=True)
             if self.version == 2:
                 self._enable_v2_controllers(owner)
@@ -52,7 +52,7 @@ class Cgroups:
             return f"cannot make cgroups under {self.root}: {exc}"
         return None
 
-    def _bases(self) -> list[Path]:
+    def bases(self) -> list[Path]:
         if self.version == 1:
             return [self.root / c / PARENT for c in _V1_CONTROLLERS]
         return [self.root / PARENT]
@@ -72,7 +72,7 @@ class Cgroups:
         ``cgroup`` part of limits.jail_options) set. Raises SandboxError."""
         made: list[Path] = []
         try:
-            for base in self._bases():
+            for base in self.bases():
                 path = base / owner / name
                 path.mkdir(parents=True)
                 made.append(path)
@@ -88,7 +88,7 @@ class Cgroups:
     def owners(self) -> list[str]:
         """The owners that have a cgroup directory here."""
         found: set[str] = set()
-        for base in self._bases():
+        for base in self.bases():
             with contextlib.suppress(OSError):
                 found.update(p.name for p in base.iterdir() if p.is_dir())
         return sorted(found)
@@ -98,14 +98,14 @@ class Cgroups:
         sandbox cgroups were removed."""
         removed = 0
         names: set[str] = set()
-        for base in self._bases():
+        for base in self.bases():
             with contextlib.suppress(OSError):
                 names.update(p.name for p in (base / owner).iterdir() if p.is_dir())
         for name in sorted(names):
-            group = SandboxCgroup(self.version, [b / owner / name for b in self._bases()])
+            group = SandboxCgroup(self.version, [b / owner / name for b in self.bases()])
             group.kill()
             removed += group.remove()
-        for base in self._bases():
+        for base in self.bases():
             with contextlib.suppress(OSError):
                 (base / owner).rmdir()
         return removed
