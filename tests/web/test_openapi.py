@@ -85,6 +85,8 @@ _RUN = {
     "policyHash": None,
     "egress": [],
     "callerKeyId": None,
+    "isolation": None,
+    "runtimeVersion": None,
 }
 
 

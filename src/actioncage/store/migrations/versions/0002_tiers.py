@@ -17,10 +17,19 @@ branch_labels = None
 depends_on = None
 
 
+_COLUMNS = (
+    ("runs", sa.Column("isolation", sa.String(16), nullable=True)),
+    ("runs", sa.Column("runtime_version", sa.String(80), nullable=True)),
+    ("org_policies", sa.Column("min_isolation", sa.String(16), nullable=True)),
+)
+
+
 def upgrade() -> None:
-    op.add_column("runs", sa.Column("isolation", sa.String(16), nullable=True))
-    op.add_column("runs", sa.Column("runtime_version", sa.String(80), nullable=True))
-    op.add_column("org_policies", sa.Column("min_isolation", sa.String(16), nullable=True))
+    # A database made by create_all (adopted by 0001) may have them already.
+    inspector = sa.inspect(op.get_bind())
+    for table, column in _COLUMNS:
+        if column.name not in {c["name"] for c in inspector.get_columns(table)}:
+            op.add_column(table, column)
 
 
 def downgrade() -> None:
