@@ -10,6 +10,7 @@ import ctypes.util
 import json
 import logging
 import os
+import queue
 import select
 import shutil
 import signal
@@ -239,6 +240,9 @@ class JailBackend:
         self._rootfs_checked = float("-inf")
         self._export_lock = threading.Lock()
         self._live: dict[str, JailSandbox] = {}
+        # Reaping and removing a killed jail (cgroup, /tmp) happens off the caller's path.
+        self._releases: queue.Queue[JailSandbox] = queue.Queue()
+        self._releaser: threading.Thread | None = None
 
     # -- the tier -------------------------------------------------------------------------
 
@@ -467,17 +471,34 @@ class JailBackend:
         return sandbox
 
     def discard(self, sandbox: Sandbox) -> None:
-        """Kill what is left of a jail and remove its cgroup (a few milliseconds, so done at
-        once: nothing of it outlives this call)."""
+        """Hang up on a jail and kill its processes now; reaping them and removing its cgroup
+        and /tmp follow on a background thread (drain() waits for them)."""
         if not isinstance(sandbox, JailSandbox):
             raise TypeError(f"not a jail: {sandbox!r}")
+        sandbox.close()
         try:
-            sandbox.release()
-        except Exception:  # never hide the run's own outcome; a sweep finds what is left
-            log.exception("could not remove jail %s", sandbox.sandbox_id)
-        finally:
-            with self._lock:
-                self._live.pop(sandbox.sandbox_id, None)
+            sandbox.kill()
+        except OSError:
+            log.exception("could not kill jail %s", sandbox.sandbox_id)
+        with self._lock:
+            if self._releaser is None:
+                self._releaser = threading.Thread(
+                    target=self._release_loop, name="actioncage-jail-release", daemon=True
+                )
+                self._releaser.start()
+        self._releases.put(sandbox)
+
+    def _release_loop(self) -> None:
+        while True:
+            sandbox = self._releases.get()
+            try:
+                sandbox.release()
+            except Exception:  # the thread outlives any one failure; a sweep finds the rest
+                log.exception("could not remove jail %s", sandbox.sandbox_id)
+            finally:
+                with self._lock:
+                    self._live.pop(sandbox.sandbox_id, None)
+                self._releases.task_done()
 
     def sweep(self, dead_owners: Collection[str], unowned_older_than_s: float) -> int:
         """Kill and remove what dead owners' jails left (their cgroups and /tmp mounts).
@@ -505,9 +526,17 @@ class JailBackend:
 
     @property
     def pending_removals(self) -> int:
-        return 0  # discard() removes at once
+        return self._releases.unfinished_tasks
 
     def drain(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every discarded jail is removed; False when ``timeout_s`` passed."""
+        deadline = time.monotonic() + timeout_s
+        with self._releases.all_tasks_done:
+            while self._releases.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._releases.all_tasks_done.wait(remaining)
         return True
 
     def close(self) -> None:
@@ -516,6 +545,7 @@ class JailBackend:
             live = list(self._live.values())
         for sandbox in live:
             self.discard(sandbox)
+        self.drain()
         if self._cgroups.version:
             self._cgroups.remove_owner(self.owner_id)
         self._remove_tmp_root(self.owner_id)
