@@ -3,7 +3,8 @@
 # Docker engine as the runtime "runsc", with the flags it needs here (`--platform=ptrace`:
 # no KVM inside this VM; `--network=none`: sandboxes have no network, and gVisor's own
 # netstack must not try to set one up; `--oci-seccomp`: our seccomp allowlist is enforced
-# inside the sandbox too, as in every tier). Says what it does. A no-op when it is all in
+# inside the sandbox too, as in every tier; `--host-uds=open`: a script may connect to the
+# one host socket bound into its sandbox, the per-run egress proxy's). Says what it does. A no-op when it is all in
 # place.
 #
 # Registering edits /etc/docker/daemon.json (merging, keeping every other key) and asks the
@@ -21,7 +22,7 @@ config=/etc/docker/daemon.json
 say() { printf 'ensure-gvisor: %s\n' "$*" >&2; }
 give_up() { say "$* -- the gvisor tier stays unavailable"; exit 0; }
 
-flags='["--platform=ptrace","--network=none","--oci-seccomp"]'
+flags='["--platform=ptrace","--network=none","--oci-seccomp","--host-uds=open"]'
 
 registered() {
     timeout 20 docker info --format "{{json (index .Runtimes \"$runtime\")}}" 2>/dev/null |

@@ -42,11 +42,7 @@ def test_ok_run_returns_output_and_logs_and_leaves_no_container(
     assert session_containers(docker_client, app) == []
 
 
-def test_print_never_reaches_the_result(run_code: Any, tier: str) -> None:
-    if tier == "gvisor":
-        # gVisor 20221219 with --oci-seccomp refuses glibc's posix_spawn (os.system) with
-        # EPERM under any seccomp profile, Docker's default included; subprocess works.
-        pytest.xfail("os.system is refused under gVisor's OCI seccomp (known, see docs)")
+def test_print_never_reaches_the_result(run_code: Any) -> None:
     run = run_code(
         "import os\n"
         "def execute_action(context):\n"

@@ -47,8 +47,7 @@ def _policy(attack: Attack) -> dict[str, Any]:
 # fix makes these pass and the marker must go.
 _GVISOR_KNOWN = {
     "fork_bomb": "60 forked interpreters pass the 256 MiB memory limit before the pid cap",
-    "egress_proxy_refuses_the_rest": "the run ends in an exception under gVisor (seen: "
-    "\"can't start new thread\"; the proxy's socket through runsc's gofer is unverified)",
+    "egress_proxy_refuses_the_rest": "egress under gVisor: see tests/security/test_egress.py",
     "capabilities": "gVisor's /proc/self/status has no NoNewPrivs/Seccomp/CapAmb lines",
     "docker_socket_and_devices": "gVisor's own /dev has fuse and net/tun (emulated, not "
     "the host's)",

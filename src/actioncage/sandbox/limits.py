@@ -42,6 +42,24 @@ def seccomp_profile() -> str:
     return json.dumps(profile, separators=(",", ":"), sort_keys=True)
 
 
+@cache
+def gvisor_seccomp_profile() -> str:
+    """The profile as the gvisor tier loads it (inside gVisor, with ``--oci-seccomp``): the
+    same allowlist with clone3 allowed. gVisor turns the ENOSYS rule into EPERM, so glibc
+    (threads, posix_spawn) would not fall back to clone; allowed, clone3 reaches gVisor's own
+    kernel, never the host's, which answers ENOSYS itself, and clone stays filtered."""
+    profile = json.loads(seccomp_profile())
+    profile["syscalls"] = [r for r in profile["syscalls"] if r["names"] != ["clone3"]]
+    profile["syscalls"][0]["names"] = sorted({*profile["syscalls"][0]["names"], "clone3"})
+    return json.dumps(profile, separators=(",", ":"), sort_keys=True)
+
+
+def _container_seccomp(limits: EffectiveLimits) -> str:
+    if limits.isolation is Isolation.GVISOR:
+        return gvisor_seccomp_profile()
+    return seccomp_profile()
+
+
 def seccomp_sha256() -> str:
     """The sha256 of the profile exactly as it is handed to the engine."""
     return hashlib.sha256(seccomp_profile().encode()).hexdigest()
@@ -202,7 +220,7 @@ def container_options(limits: EffectiveLimits, settings: Settings) -> dict[str, 
         "read_only": True,
         "tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={limits.tmpfs_mb}m,mode=1777"},
         "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges", f"seccomp={seccomp_profile()}"],
+        "security_opt": ["no-new-privileges", f"seccomp={_container_seccomp(limits)}"],
         "ipc_mode": "private",
         "privileged": False,
         "ulimits": [
