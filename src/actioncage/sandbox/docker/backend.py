@@ -288,6 +288,17 @@ class DockerBackend:
                 raise EngineUnavailableError(f"no container engine answers: {exc}") from exc
         return self._digest
 
+    def current_image_digest(self) -> str:
+        """The sandbox image's id as the engine has it now (image_digest() keeps the first
+        answer): the jail re-exports its root filesystem when this changes. Raises
+        SandboxError when the image is missing."""
+        try:
+            return str(self.client().inspect_image(self._settings.sandbox_image)["Id"])
+        except docker.errors.ImageNotFound as exc:
+            raise image_missing(self._settings.sandbox_image) from exc
+        except UNREACHABLE as exc:
+            raise EngineUnavailableError(f"no container engine answers: {exc}") from exc
+
     def export_rootfs(self, dest: str) -> None:
         """Write the sandbox image's root filesystem into the empty directory ``dest``, for
         the jail tier: a container is created (never started), exported through ``tar`` and

@@ -80,7 +80,7 @@ def unmount(path: Path) -> None:
 class RootfsSource(Protocol):
     """Where the jail's root filesystem comes from: the engine that has the sandbox image."""
 
-    def image_digest(self) -> str:
+    def current_image_digest(self) -> str:
         """The image's id now. Raises SandboxError."""
         ...
 
@@ -317,7 +317,7 @@ class JailBackend:
         return self.tier(Isolation.JAIL).available
 
     def image_digest(self) -> str:
-        return self._source.image_digest()
+        return self._source.current_image_digest()
 
     # -- the root filesystem --------------------------------------------------------------
 
@@ -328,7 +328,7 @@ class JailBackend:
         with self._export_lock:
             if self._rootfs is not None and now - self._rootfs_checked < _DIGEST_TTL_S:
                 return self._rootfs
-            digest = self._source.image_digest()
+            digest = self._source.current_image_digest()
             path = self._dir / digest.removeprefix("sha256:")[:16]
             if not (path / _COMPLETE).exists():
                 self._export(path)
