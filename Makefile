@@ -9,12 +9,14 @@ VENV = .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv engine image browser packages editor serve test lint clean bench screenshots
+.PHONY: help venv engine gvisor image browser packages editor serve test lint clean bench screenshots
 
 help:
 	@echo "make venv    create .venv and install actioncage[test] (when pyproject.toml changed)"
 	@echo "make engine  make sure a Docker engine answers (start or install it)"
 	@echo "make browser  install Debian's chromium for the dashboard tests (when missing)"
+	@echo "make gvisor  install runsc and register it with the engine (the gvisor tier; SIGHUP,"
+	@echo "             never a restart; says what it does, a no-op when in place)"
 	@echo "make image   build the sandbox image actioncage-sandbox:latest (skipped when current)"
 	@echo "make serve   run the control plane (ACTIONCAGE_HOST, ACTIONCAGE_PORT)"
 	@echo "make editor  rebuild the dashboard's code editor bundle (CodeMirror 6, npm + esbuild)"
@@ -37,6 +39,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 engine:
 	bash scripts/ensure-docker.sh
+
+# The gvisor isolation tier: Debian's runsc registered as the engine's runtime "runsc".
+gvisor: engine
+	bash scripts/ensure-gvisor.sh
 
 image: engine venv
 	PYTHON=$(abspath $(BIN)/python) bash sandbox-image/build.sh
@@ -67,12 +73,12 @@ $(EDITOR_BUNDLE): $(EDITOR_DIR)/editor.js $(EDITOR_DIR)/package.json $(EDITOR_DI
 	cd $(EDITOR_DIR) && npm ci --no-audit --no-fund && npm run build
 	touch $@
 
-serve: venv engine image
+serve: venv engine gvisor image
 	mkdir -p var
 	exec $(BIN)/actioncage serve
 
 test: export TESTCONTAINERS_RYUK_DISABLED = true
-test: venv engine image browser packages
+test: venv engine gvisor image browser packages
 	ACTIONCAGE_TEST_DB=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)
 	ACTIONCAGE_TEST_DB=postgresql $(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -84,7 +90,7 @@ bench/.venv/.installed: bench/requirements.txt
 	bench/.venv/bin/python -m pip install --disable-pip-version-check -q -r bench/requirements.txt
 	touch $@
 
-bench: venv engine image bench/.venv/.installed
+bench: venv engine gvisor image packages bench/.venv/.installed
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Screenshots of every dashboard page at 1440 and 390 px (the browser tests write them).

@@ -199,9 +199,10 @@ class Server:
         preload: str = "requests,holidays",
         database_url: str | None = None,
         redis_url: str | None = None,
+        isolation: str = "container",
     ) -> None:
         """Its own SQLite file unless ``database_url`` names a database; shared state
-        in-process unless ``redis_url`` names a Redis."""
+        in-process unless ``redis_url`` names a Redis; runs in ``isolation``."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONCAGE_")}
@@ -218,6 +219,7 @@ class Server:
             ACTIONCAGE_CONTAINER_LABELS=f"{LABEL}={RUN_LABEL}",
             ACTIONCAGE_MAX_CONCURRENT_RUNS="16",
             ACTIONCAGE_RUN_QUEUE_SIZE="32",
+            ACTIONCAGE_ISOLATION=isolation,
         )
         # This checkout's code first, whichever venv's interpreter runs it.
         env["PYTHONPATH"] = os.pathsep.join(
@@ -805,6 +807,73 @@ def targets(
     return out
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (every process, the engine included)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_tiers(
+    tmp: Path, pool_size: int, n: int, tiers: list[str], log: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Per isolation tier, side by side: the warm pool's paced latency (trivial action, one
+    caller, LIGHT_RATE), sustained fresh sandboxes per second at 4 callers (pool off) with
+    the machine's CPU per run, and beside them the engine's churn ceiling at 4 callers."""
+    rows: list[dict[str, Any]] = []
+    for tier in tiers:
+        row: dict[str, Any] = {"tier": tier}
+        server = Server(tmp, pool_size, isolation=tier)
+        try:
+            server.setup()
+            server.wait_pool(pool_size)
+            warm = drive(server.call("trivial"), n, 1, LIGHT_RATE)
+            row.update(warm_p50_ms=warm.summary()["p50_ms"], warm_p99_ms=warm.summary()["p99_ms"])
+            row["warm_errors"] = warm.errors
+        finally:
+            server.stop()
+        server = Server(tmp, 0, isolation=tier)
+        try:
+            server.setup()
+            runs = n * SUSTAINED_FACTOR
+            busy0 = machine_busy_s()
+            fresh = drive(server.call("trivial"), runs, 4, None)
+            busy = machine_busy_s() - busy0
+            row.update(
+                fresh_per_s=fresh.summary()["runs_per_s"],
+                fresh_errors=fresh.errors,
+                fresh_p50_ms=fresh.summary()["p50_ms"],
+                cpu_ms_per_run=round(busy / max(1, len(fresh.latencies_ms)) * 1000, 1),
+            )
+        finally:
+            server.stop()
+        rows.append(row)
+        log(f"tier {tier}: {row}")
+    busy0 = machine_busy_s()
+    churn = drive(engine_churn(IMAGE), n * SUSTAINED_FACTOR, 4, None)
+    busy = machine_busy_s() - busy0
+    row = {
+        "tier": "engine churn ceiling (4 callers)",
+        "fresh_per_s": churn.summary()["runs_per_s"],
+        "fresh_errors": churn.errors,
+        "cpu_ms_per_run": round(busy / max(1, len(churn.latencies_ms)) * 1000, 1),
+    }
+    rows.append(row)
+    log(f"churn: {row}")
+    return rows
+
+
+def tiers_markdown(rows: list[dict[str, Any]]) -> str:
+    keys = ["tier", "warm_p50_ms", "warm_p99_ms", "fresh_per_s", "fresh_errors", "cpu_ms_per_run"]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    ceiling = rows[-1]["fresh_per_s"] or 0
+    for r in rows[:-1]:
+        if ceiling and r.get("fresh_per_s"):
+            lines.append(f"\n{r['tier']}: {r['fresh_per_s'] / ceiling:.1f}x the churn ceiling")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="few runs per cell (smoke test)")
@@ -824,6 +893,11 @@ def main() -> int:
         choices=["stores"],
         help="only these cells, printed (bench/results is left alone): stores = warm paced "
         "latency on SQLite beside PostgreSQL + Redis, --rounds interleaved rounds",
+    )
+    parser.add_argument(
+        "--tiers",
+        default=None,
+        help="only the isolation tiers side by side (comma-separated, e.g. jail,container,gvisor)",
     )
     args = parser.parse_args()
     if args.only == "stores":
@@ -849,6 +923,23 @@ def main() -> int:
         print(json.dumps(stores))
         print(markdown(result))
         _remove_left_containers()
+        return 0
+    if args.tiers:
+        tmp = BENCH / ".tmp" / RUN_LABEL
+        tmp.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        rows = bench_tiers(
+            tmp,
+            args.pool_size,
+            args.runs or (10 if args.quick else 40),
+            args.tiers.split(","),
+            lambda line: print(f"[{time.monotonic() - t0:6.1f}s] {line}", flush=True),
+        )
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "tiers.json").write_text(
+            json.dumps({"note": args.note, "rows": rows}, indent=2) + "\n"
+        )
+        print(tiers_markdown(rows))
         return 0
     if args.soak_only:
         tmp = BENCH / ".tmp" / RUN_LABEL

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests start as real servers, when missing (needs root for
-# apt). A no-op when every one is there. One line per package: command, then package.
+# Install the Debian packages the tests start as real servers, and the jail isolation tier's
+# bubblewrap, when missing (needs root for apt). A no-op when every one is there. One line per package: command, then package.
 set -euo pipefail
 
 say() { printf 'ensure-packages: %s\n' "$*" >&2; }
@@ -13,6 +13,8 @@ done <<'PACKAGES'
 redis-server redis-server
 /usr/lib/postgresql/15/bin/initdb postgresql-15
 /usr/lib/rabbitmq/bin/rabbitmq-server rabbitmq-server
+bwrap bubblewrap
+prlimit util-linux
 PACKAGES
 
 if ((${#missing[@]})); then

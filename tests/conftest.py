@@ -43,6 +43,15 @@ API_KEY = "test-key-org-default"
 TEST_DB = os.environ.get("ACTIONCAGE_TEST_DB") or "sqlite"
 if TEST_DB not in ("sqlite", "postgresql"):
     raise pytest.UsageError(f"ACTIONCAGE_TEST_DB={TEST_DB!r}: use sqlite or postgresql")
+# The isolation tiers the outcome, limit and attack tests run on (the `tier` fixture). The
+# tier matrix does not depend on the database, so by default only the SQLite pass runs it
+# and the PostgreSQL pass runs the default tier: the suite runs twice, the matrix once.
+TEST_TIERS = tuple(
+    (
+        os.environ.get("ACTIONCAGE_TEST_TIERS")
+        or ("jail,container,gvisor" if TEST_DB == "sqlite" else "container")
+    ).split(",")
+)
 
 
 def database_url(tmp_path: Path, name: str = "actioncage", backend: str | None = None) -> str:
@@ -117,6 +126,52 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item, "fixturenames", []
         ):
             item.fixturenames.append("docker_client")  # type: ignore[attr-defined]
+
+
+_TIER_PROBLEMS: dict[str, str | None] = {}
+
+
+def tier_problem(isolation: str) -> str | None:
+    """Why an isolation tier cannot run on this machine (None: it can), asked once."""
+    if isolation not in _TIER_PROBLEMS:
+        from actioncage.components import build_backend
+        from actioncage.models import Isolation
+        from actioncage.sandbox.backend import new_owner_id
+        from actioncage.sandbox.foreground import Foreground
+
+        backend = build_backend(Settings(sandbox_image=IMAGE), new_owner_id(), Foreground(0))
+        try:
+            status = backend.tier(Isolation(isolation))
+        finally:
+            backend.close()
+        _TIER_PROBLEMS[isolation] = None if status.available else status.reason
+    return _TIER_PROBLEMS[isolation]
+
+
+@pytest.fixture(params=TEST_TIERS)
+def tier(request: pytest.FixtureRequest, docker_client: docker.DockerClient) -> str:
+    """Each isolation tier of ACTIONCAGE_TEST_TIERS in turn. A tier that cannot run here
+    skips locally with the reason and fails when ``CI`` is set (make test sets it up)."""
+    isolation: str = request.param
+    problem = tier_problem(isolation)
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the {isolation} tier: {problem}")
+        pytest.skip(f"the {isolation} tier is unavailable here: {problem}")
+    return isolation
+
+
+def jail_leftovers(app: Flask) -> list[str]:
+    """The jail cgroups (one per live jail) this app's process still has."""
+    from actioncage.sandbox.jail.cgroups import Cgroups
+
+    owner = app.extensions["actioncage"].instance.id
+    cgroups = Cgroups()
+    found: list[str] = []
+    for base in cgroups.bases():
+        with contextlib.suppress(FileNotFoundError):
+            found += [str(p) for p in (base / owner).iterdir() if p.is_dir()]
+    return found
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60) -> bool:
@@ -224,6 +279,7 @@ def session_containers(docker_client: docker.DockerClient, app: Flask | None = N
     """
     if app is not None:
         assert app.extensions["actioncage"].runner.backend.drain(timeout_s=30)
+        assert jail_leftovers(app) == []
     containers: list[Any] = docker_client.containers.list(
         all=True, filters={"label": ["io.actioncage.managed=true", f"{TEST_LABEL}={SESSION}"]}
     )

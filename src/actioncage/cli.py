@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from actioncage.errors import ActioncageError, ConfigError
-from actioncage.settings import Settings
+from actioncage.settings import ISOLATION_TIERS, Settings
 
 if TYPE_CHECKING:
     from actioncage.store import Store
@@ -384,7 +384,7 @@ def _org_set_policy(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import asdict, replace
 
     from actioncage.egress.guard import parse_patterns
-    from actioncage.models import OrgPolicy
+    from actioncage.models import Isolation, OrgPolicy
     from actioncage.store import repo
 
     store = _store(settings)
@@ -399,6 +399,10 @@ def _org_set_policy(args: argparse.Namespace, settings: Settings) -> int:
                 changes[name] = value or None
         if args.restricted is not None:
             changes["restricted"] = args.restricted
+        if args.min_isolation is not None:
+            changes["min_isolation"] = (
+                None if args.min_isolation == "any" else Isolation(args.min_isolation)
+            )
         if args.egress is not None and args.inherit_egress:
             raise ConfigError("--egress and --inherit-egress contradict each other")
         if args.inherit_egress:
@@ -438,8 +442,13 @@ def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
     from actioncage.audit.battery import print_table, run_battery
 
+    if args.isolation is not None:
+        settings = replace(settings, isolation=args.isolation)
+    print(f"isolation tier: {settings.isolation}", file=sys.stdout)
     results = run_battery(settings)
     print_table(results, sys.stdout)
     return 0 if all(r.passed for r in results) else 1
@@ -526,6 +535,13 @@ def main(argv: list[str] | None = None) -> int:
         "'' alone: none); replaces the org's list and the operator's default for it",
     )
     set_policy.add_argument(
+        "--min-isolation",
+        choices=[*ISOLATION_TIERS, "any"],
+        help="the weakest isolation tier the org's actions may use (from weakest: "
+        + ", ".join(ISOLATION_TIERS)
+        + "); an action asking for less is refused, and runs are raised to it; any: no minimum",
+    )
+    set_policy.add_argument(
         "--inherit-egress",
         action="store_true",
         help="drop the org's own egress list: ACTIONCAGE_DEFAULT_EGRESS applies again",
@@ -559,6 +575,11 @@ def main(argv: list[str] | None = None) -> int:
     db_upgrade.set_defaults(func=_db_upgrade)
     audit = sub.add_parser(
         "audit", help="run escape and abuse attempts against the live configuration"
+    )
+    audit.add_argument(
+        "--isolation",
+        choices=ISOLATION_TIERS,
+        help="the tier to attack (default: ACTIONCAGE_ISOLATION)",
     )
     audit.set_defaults(func=_audit)
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from actioncage.hostcalls.registry import HostCalls
 from actioncage.instances import Instance, sweep_quietly
 from actioncage.metrics import Metrics
-from actioncage.models import Policy, RunResult
+from actioncage.models import Isolation, Policy, RunResult
 from actioncage.runs.admission import Gate
 from actioncage.runs.background import BackgroundRuns
 from actioncage.runs.callbacks import CallbackSender
@@ -26,12 +26,14 @@ from actioncage.runs.tenant_limits import TenantLimiter
 from actioncage.sandbox.backend import SandboxBackend
 from actioncage.sandbox.docker.backend import DockerBackend
 from actioncage.sandbox.foreground import Foreground
+from actioncage.sandbox.jail.backend import JailBackend
 from actioncage.sandbox.limits import effective_limits
 from actioncage.sandbox.pool import WarmPool
 from actioncage.sandbox.runner import SandboxRunner
+from actioncage.sandbox.tiers import TieredBackend
 from actioncage.settings import Settings
 from actioncage.shared.memory import in_process
-from actioncage.shared.state import DomainCache, SharedState
+from actioncage.shared.state import DomainCache, LiveSet, SharedState
 from actioncage.store import Store, repo
 from actioncage.vault import Vault
 from actioncage.web.auth import KeyCache
@@ -103,6 +105,23 @@ def build_shared(settings: Settings, store: Store) -> SharedState:
     return in_process(store)
 
 
+def build_backend(
+    settings: Settings, owner_id: str, foreground: Foreground, shared_live: LiveSet | None = None
+) -> TieredBackend:
+    """The sandbox backend of every isolation tier: Docker runs ``container`` (runc) and
+    ``gvisor`` (runsc), bubblewrap runs ``jail`` on the image Docker exports."""
+    docker_backend = DockerBackend(settings, owner_id, foreground, shared_live)
+    jail = JailBackend(settings, owner_id, docker_backend)
+    return TieredBackend(
+        {
+            Isolation.CONTAINER: docker_backend,
+            Isolation.GVISOR: docker_backend,
+            Isolation.JAIL: jail,
+        },
+        default=Isolation.CONTAINER,
+    )
+
+
 def build(settings: Settings, role: str = "serve") -> Components:
     """Make every component for ``settings``: the store (tables made or upgraded), this
     process's instance (registered and heartbeating when ``role`` is a long-lived one), the
@@ -136,7 +155,7 @@ def build(settings: Settings, role: str = "serve") -> Components:
     foreground = Foreground(settings.engine_work_defer_ms)
     # With Redis the live-container cap counts every process's containers.
     shared_live = shared.containers if settings.redis_url else None
-    backend: SandboxBackend = DockerBackend(settings, instance.id, foreground, shared_live)
+    backend: SandboxBackend = build_backend(settings, instance.id, foreground, shared_live)
     pool = None
     if long_lived and not dispatching and settings.pool_size > 0:
         backend = pool = WarmPool(settings, backend, foreground)

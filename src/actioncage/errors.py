@@ -19,7 +19,8 @@ ActioncageError
 ├── RateLimitedError       an org or key is over its runs-per-minute or concurrency limit
 │   └── OverloadedError    every run slot and queue place is taken; retry later
 ├── SandboxError           the engine failed us; no run could be produced
-│   └── EngineUnavailableError   no engine answers at all
+│   ├── EngineUnavailableError   no engine answers at all
+│   └── TierUnavailableError     the run's isolation tier cannot run on this machine
 ├── HostCallError          a host call (LLM, Sheets) failed or is not configured
 ├── SharedStateError       the shared state (Redis) did not answer
 └── BusyError              the background run queue is full
@@ -122,6 +123,15 @@ class SandboxError(ActioncageError):
 
 class EngineUnavailableError(SandboxError):
     """No container engine answers."""
+
+
+class TierUnavailableError(SandboxError):
+    """The isolation tier a run needs is not available here (never silently downgraded);
+    ``isolation`` names it."""
+
+    def __init__(self, message: str, isolation: str) -> None:
+        super().__init__(message)
+        self.isolation = isolation
 
 
 class EgressRefusedError(ActioncageError):

@@ -60,6 +60,20 @@ class EffectKind(enum.StrEnum):
     HAND_OFF = "hand_off"
 
 
+class Isolation(enum.StrEnum):
+    """How strongly a run is isolated: which sandbox backend runs it (docs/security.md).
+    Declared weakest first; ``rank`` orders them."""
+
+    JAIL = "jail"  # bubblewrap namespaces + cgroups + seccomp: a process on the host kernel
+    CONTAINER = "container"  # Docker + runc: the same confinement, from the engine
+    GVISOR = "gvisor"  # Docker + runsc: the script's syscalls land in gVisor's own kernel
+
+    @property
+    def rank(self) -> int:
+        """0 for the weakest tier; a stronger tier ranks higher."""
+        return list(Isolation).index(self)
+
+
 @dataclass(frozen=True)
 class Policy:
     """Per-action sandbox limits; ``None`` means "the operator's default"."""
@@ -70,6 +84,7 @@ class Policy:
     # Host patterns (``api.example.com``, ``*.example.com``, optional ``:port``) the run may
     # reach through the egress proxy; empty: no network at all.
     egress: tuple[str, ...] = ()
+    isolation: Isolation | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,8 @@ class EffectiveLimits:
     egress: tuple[str, ...] = ()
     # The host directory holding this run's egress proxy socket, mounted read-only.
     egress_dir: str | None = None
+    # The tier the run is isolated by (the warm pool keeps sandboxes per tier, too).
+    isolation: Isolation = Isolation.CONTAINER
 
 
 @dataclass(frozen=True)
@@ -182,6 +199,10 @@ class RunResult:
     secrets: tuple[str, ...] = ()
     # The executor worker that ran the sandbox part (None: in-process, or no sandbox ran).
     executor: str | None = None
+    # The isolation tier it ran in and that tier's runtime ("runc 1.1.5", "bubblewrap 0.8.0");
+    # None: no sandbox ran (or recorded before tiers were).
+    isolation: Isolation | None = None
+    runtime_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +218,8 @@ class OrgPolicy:
     # The host patterns this org's scripts and API actions may reach; empty: none at all;
     # None: the org has no ceiling of its own and gets the operator's (default_egress).
     egress: tuple[str, ...] | None = None
+    # The weakest isolation tier the org's runs may use (None: any).
+    min_isolation: Isolation | None = None
 
 
 @dataclass(frozen=True)

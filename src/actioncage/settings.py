@@ -14,6 +14,8 @@ from typing import Any
 from actioncage.errors import ConfigError
 
 _PREFIX = "ACTIONCAGE_"
+# models.Isolation's values (settings stays free of the other modules).
+ISOLATION_TIERS = ("jail", "container", "gvisor")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,13 @@ class Settings:
     docker_url: str | None = None
     docker_runtime: str | None = None
     sandbox_image: str = "actioncage-sandbox:latest"
+    # The isolation tier of actions that name none: jail, container or gvisor (an org's
+    # minimum may raise it). gvisor runs containers with the engine's runtime gvisor_runtime
+    # (scripts/ensure-gvisor.sh registers it); jail runs bubblewrap on the image's root
+    # filesystem, exported once per image digest under jail_dir.
+    isolation: str = "container"
+    gvisor_runtime: str = "runsc"
+    jail_dir: str = "/var/cache/actioncage/jail"
     # Per-run limits: the default an action gets, and the most it may ask for.
     default_timeout_ms: int = 10_000
     max_timeout_ms: int = 60_000
@@ -147,6 +156,7 @@ class Settings:
                 "sqlite:////srv/actioncage/actioncage.db"
             )
         checks = [
+            ("isolation", self.isolation in ISOLATION_TIERS),
             ("default_timeout_ms", 0 < self.default_timeout_ms <= self.max_timeout_ms),
             ("default_memory_mb", 6 <= self.default_memory_mb <= self.max_memory_mb),
             ("default_cpus", 0 < self.default_cpus <= self.max_cpus),

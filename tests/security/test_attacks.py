@@ -17,10 +17,19 @@ from flask.testing import FlaskClient
 
 from actioncage.audit.battery import AUDIT_EGRESS_CEILING, CATALOGUE, Attack, Observed, no_survivors
 from actioncage.models import OrgPolicy
+from actioncage.settings import Settings
 from actioncage.store import repo
-from tests.conftest import session_containers
+from tests.conftest import make_settings, session_containers
 
 pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tier: str) -> Settings:
+    """The whole catalogue runs on each isolation tier (ACTIONCAGE_TEST_TIERS): this is what
+    `actioncage audit --isolation TIER` runs, through HTTP."""
+    return make_settings(tmp_path, isolation=tier)
+
 
 _FINE = "def execute_action(context):\n    return context['args']['n'] + 1\n"
 
@@ -32,6 +41,17 @@ def _policy(attack: Attack) -> dict[str, Any]:
         "egress": list(attack.policy.egress) or None,
     }
     return {k: v for k, v in wire.items() if v is not None}
+
+
+# Known gaps of the gvisor tier (Debian's runsc 20221219), open in the tiers issue. Strict: a
+# fix makes these pass and the marker must go.
+_GVISOR_KNOWN = {
+    "fork_bomb": "60 forked interpreters pass the 256 MiB memory limit before the pid cap",
+    "egress_proxy_refuses_the_rest": "egress under gVisor: see tests/security/test_egress.py",
+    "capabilities": "gVisor's /proc/self/status has no NoNewPrivs/Seccomp/CapAmb lines",
+    "docker_socket_and_devices": "gVisor's own /dev has fuse and net/tun (emulated, not "
+    "the host's)",
+}
 
 
 def _still_serves(make_action: Any, execute: Any) -> None:
@@ -60,7 +80,9 @@ def test_the_catalogue_covers_every_category() -> None:
 
 @pytest.mark.parametrize("attack", CATALOGUE, ids=lambda a: a.name)
 def test_attack_is_contained(
+    request: pytest.FixtureRequest,
     attack: Attack,
+    tier: str,
     app: Flask,
     client: FlaskClient,
     auth_headers: dict[str, str],
@@ -68,6 +90,8 @@ def test_attack_is_contained(
     execute: Any,
     docker_client: docker.DockerClient,
 ) -> None:
+    if tier == "gvisor" and attack.name in _GVISOR_KNOWN:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=_GVISOR_KNOWN[attack.name]))
     with app.extensions["actioncage"].store.session() as s:
         repo.set_org_policy(s, "default", OrgPolicy(egress=AUDIT_EGRESS_CEILING))
     conversation_id = None
@@ -82,6 +106,7 @@ def test_attack_is_contained(
     action = make_action(attack.code, name="attack", policy=_policy(attack))
     status, body = execute(action["id"], None, conversation_id)
     assert status == 200, body
+    assert body["isolation"] == tier, body
     assert attack.check(Observed.from_wire(body)), body
     if attack.after is not None:
         assert attack.after()

@@ -88,6 +88,8 @@ _RUN = {
     "args": {},
     "secrets": [],
     "executor": None,
+    "isolation": None,
+    "runtimeVersion": None,
 }
 
 

@@ -37,6 +37,7 @@ from actioncage.runs.hints import explain_network
 from actioncage.runs.masking import Masker
 from actioncage.runs.sandboxes import LocalSandboxes, Sandboxes
 from actioncage.runs.slots import RunSlots
+from actioncage.sandbox.backend import TierStatus
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
 from actioncage.sandbox.limits import EGRESS_MOUNT, effective_limits, policy_hash
 from actioncage.sandbox.runner import SandboxRunner
@@ -122,7 +123,9 @@ class Executor:
         applied. ``run_id`` names a "running" placeholder record to complete (a background
         run). ``admission`` is what the gate yielded (the org's policy as of admission).
         Returns the RunResult (a failing script is an outcome). Raises OverloadedError when
-        no run slot can be had (nothing is recorded then).
+        no run slot can be had, and TierUnavailableError when the run's isolation tier cannot
+        run on this machine (nothing is recorded then; a run never falls back to a weaker
+        tier).
         """
         with self._sandboxes.foreground.run():
             return self._run_action(
@@ -149,6 +152,7 @@ class Executor:
         raw: RawOutcome | None = None
         executor: str | None = None
         api_logs: str | None = None
+        tier: TierStatus | None = None
         if admission is None:
             with self._store.session() as s:
                 admission = Admission(repo.find_org_policy(s, action.org_id))
@@ -169,6 +173,10 @@ class Executor:
         else:
             org = admission.org
             limits = effective_limits(action.policy, self._settings, org)
+            if isinstance(self._sandboxes, LocalSandboxes):
+                tier = self._runner.require_tier(limits.isolation)
+            else:  # a worker runs it: the tier it asks for, its runtime as the worker has it
+                tier = TierStatus(limits.isolation, available=True)
             hashed = policy_hash(limits, self._settings)
             restricted = IMPORT_ALLOWLIST if org is not None and org.restricted else None
             line = build_envelope(
@@ -211,6 +219,7 @@ class Executor:
             executor=executor,
             args=args,
             secrets=tuple(name for name, value in secrets.items() if value is not None),
+            tier=tier,
         )
 
     def _secret_values(self, action: Action) -> dict[str, str | None]:
@@ -269,6 +278,7 @@ class Executor:
         args: dict[str, Any] | None = None,
         secrets: tuple[str, ...] = (),
         executor: str | None = None,
+        tier: TierStatus | None = None,
     ) -> RunResult:
         finished_at = repo.now()
         applied = (
@@ -300,6 +310,8 @@ class Executor:
             args=args,
             secrets=secrets,
             executor=executor,
+            isolation=None if tier is None else tier.isolation,
+            runtime_version=None if tier is None else tier.runtime_version,
         )
         # Effects and the audit record land together or not at all.
         try:

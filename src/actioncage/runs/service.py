@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from actioncage.errors import OverloadedError, RateLimitedError
+from actioncage.errors import OverloadedError, RateLimitedError, TierUnavailableError
 from actioncage.models import (
     Action,
     Conversation,
@@ -114,8 +114,9 @@ class RunService:
 
         Returns the RunResult, or Pending for a background run that outlasted ``wait_ms``.
         Raises ActionNotFoundError, ConversationNotFoundError, ValidationFailedError (a
-        refused callbackUrl), RateLimitedError or OverloadedError before anything runs, and
-        BusyError when the background is full.
+        refused callbackUrl), RateLimitedError or OverloadedError before anything runs,
+        TierUnavailableError when the run's isolation tier cannot run here, and BusyError
+        when the background is full.
         """
         with self._executor.in_flight():
             caller = request.caller
@@ -233,7 +234,7 @@ class RunService:
                         admission=admission,
                         front_door=FrontDoor.TRIGGER,
                     )
-            except (RateLimitedError, OverloadedError) as exc:
+            except (RateLimitedError, OverloadedError, TierUnavailableError) as exc:
                 run = self._executor.record_refused(
                     repo.new_id("run"),
                     action,
@@ -279,7 +280,8 @@ class RunService:
                         admission=admission,
                         front_door=caller.front_door,
                     )
-                except OverloadedError as exc:  # nobody is left to hear a 429
+                # Nobody is left to hear a 429 or a 503: the record says why.
+                except (OverloadedError, TierUnavailableError) as exc:
                     run = executor.record_refused(
                         run_id,
                         action,

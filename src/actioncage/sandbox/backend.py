@@ -8,7 +8,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
-from actioncage.models import EffectiveLimits
+from actioncage.models import EffectiveLimits, Isolation
 
 # What a sandbox's process prints to stderr after its last log byte (docs/protocol.md).
 LOGS_END = b"\x00actioncage:logs-end\x00"
@@ -55,6 +55,18 @@ class ExitStatus:
 
     exit_code: int | None
     oom_killed: bool = False
+
+
+@dataclass(frozen=True)
+class TierStatus:
+    """Whether an isolation tier can run here: its runtime's version and the flags it runs
+    sandboxes with, or why it cannot (``reason``)."""
+
+    isolation: Isolation
+    available: bool
+    runtime_version: str | None = None
+    flags: tuple[str, ...] = ()
+    reason: str | None = None
 
 
 class Sandbox(Protocol):
@@ -104,9 +116,10 @@ class Sandbox(Protocol):
 
 
 class SandboxBackend(Protocol):
-    """Starts sandboxes and removes them (Docker today; a gVisor tier and a bubblewrap jail
-    later). Like httpx's transports: a small interface, one real implementation per folder,
-    and wrappers (the warm pool) that are backends too.
+    """Starts sandboxes and removes them (Docker with runc or gVisor's runsc, a bubblewrap
+    jail; sandbox/tiers.py routes each run to its tier's). Like httpx's transports: a small
+    interface, one real implementation per folder, and wrappers (the warm pool, the tier
+    router) that are backends too.
 
     Every sandbox started carries the owner id the backend was built with, so a later process
     can tell a dead owner's leftovers from a live process's sandboxes.
@@ -128,6 +141,11 @@ class SandboxBackend(Protocol):
 
     def ping(self) -> bool:
         """True when the engine answers."""
+        ...
+
+    def tier(self, isolation: Isolation) -> TierStatus:
+        """Whether this backend can run sandboxes of ``isolation`` here, and with what (a
+        backend that does not run that tier says so). Never raises."""
         ...
 
     def image_digest(self) -> str:

@@ -1,4 +1,6 @@
-"""Pure Policy plus Settings to container options. Deny by default."""
+"""sandbox/limits.py: pure Policy plus Settings to limits, and limits to each tier's options
+(container options for Docker and gVisor, bubblewrap flags and cgroup limits for the jail).
+Deny by default."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 
 from actioncage.egress.guard import HostPattern, parse_patterns, pattern_within
 from actioncage.errors import EgressRefusedError, PolicyError
-from actioncage.models import EffectiveLimits, OrgPolicy, Policy
+from actioncage.models import EffectiveLimits, Isolation, OrgPolicy, Policy
 from actioncage.settings import Settings
 
 SANDBOX_UID = 10001
@@ -26,6 +28,11 @@ FRAME_ALLOWANCE_BYTES = 64 * 1024
 # Where a run with egress finds the proxy's socket (``proxy.sock``) inside the container.
 EGRESS_MOUNT = "/run/actioncage-egress"
 SECCOMP_PROFILE_PATH = Path(__file__).with_name("seccomp.json")
+# Under gVisor the container's pids cgroup also holds gVisor's own threads (the Sentry, the
+# gofer, and with ptrace a host thread per script thread): hitting it kills the whole sandbox.
+# The host cap gets this headroom, and the script's cap is gVisor's own RLIMIT_NPROC, which
+# it enforces per sandbox (under runc that limit would be per host uid, shared by all).
+GVISOR_HOST_PIDS_HEADROOM = 512
 
 
 @cache
@@ -33,6 +40,24 @@ def seccomp_profile() -> str:
     """Our seccomp profile (an allowlist stricter than Docker's default), as compact JSON."""
     profile = json.loads(SECCOMP_PROFILE_PATH.read_text(encoding="utf-8"))
     return json.dumps(profile, separators=(",", ":"), sort_keys=True)
+
+
+@cache
+def gvisor_seccomp_profile() -> str:
+    """The profile as the gvisor tier loads it (inside gVisor, with ``--oci-seccomp``): the
+    same allowlist with clone3 allowed. gVisor turns the ENOSYS rule into EPERM, so glibc
+    (threads, posix_spawn) would not fall back to clone; allowed, clone3 reaches gVisor's own
+    kernel, never the host's, which answers ENOSYS itself, and clone stays filtered."""
+    profile = json.loads(seccomp_profile())
+    profile["syscalls"] = [r for r in profile["syscalls"] if r["names"] != ["clone3"]]
+    profile["syscalls"][0]["names"] = sorted({*profile["syscalls"][0]["names"], "clone3"})
+    return json.dumps(profile, separators=(",", ":"), sort_keys=True)
+
+
+def _container_seccomp(limits: EffectiveLimits) -> str:
+    if limits.isolation is Isolation.GVISOR:
+        return gvisor_seccomp_profile()
+    return seccomp_profile()
 
 
 def seccomp_sha256() -> str:
@@ -68,6 +93,13 @@ def check_policy(policy: Policy, settings: Settings, org: OrgPolicy | None = Non
         raise PolicyError(f"memoryMb must be between 16 and {max_memory} ({who})", field="memoryMb")
     if policy.cpus is not None and not 0.01 <= policy.cpus <= max_cpus:
         raise PolicyError(f"cpus must be between 0.01 and {max_cpus} ({who})", field="cpus")
+    floor = org.min_isolation if org is not None else None
+    if policy.isolation is not None and floor is not None and policy.isolation.rank < floor.rank:
+        raise PolicyError(
+            f"policy.isolation {policy.isolation} is weaker than the org's minimum {floor} "
+            f"(from weakest: {', '.join(Isolation)})",
+            field="policy.isolation",
+        )
     ceiling = egress_ceiling(settings, org)
     for pattern in parse_patterns(policy.egress):
         if not pattern_within(pattern, ceiling):
@@ -77,6 +109,14 @@ def check_policy(policy: Policy, settings: Settings, org: OrgPolicy | None = Non
                 field="policy.egress",
             )
     return policy
+
+
+def isolation_for(policy: Policy, settings: Settings, org: OrgPolicy | None) -> Isolation:
+    """The tier a run gets: the action's ask, else the operator's default (ACTIONCAGE_ISOLATION),
+    raised to the org's minimum (which may have been raised since the action was saved)."""
+    asked = policy.isolation or Isolation(settings.isolation)
+    floor = org.min_isolation if org is not None else None
+    return floor if floor is not None and asked.rank < floor.rank else asked
 
 
 def egress_ceiling(settings: Settings, org: OrgPolicy | None) -> tuple[HostPattern, ...]:
@@ -140,6 +180,7 @@ def effective_limits(
         max_output_bytes=settings.max_output_bytes,
         max_host_calls=settings.max_host_calls,
         egress=_egress_within(policy.egress, egress_ceiling(settings, org)),
+        isolation=isolation_for(policy, settings, org),
     )
 
 
@@ -149,11 +190,16 @@ def _egress_within(asked: tuple[str, ...], ceiling: tuple[HostPattern, ...]) -> 
 
 
 def policy_hash(limits: EffectiveLimits, settings: Settings) -> str:
-    """sha256 of everything a run is confined by: its limits and the full container options
-    (seccomp profile inline), canonical JSON. Stored on each run's audit record."""
+    """sha256 of everything a run is confined by: its limits and its tier's full options
+    (container options with the seccomp profile inline, or the jail's flags, cgroup limits
+    and seccomp profile), canonical JSON. Stored on each run's audit record."""
     # The socket directory differs per run; what confines the run is that there is one.
     limits = replace(limits, egress_dir="<per-run>" if limits.egress_dir else None)
-    document = {"limits": limits.__dict__, "container": container_options(limits, settings)}
+    document: dict[str, Any] = {"limits": limits.__dict__}
+    if limits.isolation is Isolation.JAIL:
+        document["jail"] = {**jail_options(limits), "seccomp": seccomp_profile()}
+    else:
+        document["container"] = container_options(limits, settings)
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -174,7 +220,7 @@ def container_options(limits: EffectiveLimits, settings: Settings) -> dict[str, 
         "read_only": True,
         "tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={limits.tmpfs_mb}m,mode=1777"},
         "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges", f"seccomp={seccomp_profile()}"],
+        "security_opt": ["no-new-privileges", f"seccomp={_container_seccomp(limits)}"],
         "ipc_mode": "private",
         "privileged": False,
         "ulimits": [
@@ -185,7 +231,11 @@ def container_options(limits: EffectiveLimits, settings: Settings) -> dict[str, 
         "oom_kill_disable": False,
         "init": True,  # reaps zombies; dies with the run
     }
-    if settings.docker_runtime:
+    if limits.isolation is Isolation.GVISOR:
+        host_config["runtime"] = settings.gvisor_runtime
+        host_config["pids_limit"] = limits.pids + GVISOR_HOST_PIDS_HEADROOM
+        host_config["ulimits"].append({"Name": "nproc", "Soft": limits.pids, "Hard": limits.pids})
+    elif settings.docker_runtime:
         host_config["runtime"] = settings.docker_runtime
     if limits.egress_dir is not None:
         # Still no network: the only way out is the proxy's unix socket, mounted read-only.
@@ -200,6 +250,67 @@ def container_options(limits: EffectiveLimits, settings: Settings) -> dict[str, 
         "tty": False,
         "hostname": "sandbox",
         "host_config": host_config,
+    }
+
+
+def jail_options(limits: EffectiveLimits) -> dict[str, Any]:
+    """The jail tier's confinement for these limits: bubblewrap's flags (the backend adds the
+    root filesystem, its file descriptors and the command), the cgroup limits the control
+    plane sets, and the resource limits of the sandbox's first process.
+
+    The same closure as container_options: new user, pid, mount, ipc, uts, net and cgroup
+    namespaces (no network but loopback), read-only root, a fresh size-capped noexec /tmp
+    (``tmpfs``, mounted by the backend), uid and
+    gid 10001, no capabilities, no new privileges (bubblewrap sets it to load the seccomp
+    filter), an init that reaps zombies and takes every process with it, no environment.
+    """
+    uid = str(SANDBOX_UID)
+    flags = [
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-net",
+        "--unshare-cgroup",
+        "--uid",
+        uid,
+        "--gid",
+        uid,
+        "--hostname",
+        "sandbox",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--chdir",
+        "/tmp",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--clearenv",
+    ]
+    # /run is an empty read-only tmpfs: the egress socket's mount point exists only in a
+    # run that has one.
+    flags += ["--size", "65536", "--tmpfs", "/run"]
+    if limits.egress_dir is not None:
+        flags += ["--ro-bind", limits.egress_dir, EGRESS_MOUNT]
+    flags += ["--remount-ro", "/run"]
+    memory = limits.memory_mb << 20
+    return {
+        "bwrap": flags,
+        "cgroup": {
+            "memory_bytes": memory,
+            "memory_swap_bytes": memory,  # equal to memory: no swap
+            "pids": limits.pids,
+            "cpu_period_us": 100_000,
+            "cpu_quota_us": int(limits.cpus * 100_000),
+        },
+        "rlimits": {"core": 0, "nofile": 256, "fsize": limits.tmpfs_mb << 20},
+        # /tmp: a tmpfs the control plane mounts per sandbox and binds in (bubblewrap's own
+        # cannot be noexec); its pages count against the sandbox's memory cgroup.
+        "tmpfs": f"size={limits.tmpfs_mb << 20},mode=1777,nosuid,nodev,noexec",
+        "user": f"{SANDBOX_UID}:{SANDBOX_UID}",
     }
 
 

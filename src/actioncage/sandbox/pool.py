@@ -11,8 +11,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from actioncage.errors import ActioncageError
-from actioncage.models import EffectiveLimits
-from actioncage.sandbox.backend import Profile, Sandbox, SandboxBackend
+from actioncage.models import EffectiveLimits, Isolation
+from actioncage.sandbox.backend import Profile, Sandbox, SandboxBackend, TierStatus
 from actioncage.sandbox.channel import await_ready
 from actioncage.sandbox.foreground import Foreground
 from actioncage.settings import Settings
@@ -47,7 +47,8 @@ class ProfileStats:
 
 
 class WarmPool:
-    """Keeps ``pool_size`` started, never-used sandboxes of ``backend`` per profile, within a
+    """Keeps ``pool_size`` started, never-used sandboxes of ``backend`` per profile (the limits,
+    isolation tier included: a tier's sandboxes serve only that tier), within a
     live-sandbox cap. A backend itself: start() hands out a ready sandbox when one matches,
     else starts a cold one through ``backend``; every other call goes to ``backend``, which
     the pool owns from now on (close() closes it).
@@ -102,6 +103,9 @@ class WarmPool:
 
     def ping(self) -> bool:
         return self._backend.ping()
+
+    def tier(self, isolation: Isolation) -> TierStatus:
+        return self._backend.tier(isolation)
 
     def image_digest(self) -> str:
         return self._backend.image_digest()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from actioncage.models import EffectiveLimits, RawOutcome
-from actioncage.sandbox.backend import Profile, SandboxBackend
+from actioncage.errors import TierUnavailableError
+from actioncage.models import EffectiveLimits, Isolation, RawOutcome
+from actioncage.sandbox.backend import Profile, SandboxBackend, TierStatus
 from actioncage.sandbox.channel import HostCallHandler, exchange
 from actioncage.sandbox.foreground import Foreground
 
@@ -56,6 +57,21 @@ class SandboxRunner:
     def ping(self) -> bool:
         """True when the engine answers."""
         return self.backend.ping()
+
+    def tier(self, isolation: Isolation) -> TierStatus:
+        """Whether ``isolation`` can run here, with its runtime's version and flags."""
+        return self.backend.tier(isolation)
+
+    def require_tier(self, isolation: Isolation) -> TierStatus:
+        """The tier's status when it can run here. Raises TierUnavailableError naming it
+        (a run is never moved to another tier)."""
+        status = self.backend.tier(isolation)
+        if not status.available:
+            raise TierUnavailableError(
+                f"isolation tier {isolation} is unavailable on this machine: {status.reason}",
+                str(isolation),
+            )
+        return status
 
     @property
     def live_containers(self) -> int:

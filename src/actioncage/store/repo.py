@@ -35,6 +35,7 @@ from actioncage.models import (
     FrontDoor,
     IdempotentResponse,
     InvocationTrigger,
+    Isolation,
     KeyRecord,
     OrgPolicy,
     Policy,
@@ -195,7 +196,14 @@ def _action(row: ActionRow, version: ActionVersionRow) -> Action:
 
 
 def _policy(stored: dict[str, Any]) -> Policy:
-    return Policy(**{**stored, "egress": tuple(stored.get("egress") or ())})
+    isolation = stored.get("isolation")
+    return Policy(
+        **{
+            **stored,
+            "egress": tuple(stored.get("egress") or ()),
+            "isolation": None if isolation is None else Isolation(isolation),
+        }
+    )
 
 
 def _version_row(
@@ -215,6 +223,7 @@ def _version_row(
             "memory_mb": policy.memory_mb,
             "cpus": policy.cpus,
             "egress": list(policy.egress),
+            "isolation": None if policy.isolation is None else str(policy.isolation),
         },
         description=fields["description"],
         created_by=key_id,
@@ -530,6 +539,8 @@ def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False
         "args": run.args,
         "secrets": list(run.secrets) or None,
         "executor": run.executor,
+        "isolation": None if run.isolation is None else str(run.isolation),
+        "runtime_version": run.runtime_version,
     }
     if replaces_placeholder:
         # Only a record still "running" is completed: the first outcome recorded wins.
@@ -628,6 +639,8 @@ def _run(row: RunRow) -> RunResult:
         args=row.args,
         secrets=tuple(row.secrets or ()),
         executor=row.executor,
+        isolation=None if row.isolation is None else Isolation(row.isolation),
+        runtime_version=row.runtime_version,
     )
 
 
@@ -858,6 +871,7 @@ def find_org_policy(session: Session, org_id: str) -> OrgPolicy | None:
         runs_per_minute=row.runs_per_minute,
         concurrent_runs=row.concurrent_runs,
         egress=None if row.egress is None else tuple(row.egress),
+        min_isolation=None if row.min_isolation is None else Isolation(row.min_isolation),
     )
 
 
@@ -875,6 +889,7 @@ def set_org_policy(session: Session, org_id: str, policy: OrgPolicy) -> OrgPolic
     row.runs_per_minute = policy.runs_per_minute
     row.concurrent_runs = policy.concurrent_runs
     row.egress = None if policy.egress is None else list(policy.egress)
+    row.min_isolation = None if policy.min_isolation is None else str(policy.min_isolation)
     row.updated_at = now()
     session.flush()
     return policy

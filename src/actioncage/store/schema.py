@@ -173,6 +173,9 @@ class RunRow(Base):
     secrets: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     # The executor worker that ran the sandbox part (None: this control plane, in-process).
     executor: Mapped[str | None] = mapped_column(NulFreeString(64), nullable=True)
+    # The isolation tier it ran in (jail, container, gvisor) and that tier's runtime version.
+    isolation: Mapped[str | None] = mapped_column(NulFreeString(16), nullable=True)
+    runtime_version: Mapped[str | None] = mapped_column(NulFreeString(80), nullable=True)
 
 
 class OrgPolicyRow(Base):
@@ -187,6 +190,8 @@ class OrgPolicyRow(Base):
     runs_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     concurrent_runs: Mapped[int | None] = mapped_column(Integer, nullable=True)
     egress: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    # The weakest isolation tier the org's runs may use (None: any).
+    min_isolation: Mapped[str | None] = mapped_column(NulFreeString(16), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -36,7 +36,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from actioncage.components import Components
 from actioncage.errors import AuthError, KeyNotFoundError, ValidationFailedError
-from actioncage.models import Action, ActionType, ErrorType, FrontDoor, RunResult
+from actioncage.models import Action, ActionType, ErrorType, FrontDoor, Isolation, RunResult
 from actioncage.runs.executor import LOGS_CUT_MARKER
 from actioncage.runs.service import ConversationRef, RunRequest
 from actioncage.sandbox.limits import policy_description
@@ -465,7 +465,9 @@ def policy() -> str:
     c, key = _components(), current_key()
     with c.store.session() as s:
         org = repo.find_org_policy(s, key.org_id)
-    out = wire.policy_out(policy_description(c.settings, org), org, c.runner.image_digest())
+    tiers = [c.runner.tier(isolation) for isolation in Isolation]
+    digest = c.runner.image_digest() if c.dispatcher is None else c.dispatcher.image_digest()
+    out = wire.policy_out(policy_description(c.settings, org), org, digest or "unknown", tiers)
     return render_template("policy.html", policy=out, section="dashboard.policy")
 
 

@@ -9,7 +9,7 @@ from actioncage.actions import tools
 from actioncage.actions.validation import check_org_rules
 from actioncage.components import Components
 from actioncage.errors import SandboxError, ValidationFailedError
-from actioncage.models import FrontDoor
+from actioncage.models import FrontDoor, Isolation
 from actioncage.runs.callbacks import SIGNATURE_HEADER
 from actioncage.runs.idempotency import Answer
 from actioncage.runs.service import ConversationRef, Pending, RunRequest
@@ -231,4 +231,5 @@ def get_policy() -> Response:
     digest = c.runner.image_digest() if c.dispatcher is None else c.dispatcher.image_digest()
     if digest is None:
         raise SandboxError("no executor worker is live to say which sandbox image it runs")
-    return jsonify(wire.policy_out(description, org, digest))
+    tiers = [c.runner.tier(isolation) for isolation in Isolation]
+    return jsonify(wire.policy_out(description, org, digest, tiers))

@@ -17,7 +17,7 @@ from referencing.jsonschema import DRAFT202012
 
 from actioncage.actions.validation import CONVERSATION_ID_RE, NAME_RE
 from actioncage.errors import ValidationFailedError
-from actioncage.models import EffectKind, ErrorType, InvocationTrigger
+from actioncage.models import EffectKind, ErrorType, InvocationTrigger, Isolation
 
 _BASE = "urn:actioncage:schemas"
 MAX_USER_TEXT = 2048
@@ -80,6 +80,13 @@ _TRIGGER = {
     "x-message": "must be one of " + ", ".join(str(t) for t in InvocationTrigger),
 }
 
+_ISOLATION = {
+    "type": "string",
+    "enum": [str(i) for i in Isolation],
+    "description": "the isolation tier, from weakest: " + ", ".join(Isolation),
+    "x-message": "must be one of " + ", ".join(Isolation),
+}
+
 # --- requests (and the parts of responses they share) -----------------------------------------
 
 _POLICY = _closed(
@@ -94,6 +101,12 @@ _POLICY = _closed(
             "description": "host patterns (api.example.com, *.example.com, optional :port) "
             "the run may reach, within the org's egress ceiling",
             "x-message": f"must be a list of at most {MAX_EGRESS_PATTERNS} host patterns",
+        },
+        "isolation": {
+            "anyOf": [_ISOLATION, {"type": "null"}],
+            "description": "the run's isolation tier (null: the operator's default); at least "
+            "the org's minimum",
+            "x-message": "must be one of " + ", ".join(Isolation),
         },
     }
 )
@@ -319,6 +332,8 @@ _RUN = _all_required(
             "description": "the names of the secrets the run was given",
         },
         "executor": nullable(_STRING),
+        "isolation": nullable(_ISOLATION),
+        "runtimeVersion": nullable(_STRING),
     }
 )
 
@@ -352,6 +367,17 @@ _ORG_POLICY = _all_required(
             "description": "null: the org has no egress ceiling of its own (the operator's "
             "default applies)",
         },
+        "minIsolation": nullable(_ISOLATION),
+    }
+)
+
+_TIER = _all_required(
+    {
+        "isolation": _ISOLATION,
+        "available": _BOOLEAN,
+        "runtimeVersion": nullable(_STRING),
+        "flags": {"type": "array", "items": _STRING},
+        "reason": nullable(_STRING),
     }
 )
 
@@ -381,6 +407,13 @@ _POLICY_DESCRIPTION = _all_required(
             "type": "array",
             "items": _STRING,
             "description": "the hosts the org's scripts and API actions may reach at most",
+        },
+        "isolation": {**_ISOLATION, "description": "the tier of an action that names none"},
+        "tiers": {
+            "type": "array",
+            "items": ref("Tier"),
+            "description": "every isolation tier, weakest first: whether it runs here, its "
+            "runtime's version and the flags its sandboxes run with",
         },
     }
 )
@@ -483,6 +516,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "WebhookSecret": _all_required({"webhookSecret": _STRING, "signatureHeader": _STRING}),
     "OrgPolicy": _ORG_POLICY,
     "PolicyDescription": _POLICY_DESCRIPTION,
+    "Tier": _TIER,
     "Health": _HEALTH,
     "Worker": _WORKER,
     "RasaError": _RASA_ERROR,

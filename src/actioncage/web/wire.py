@@ -17,6 +17,7 @@ from actioncage.models import (
     ActionType,
     Conversation,
     InvocationTrigger,
+    Isolation,
     OrgPolicy,
     Policy,
     RunResult,
@@ -24,6 +25,7 @@ from actioncage.models import (
     SecretRecord,
     WorkerStatus,
 )
+from actioncage.sandbox.backend import TierStatus
 from actioncage.web import schemas
 
 # Fields of the common "create action" APIs, snake_case name by wire name (endpoint: see
@@ -193,6 +195,8 @@ def policy(raw: dict[str, Any] | None) -> Policy:
     }
     if raw.get("egress") is not None:
         values["egress"] = egress_patterns(raw["egress"], "policy.egress")
+    if raw.get("isolation") is not None:
+        values["isolation"] = Isolation(raw["isolation"])
     return Policy(**values)
 
 
@@ -222,6 +226,11 @@ def action_out(action: Action) -> dict[str, Any]:
                 if getattr(action.policy, name) is not None
             },
             **({"egress": list(action.policy.egress)} if action.policy.egress else {}),
+            **(
+                {"isolation": str(action.policy.isolation)}
+                if action.policy.isolation is not None
+                else {}
+            ),
         },
         "createdBy": action.created_by,
         "createdAt": iso(action.created_at),
@@ -282,6 +291,8 @@ def run_out(run: RunResult, logs_tail_bytes: int | None = None) -> dict[str, Any
         "args": run.args,
         "secrets": list(run.secrets),
         "executor": run.executor,
+        "isolation": None if run.isolation is None else str(run.isolation),
+        "runtimeVersion": run.runtime_version,
     }
 
 
@@ -368,12 +379,15 @@ def org_policy_out(org: OrgPolicy | None) -> dict[str, Any] | None:
         "runsPerMinute": org.runs_per_minute,
         "concurrentRuns": org.concurrent_runs,
         "egress": None if org.egress is None else list(org.egress),
+        "minIsolation": None if org.min_isolation is None else str(org.min_isolation),
     }
 
 
-def policy_out(description: dict[str, Any], org: OrgPolicy | None, digest: str) -> dict[str, Any]:
+def policy_out(
+    description: dict[str, Any], org: OrgPolicy | None, digest: str, tiers: list[TierStatus]
+) -> dict[str, Any]:
     """``GET /v1/policy``: the effective sandbox settings, container options as the engine
-    takes them (snake_case, as docker's API client names them)."""
+    takes them (snake_case, as docker's API client names them), and every isolation tier."""
     limits = description["limits"]
     maxima = description["maxima"]
     return {
@@ -397,6 +411,17 @@ def policy_out(description: dict[str, Any], org: OrgPolicy | None, digest: str) 
         "imageDigest": digest,
         "orgPolicy": org_policy_out(org),
         "egressCeiling": description["egress_ceiling"],
+        "isolation": str(limits["isolation"]),
+        "tiers": [
+            {
+                "isolation": str(t.isolation),
+                "available": t.available,
+                "runtimeVersion": t.runtime_version,
+                "flags": list(t.flags),
+                "reason": t.reason,
+            }
+            for t in tiers
+        ],
     }
 
 

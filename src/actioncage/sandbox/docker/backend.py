@@ -9,6 +9,7 @@ import os
 import queue
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -18,6 +19,7 @@ import docker
 import docker.errors
 
 from actioncage.errors import EngineUnavailableError, SandboxError
+from actioncage.models import Isolation
 from actioncage.sandbox.backend import (
     END,
     ExitStatus,
@@ -25,6 +27,7 @@ from actioncage.sandbox.backend import (
     Profile,
     Sandbox,
     Stream,
+    TierStatus,
     new_owner_id,
 )
 from actioncage.sandbox.docker.engine import EngineAPIError, EngineConnections
@@ -52,6 +55,9 @@ _REMOVE_RETRY_S = 0.1
 _HEADER = struct.Struct(">BxxxL")
 _STREAMS = {1: Stream.STDOUT, 2: Stream.STDERR}
 _WRITE_TIMEOUT_S = 60.0
+# How long what the engine said about its runtimes is trusted (a runtime registered later,
+# by scripts/ensure-gvisor.sh, shows up within this).
+_RUNTIMES_TTL_S = 30.0
 
 
 def bare_runner(settings: Settings) -> SandboxRunner:
@@ -193,6 +199,8 @@ class DockerBackend:
         self._count_lock = threading.Lock()
         self._live: set[str] = set()
         self._configs: dict[str, dict[str, Any]] = {}
+        self._tiers: dict[Isolation, TierStatus] = {}
+        self._tiers_at = float("-inf")
         self.remover = _Remover(
             self._remove_now, settings.removal_queue_size, foreground.wait_quiet
         )
@@ -243,6 +251,32 @@ class DockerBackend:
         except (EngineUnavailableError, *UNREACHABLE):
             return False
 
+    def tier(self, isolation: Isolation) -> TierStatus:
+        """``container`` (the engine's runc, or ACTIONCAGE_DOCKER_RUNTIME) and ``gvisor`` (the
+        engine's runtime ACTIONCAGE_GVISOR_RUNTIME, runsc) are this backend's tiers; each is
+        available when the engine answers and knows its runtime. Never raises."""
+        if isolation is Isolation.JAIL:
+            return TierStatus(isolation, False, reason="the jail is not a Docker tier")
+        with self._lock:
+            fresh = time.monotonic() - self._tiers_at < _RUNTIMES_TTL_S
+            known = self._tiers.get(isolation) if fresh else None
+        if known is not None:
+            return known
+        try:
+            info: dict[str, Any] = self.client().info()
+        except (SandboxError, docker.errors.APIError, *UNREACHABLE) as exc:
+            return TierStatus(isolation, False, reason=f"no container engine answers: {exc}")
+        statuses = {
+            tier: _runtime_status(tier, info, name)
+            for tier, name in (
+                (Isolation.CONTAINER, self._settings.docker_runtime or "runc"),
+                (Isolation.GVISOR, self._settings.gvisor_runtime),
+            )
+        }
+        with self._lock:
+            self._tiers, self._tiers_at = statuses, time.monotonic()
+        return statuses[isolation]
+
     def image_digest(self) -> str:
         """The sandbox image's id. Raises SandboxError when the image is missing."""
         if self._digest is None:
@@ -253,6 +287,65 @@ class DockerBackend:
             except UNREACHABLE as exc:
                 raise EngineUnavailableError(f"no container engine answers: {exc}") from exc
         return self._digest
+
+    def current_image_digest(self) -> str:
+        """The sandbox image's id as the engine has it now (image_digest() keeps the first
+        answer): the jail re-exports its root filesystem when this changes. Raises
+        SandboxError when the image is missing."""
+        try:
+            return str(self.client().inspect_image(self._settings.sandbox_image)["Id"])
+        except docker.errors.ImageNotFound as exc:
+            raise image_missing(self._settings.sandbox_image) from exc
+        except UNREACHABLE as exc:
+            raise EngineUnavailableError(f"no container engine answers: {exc}") from exc
+
+    def export_rootfs(self, dest: str) -> None:
+        """Write the sandbox image's root filesystem into the empty directory ``dest``, for
+        the jail tier: a container is created (never started), exported through ``tar`` and
+        removed. Device nodes are left out (the jail mounts its own /dev).
+
+        Raises SandboxError (EngineUnavailableError when no engine answers).
+        """
+        labels = {
+            **self._settings.container_labels,
+            MANAGED_LABEL: "true",
+            RUN_ID_LABEL: "rootfs-export",
+            OWNER_LABEL: self.owner_id,
+        }
+        with self.errors():
+            api = self.client()
+            container_id = str(
+                api.create_container(self._settings.sandbox_image, labels=labels)["Id"]
+            )
+            try:
+                tar = subprocess.Popen(
+                    ["tar", "-x", "-C", dest, "--exclude=./dev/*", "--exclude=dev/*"],
+                    stdin=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+                assert tar.stdin is not None
+                # The raw response, closed here (docker-py's export() generator leaves it
+                # to the garbage collector).
+                response = api._get(api._url("/containers/{0}/export", container_id), stream=True)
+                try:
+                    api._raise_for_status(response)
+                    for chunk in response.iter_content(1 << 20):
+                        tar.stdin.write(chunk)
+                finally:
+                    response.close()
+                    tar.stdin.close()
+                    problem = b""
+                    if tar.stderr is not None:
+                        problem = tar.stderr.read()
+                        tar.stderr.close()
+                    code = tar.wait()
+                if code != 0:
+                    raise SandboxError(
+                        f"could not unpack the sandbox image into {dest}: "
+                        f"{problem.decode(errors='replace').strip()[:500]}"
+                    )
+            finally:
+                self._remove_now(container_id)
 
     def start(self, run_id: str, profile: Profile) -> DockerSandbox:
         """Create, attach to and start one container named ``actioncage-<run_id>``; the caller
@@ -388,6 +481,33 @@ class DockerBackend:
             self._live.discard(container_id)
         if self._shared_live is not None:
             self._shared_live.discard(container_id)
+
+
+def _runtime_status(isolation: Isolation, info: dict[str, Any], name: str) -> TierStatus:
+    """A Docker tier's status from the engine's info: its runtime ``name`` registered (with
+    its flags), and the runtime's version (the engine reports runc's; another runtime's
+    binary is asked, when it is on this machine)."""
+    runtime = (info.get("Runtimes") or {}).get(name)
+    if runtime is None:
+        hint = " (scripts/ensure-gvisor.sh registers it)" if isolation is Isolation.GVISOR else ""
+        return TierStatus(
+            isolation, False, reason=f"the container engine has no runtime {name!r}{hint}"
+        )
+    flags = (f"--runtime={name}", *runtime.get("runtimeArgs", ()))
+    version: str | None = None
+    if name == "runc":
+        version = "runc " + str((info.get("RuncCommit") or {}).get("ID") or "unknown")
+    else:
+        path = str(runtime.get("path") or name)
+        try:
+            out = subprocess.run(
+                [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout
+            words = out.split()
+            version = f"{name} {words[2]}" if words[1:2] == ["version"] else None
+        except (OSError, subprocess.SubprocessError, IndexError):
+            version = None  # the engine may run on another machine: its version is unknown
+    return TierStatus(isolation, True, runtime_version=version, flags=flags)
 
 
 class _Remover:

@@ -1,0 +1,216 @@
+"""Isolation tiers: the policy field, the org minimum, an unavailable tier, GET /v1/policy, and
+nothing left after a failed start (jail and gVisor), against the real runtimes."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import docker
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from actioncage import create_app
+from actioncage.components import build_backend
+from actioncage.errors import SandboxError
+from actioncage.models import Isolation, OrgPolicy, Policy
+from actioncage.sandbox.backend import Profile, new_owner_id
+from actioncage.sandbox.channel import exchange
+from actioncage.sandbox.foreground import Foreground
+from actioncage.sandbox.jail.cgroups import Cgroups
+from actioncage.sandbox.limits import effective_limits, isolation_for
+from actioncage.sandbox.runner import SandboxRunner
+from actioncage.settings import Settings
+from actioncage.store import repo
+from tests.conftest import make_settings, tier_problem, wait_for
+
+_OK = "def execute_action(context):\n    return 1\n"
+
+
+def test_tiers_are_ordered_jail_container_gvisor_and_the_org_minimum_raises_a_run() -> None:
+    assert sorted(Isolation, key=lambda i: i.rank) == [
+        Isolation.JAIL,
+        Isolation.CONTAINER,
+        Isolation.GVISOR,
+    ]
+    settings = Settings(isolation="jail")
+    assert isolation_for(Policy(), settings, None) is Isolation.JAIL
+    strict = OrgPolicy(min_isolation=Isolation.GVISOR)
+    # An action saved before the org's minimum was raised runs at the minimum, never below.
+    assert isolation_for(Policy(isolation=Isolation.JAIL), settings, strict) is Isolation.GVISOR
+    assert isolation_for(Policy(isolation=Isolation.GVISOR), settings, None) is Isolation.GVISOR
+
+
+def test_an_action_below_the_orgs_minimum_is_refused_naming_the_field(
+    app: Flask, client: FlaskClient, auth_headers: dict[str, str]
+) -> None:
+    with app.extensions["actioncage"].store.session() as s:
+        repo.set_org_policy(s, "default", OrgPolicy(min_isolation=Isolation.CONTAINER))
+    resp = client.post(
+        "/v1/actions",
+        json={"name": "weak", "code": _OK, "policy": {"isolation": "jail"}},
+        headers=auth_headers,
+    )
+    assert resp.status_code == 422, resp.get_json()
+    error = resp.get_json()["error"]
+    assert error["field"] == "policy.isolation" and "container" in error["message"]
+    ok = client.post(
+        "/v1/actions",
+        json={"name": "strong", "code": _OK, "policy": {"isolation": "gvisor"}},
+        headers=auth_headers,
+    )
+    assert ok.status_code == 201 and ok.get_json()["policy"]["isolation"] == "gvisor"
+    bad = client.post(
+        "/v1/actions",
+        json={"name": "odd", "code": _OK, "policy": {"isolation": "vm"}},
+        headers=auth_headers,
+    )
+    assert bad.status_code == 422 and "jail" in bad.get_json()["error"]["message"]
+
+
+@pytest.mark.docker
+def test_an_unavailable_tier_answers_503_naming_it_and_never_runs_weaker(
+    tmp_path: Path, auth_headers: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    settings = make_settings(tmp_path, gvisor_runtime="no-such-runtime")
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        resp = client.post(
+            "/v1/actions",
+            json={"name": "strict", "code": _OK, "policy": {"isolation": "gvisor"}},
+            headers=auth_headers,
+        )
+        assert resp.status_code == 201
+        run = client.post("/v1/actions/strict/execute", json={}, headers=auth_headers)
+        assert run.status_code == 503, run.get_json()
+        error = run.get_json()["error"]
+        assert error["type"] == "sandbox_error" and "gvisor" in error["message"]
+        assert "no-such-runtime" in error["message"]
+        runs = client.get("/v1/runs", headers=auth_headers).get_json()["runs"]
+        assert runs == []  # nothing ran, in no tier
+        policy = client.get("/v1/policy", headers=auth_headers).get_json()
+        gvisor = next(t for t in policy["tiers"] if t["isolation"] == "gvisor")
+        assert gvisor["available"] is False and "no-such-runtime" in gvisor["reason"]
+    finally:
+        app.extensions["actioncage"].close()
+
+
+@pytest.mark.docker
+def test_the_policy_shows_each_available_tiers_flags(
+    client: FlaskClient, auth_headers: dict[str, str]
+) -> None:
+    policy = client.get("/v1/policy", headers=auth_headers).get_json()
+    assert policy["isolation"] == "container"
+    tiers = {t["isolation"]: t for t in policy["tiers"]}
+    assert list(tiers) == ["jail", "container", "gvisor"]
+    container = tiers["container"]
+    assert container["available"] and container["runtimeVersion"].startswith("runc ")
+    if tiers["jail"]["available"]:
+        flags = tiers["jail"]["flags"]
+        assert "--unshare-net" in flags and "--cap-drop" in flags
+        assert any(f.startswith("--seccomp=sha256:") for f in flags)
+        assert tiers["jail"]["runtimeVersion"].startswith("bubblewrap")
+    if tiers["gvisor"]["available"]:
+        assert "--network=none" in tiers["gvisor"]["flags"]
+
+
+def _bwrap_children() -> list[int]:
+    """Processes this test process started that still exist (bubblewrap and its tree)."""
+    found = []
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry, "stat").read_text()
+        except OSError:
+            continue
+        comm = stat.split("(", 1)[1].rsplit(")", 1)[0]
+        if stat.rsplit(")", 1)[1].split()[1] == me and comm in ("bwrap", "prlimit"):
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.docker
+def test_a_jail_that_fails_to_start_leaves_nothing(
+    tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    if (problem := tier_problem("jail")) is not None:
+        pytest.skip(problem)
+    settings = make_settings(tmp_path, isolation="jail")
+    backend = build_backend(settings, new_owner_id(), Foreground(0))
+    runner = SandboxRunner(backend, Foreground(0))
+    # An egress socket directory the sandbox's uid cannot enter: bubblewrap fails to bind
+    # it, after its processes and cgroup exist.
+    failed = f"failed-start-{os.getpid()}"
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    limits = replace(effective_limits(Policy(), settings), egress_dir=str(locked))
+    try:
+        with pytest.raises(SandboxError, match="could not start|jail"):
+            runner.run(failed, b'{"v":1}\n', limits, lambda frame: b"")
+        assert backend.live_count == 0
+        assert _bwrap_children() == []
+        for base in Cgroups().bases():
+            assert list(base.glob(f"*/actioncage-{failed}")) == []
+    finally:
+        backend.close()
+
+
+@pytest.mark.docker
+def test_a_gvisor_sandbox_that_fails_to_start_leaves_no_process(
+    tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    if (problem := tier_problem("gvisor")) is not None:
+        pytest.skip(problem)
+    settings = make_settings(tmp_path, isolation="gvisor")
+    backend = build_backend(settings, new_owner_id(), Foreground(0))
+    # gVisor cannot boot in 6 MiB: its start fails inside runsc.
+    limits = replace(effective_limits(Policy(), settings), memory_mb=6)
+    try:
+        with pytest.raises(SandboxError):
+            sandbox = backend.start("gvisor-failed-start", Profile(limits))
+            try:
+                exchange(sandbox, b'{"v":1}\n', limits, lambda frame: b"")
+            finally:
+                backend.discard(sandbox)
+        assert backend.drain(30)
+        ids = _container_ids(docker_client)
+        assert ids  # the container was made, and its start failed
+
+        def leftovers() -> list[str]:
+            return [p for p in _processes() if "runsc" in p and any(i in p for i in ids)]
+
+        # runsc tears its sandbox down asynchronously after the removal: within seconds,
+        # never the 40 minutes seen once (the issue).
+        assert wait_for(lambda: leftovers() == [], timeout=30), leftovers()
+        assert backend.live_count == 0
+    finally:
+        backend.close()
+
+
+def _processes() -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path("/proc", entry, "cmdline").read_bytes()
+                found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                continue
+    return found
+
+
+def _container_ids(docker_client: docker.DockerClient) -> set[str]:
+    """The ids of the containers this test's failed start made (from the engine's events)."""
+    events = docker_client.api.events(
+        since=int(time.time()) - 120,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"type": "container", "label": "io.actioncage.run-id=gvisor-failed-start"},
+    )
+    return {str(e["id"]) for e in events if e.get("id")}
