@@ -90,8 +90,11 @@ def test_an_unavailable_tier_answers_503_naming_it_and_never_runs_weaker(
         error = run.get_json()["error"]
         assert error["type"] == "sandbox_error" and "gvisor" in error["message"]
         assert "no-such-runtime" in error["message"]
-        runs = client.get("/v1/runs", headers=auth_headers).get_json()["runs"]
-        assert runs == []  # nothing ran, in no tier
+        # It is on the audit trail as a sandbox_error in the tier it asked for; nothing ran.
+        (recorded,) = client.get("/v1/runs", headers=auth_headers).get_json()["runs"]
+        assert recorded["runId"] == run.get_json()["runId"]
+        assert recorded["isolation"] == "gvisor" and recorded["runtimeVersion"] is None
+        assert recorded["error"]["type"] == "sandbox_error"
         policy = client.get("/v1/policy", headers=auth_headers).get_json()
         gvisor = next(t for t in policy["tiers"] if t["isolation"] == "gvisor")
         assert gvisor["available"] is False and "no-such-runtime" in gvisor["reason"]

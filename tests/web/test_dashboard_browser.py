@@ -36,7 +36,7 @@ NARROW = {"width": 390, "height": 844}
 pytestmark = [pytest.mark.browser, pytest.mark.docker]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Chromium through Playwright. Skips locally without it; fails when CI is set."""
     problem = None

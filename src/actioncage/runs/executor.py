@@ -26,6 +26,7 @@ from actioncage.models import (
     EffectiveLimits,
     ErrorType,
     FrontDoor,
+    Isolation,
     RawOutcome,
     RunError,
     RunResult,
@@ -123,9 +124,9 @@ class Executor:
         applied. ``run_id`` names a "running" placeholder record to complete (a background
         run). ``admission`` is what the gate yielded (the org's policy as of admission).
         Returns the RunResult (a failing script is an outcome). Raises OverloadedError when
-        no run slot can be had, and TierUnavailableError when the run's isolation tier cannot
-        run on this machine (nothing is recorded then; a run never falls back to a weaker
-        tier).
+        no run slot can be had (nothing is recorded then). A run whose isolation tier cannot
+        run here is recorded as a sandbox_error naming the tier: it never falls back to a
+        weaker one.
         """
         with self._sandboxes.foreground.run():
             return self._run_action(
@@ -173,30 +174,37 @@ class Executor:
         else:
             org = admission.org
             limits = effective_limits(action.policy, self._settings, org)
-            if isinstance(self._sandboxes, LocalSandboxes):
-                tier = self._runner.require_tier(limits.isolation)
-            else:  # a worker runs it: the tier it asks for, its runtime as the worker has it
-                tier = TierStatus(limits.isolation, available=True)
-            hashed = policy_hash(limits, self._settings)
-            restricted = IMPORT_ALLOWLIST if org is not None and org.restricted else None
-            line = build_envelope(
-                action.code,
-                args,
-                conversation_context(conversation),
-                limits,
-                restricted,
-                f"{EGRESS_MOUNT}/{SOCKET_NAME}" if limits.egress else None,
-                secrets if action.secrets else None,
-            )
-            # OverloadedError (no slot) passes through: no run is produced or recorded.
-            with self._slots.hold():
-                ran = self._sandboxes.run(run_id, line, limits, self._host_calls.answer)
-            raw, digest, egress, executor = ran.raw, ran.image_digest, ran.egress, ran.executor
-            if raw is None:
-                outcome = _error(ErrorType.SANDBOX_ERROR, ran.error or "no run could be produced")
+            tier = self._sandbox_tier(limits.isolation)
+            if not tier.available:  # 503 on the audit trail; never a weaker tier
+                outcome = _error(
+                    ErrorType.SANDBOX_ERROR,
+                    f"isolation tier {tier.isolation} is unavailable here: {tier.reason}",
+                )
             else:
-                outcome = classify(raw, limits, has_conversation=conversation is not None)
-            outcome = replace(outcome, error=explain_network(outcome.error, limits.egress, egress))
+                hashed = policy_hash(limits, self._settings)
+                restricted = IMPORT_ALLOWLIST if org is not None and org.restricted else None
+                line = build_envelope(
+                    action.code,
+                    args,
+                    conversation_context(conversation),
+                    limits,
+                    restricted,
+                    f"{EGRESS_MOUNT}/{SOCKET_NAME}" if limits.egress else None,
+                    secrets if action.secrets else None,
+                )
+                # OverloadedError (no slot) passes through: no run is produced or recorded.
+                with self._slots.hold():
+                    ran = self._sandboxes.run(run_id, line, limits, self._host_calls.answer)
+                raw, digest, egress, executor = ran.raw, ran.image_digest, ran.egress, ran.executor
+                if raw is None:
+                    outcome = _error(
+                        ErrorType.SANDBOX_ERROR, ran.error or "no run could be produced"
+                    )
+                else:
+                    outcome = classify(raw, limits, has_conversation=conversation is not None)
+                outcome = replace(
+                    outcome, error=explain_network(outcome.error, limits.egress, egress)
+                )
         outcome = _check_returns(action, outcome)
         logs = raw_logs(raw, self._settings.max_output_bytes) if api_logs is None else api_logs
         if secrets:  # nothing the run leaves shows a secret's value, however encoded
@@ -221,6 +229,13 @@ class Executor:
             secrets=tuple(name for name, value in secrets.items() if value is not None),
             tier=tier,
         )
+
+    def _sandbox_tier(self, isolation: Isolation) -> TierStatus:
+        """The status of the tier a run asks for. With executor workers, the worker runs it:
+        the tier as asked, its runtime as the worker has it."""
+        if isinstance(self._sandboxes, LocalSandboxes):
+            return self._runner.tier(isolation)
+        return TierStatus(isolation, available=True)
 
     def _secret_values(self, action: Action) -> dict[str, str | None]:
         """The values of the secrets the action declares (None: not available: not set in

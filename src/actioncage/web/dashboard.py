@@ -64,20 +64,20 @@ RUN_FILTERS = ("ok", "error", *(str(t) for t in ErrorType))
 # The runs page's time filter: label -> how far back.
 SINCE = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
 
-# The navigation, in order: (label, endpoint). Secrets: when the secrets API lands, add
-# ("Secrets", "dashboard.secrets") here and a page for it; nothing else needs to change.
+# The navigation, in order: (label, endpoint).
 NAV: list[tuple[str, str]] = [
     ("Actions", "dashboard.index"),
     ("Runs", "dashboard.runs"),
     ("Conversations", "dashboard.conversations"),
+    ("Secrets", "dashboard_secrets.secrets_page"),
     ("Keys", "dashboard.keys"),
     ("Policy", "dashboard.policy"),
 ]
 # Paths whose errors stay JSON whatever the client accepts: APIs, front doors, the pages'
 # JSON endpoints.
-_API_PREFIXES = ("/v1/", "/ui/", "/webhook", "/health", "/metrics", "/openapi.json")
+_API_PREFIXES = ("/v1/", "/ui/", "/webhook", "/health", "/metrics", "/openapi.json", "/mcp")
 # Plain form posts: a browser gets an error page from these too.
-_FORM_PATHS = ("/login", "/logout", "/keys")
+_FORM_PATHS = ("/login", "/logout", "/keys", "/secrets")
 # Styles: our sheet, plus the code editor's own style elements, which carry this response's
 # nonce (CodeMirror's cspNonce); scripts only from our static folder.
 _CSP = (

@@ -30,6 +30,7 @@ def _page(error: str | None = None, status: int = 200) -> tuple[str, int]:
         enabled=c.vault.enabled,
         error=error,
         saved=request.args.get("saved"),
+        section="dashboard_secrets.secrets_page",
     )
     return html, status
 

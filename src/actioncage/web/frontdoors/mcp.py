@@ -86,6 +86,7 @@ _CODES: dict[str, tuple[int, int]] = {
     "overloaded": (429, _LIMITED),
     "rate_limited": (429, _LIMITED),
     "busy": (429, _LIMITED),
+    "shared_state_unavailable": (503, _UNAVAILABLE),
     "engine_unavailable": (503, _UNAVAILABLE),
     "sandbox_error": (503, _UNAVAILABLE),
     "host_call_failed": (502, types.INTERNAL_ERROR),
