@@ -1,5 +1,5 @@
-"""The ``actioncage`` command: serve, worker, workers, run, image build, keys (create, list,
-revoke), org, secrets (set, list, delete, new-key, rotate), db upgrade, audit."""
+"""cli.py: The ``actioncage`` command: serve, worker, workers, run, image build, keys (create,
+list, revoke), org, secrets (set, list, delete, new-key, rotate), db upgrade, audit."""
 
 from __future__ import annotations
 

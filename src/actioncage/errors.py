@@ -1,4 +1,4 @@
-"""The domain error tree. Stdlib only, no status codes.
+"""errors.py: The domain error tree. Stdlib only, no status codes.
 
 ActioncageError
 ├── ConfigError            a setting is missing or malformed (stops start-up)

@@ -1,4 +1,5 @@
-"""Prometheus metrics: runs by status and error type, latency, pool, queue, live containers."""
+"""metrics.py: Prometheus metrics: runs by status and error type, latency, pool, queue, live
+containers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Frozen dataclasses and enums shared by every layer. Stdlib only."""
+"""models.py: Frozen dataclasses and enums shared by every layer. Stdlib only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A frozen Settings dataclass plus Settings.from_env(). Stdlib only."""
+"""settings.py: A frozen Settings dataclass plus Settings.from_env(). Stdlib only."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Action code checks, restricted mode, API (templated HTTP) actions."""
+"""actions/: Action code checks, restricted mode, API (templated HTTP) actions."""

@@ -1,4 +1,4 @@
-"""Runs ``type: "api"`` actions (a templated HTTP call).
+"""actions/: Runs ``type: "api"`` actions (a templated HTTP call).
 
 An API action's ``endpoint`` is ``{url, method, headers, query, payload, timeoutMs}``. Every
 ``$variableName`` in the URL's path and query, the header values, the query values or the

@@ -1,4 +1,5 @@
-"""Restricted mode: the import allowlist and the save-time check with RestrictedPython.
+"""actions/: Restricted mode: the import allowlist and the save-time check with
+RestrictedPython.
 
 The sandbox compiles the script with RestrictedPython again when it runs (runtime/), with the
 allowlist the envelope carries; checking on save gives the author every reason at once.

@@ -1,4 +1,5 @@
-"""Checks action code (failing line included) and args against the action's JSON Schema."""
+"""actions/: Checks action code (failing line included) and args against the action's JSON
+Schema."""
 
 from __future__ import annotations
 

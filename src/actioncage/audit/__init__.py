@@ -1,1 +1,1 @@
-"""The self-audit runner; its attack scripts are data files."""
+"""audit/: The self-audit runner; its attack scripts are data files."""

@@ -1,4 +1,4 @@
-"""The self-audit runner; its attack scripts are data files: this module runs them.
+"""audit/: The self-audit runner; its attack scripts are data files: this module runs them.
 
 ``actioncage audit`` runs every attack of the catalogue (``catalogue.py`` loads it from
 ``attacks/``) through the real executor and engine and prints a table; ``tests/security/`` runs

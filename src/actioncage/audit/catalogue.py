@@ -1,4 +1,4 @@
-"""The self-audit runner; its attack scripts are data files: this module loads them.
+"""audit/: The self-audit runner; its attack scripts are data files: this module loads them.
 
 Each attack is a script in ``attacks/`` (``<id>.py``, sent to the sandbox as it stands) and one
 ``[[attack]]`` entry in ``attacks/catalogue.toml``, in the order the audit runs them. An entry

@@ -1,1 +1,1 @@
-"""The address guard and the per-run egress proxy."""
+"""egress/: The address guard and the per-run egress proxy."""

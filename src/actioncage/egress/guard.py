@@ -1,4 +1,4 @@
-"""Decides which outbound hosts and addresses a run may reach. Stdlib only.
+"""egress/: Decides which outbound hosts and addresses a run may reach. Stdlib only.
 
 Used by everything that connects out on a script's or an action's behalf (the egress proxy,
 API actions, callbacks). The rule: a host must match the allowlist, its name is resolved here,

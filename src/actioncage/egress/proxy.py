@@ -1,4 +1,5 @@
-"""The egress proxy: one per run with egress, on a unix socket mounted into the container.
+"""egress/: The egress proxy: one per run with egress, on a unix socket mounted into the
+container.
 
 The container still has no network (``network_mode=none``); the only way out is this socket.
 It speaks HTTP proxying: ``CONNECT host:port`` (HTTPS and any TCP) and absolute-form plain

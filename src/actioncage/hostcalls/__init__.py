@@ -1,1 +1,1 @@
-"""Host calls answered for a sandbox (LLM, Sheets), one registry."""
+"""hostcalls/: Host calls answered for a sandbox (LLM, Sheets), one registry."""

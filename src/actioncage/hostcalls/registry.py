@@ -1,5 +1,5 @@
-"""Host calls a script asks for (LLM classification, Google Sheets rows), made with our
-credentials, which never enter the container."""
+"""hostcalls/: Host calls a script asks for (LLM classification, Google Sheets rows), made with
+our credentials, which never enter the container."""
 
 from __future__ import annotations
 

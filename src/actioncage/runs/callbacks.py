@@ -1,5 +1,5 @@
-"""POSTs a finished run to the caller's callbackUrl: signed, retried with back-off, and only
-to addresses the egress guard allows."""
+"""runs/: POSTs a finished run to the caller's callbackUrl: signed, retried with back-off, and
+only to addresses the egress guard allows."""
 
 from __future__ import annotations
 

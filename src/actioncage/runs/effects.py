@@ -1,4 +1,4 @@
-"""Validates the effects a sandbox reports and applies them to a Conversation. Pure."""
+"""runs/: Validates the effects a sandbox reports and applies them to a Conversation. Pure."""
 
 from __future__ import annotations
 

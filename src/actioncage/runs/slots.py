@@ -1,4 +1,5 @@
-"""Bounded run slots with a bounded queue in front: a full house answers OverloadedError."""
+"""runs/: Bounded run slots with a bounded queue in front: a full house answers
+OverloadedError."""
 
 from __future__ import annotations
 

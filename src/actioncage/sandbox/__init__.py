@@ -1,1 +1,2 @@
-"""The sandbox: the backend protocol, limits, the framed channel, the warm pool, backends."""
+"""sandbox/: The sandbox: the backend protocol, limits, the framed channel, the warm pool,
+backends."""

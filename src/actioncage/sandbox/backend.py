@@ -1,4 +1,5 @@
-"""sandbox/backend.py: the sandbox backend protocol: start a sandbox, hand back its channel."""
+"""sandbox/: sandbox/backend.py: the sandbox backend protocol: start a sandbox, hand back its
+channel."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""sandbox/channel.py: the framed stdio protocol over any sandbox's byte channel (docs/protocol.md).
+"""sandbox/: sandbox/channel.py: the framed stdio protocol over any sandbox's byte channel
+(docs/protocol.md).
 
 Frames are JSON lines on stdout, logs are stderr; the control plane sends the envelope,
 answers host calls, and reads up to the end frame, within the run's deadline and output cap.

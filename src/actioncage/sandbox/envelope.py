@@ -1,4 +1,5 @@
-"""The JSON sent into the sandbox and read back, mirroring runtime/ (docs/protocol.md)."""
+"""sandbox/: The JSON sent into the sandbox and read back, mirroring runtime/
+(docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Runs in flight, so background engine work (removals, pool refills) can wait for a quiet
-moment instead of competing with a run for the CPU, but never longer than a bound."""
+"""sandbox/: Runs in flight, so background engine work (removals, pool refills) can wait for a
+quiet moment instead of competing with a run for the CPU, but never longer than a bound."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""sandbox/limits.py: pure Policy plus Settings to limits, and limits to each tier's options
-(container options for Docker and gVisor, bubblewrap flags and cgroup limits for the jail).
-Deny by default."""
+"""sandbox/: sandbox/limits.py: pure Policy plus Settings to limits, and limits to each tier's
+options (container options for Docker and gVisor, bubblewrap flags and cgroup limits for the
+jail). Deny by default."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""sandbox/pool.py: a warm pool of single-use sandboxes over any backend, itself a backend."""
+"""sandbox/: sandbox/pool.py: a warm pool of single-use sandboxes over any backend, itself a
+backend."""
 
 from __future__ import annotations
 

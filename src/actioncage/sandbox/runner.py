@@ -1,4 +1,5 @@
-"""sandbox/runner.py: one run = a sandbox from the backend, the channel's exchange, discard."""
+"""sandbox/: sandbox/runner.py: one run = a sandbox from the backend, the channel's exchange,
+discard."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""sandbox/tiers.py: the isolation tiers as one backend: each run goes to its tier's backend
-(chosen by its profile's limits), and a tier that cannot run here is refused, never
+"""sandbox/: sandbox/tiers.py: the isolation tiers as one backend: each run goes to its tier's
+backend (chosen by its profile's limits), and a tier that cannot run here is refused, never
 silently run in another."""
 
 from __future__ import annotations

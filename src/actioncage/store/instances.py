@@ -1,4 +1,5 @@
-"""store/instances.py: the live processes (serve, worker) and their heartbeats, in the database."""
+"""store/: store/instances.py: the live processes (serve, worker) and their heartbeats, in the
+database."""
 
 from __future__ import annotations
 

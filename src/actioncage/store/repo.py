@@ -1,4 +1,4 @@
-"""Repositories: they take a session, return models and raise domain errors."""
+"""store/: Repositories: they take a session, return models and raise domain errors."""
 
 from __future__ import annotations
 

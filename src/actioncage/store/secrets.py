@@ -1,5 +1,5 @@
-"""Secrets every process of one deployment shares (the dashboard's session key), made once and
-kept in the database (table ``server_secrets``), so any process agrees on them."""
+"""store/: Secrets every process of one deployment shares (the dashboard's session key), made
+once and kept in the database (table ``server_secrets``), so any process agrees on them."""
 
 from __future__ import annotations
 

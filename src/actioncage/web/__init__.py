@@ -1,1 +1,1 @@
-"""HTTP: the blueprints and the one error table."""
+"""web/: HTTP: the blueprints and the one error table."""

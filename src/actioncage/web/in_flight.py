@@ -1,4 +1,4 @@
-"""A POST request is a run in flight until its response has been written, not only until
+"""web/: A POST request is a run in flight until its response has been written, not only until
 its handler returns: background engine work woken earlier (a removal, a pool refill) would
 take the CPU and the GIL from the response still being sent."""
 

@@ -1,4 +1,4 @@
-"""/health, /metrics and /openapi.json."""
+"""web/: /health, /metrics and /openapi.json."""
 
 from __future__ import annotations
 

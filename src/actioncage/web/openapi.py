@@ -1,5 +1,6 @@
-"""The OpenAPI 3.1 document of every route, derived from web/schemas.py (the schemas requests are
-validated with and responses are shaped to); meta.py serves it at /openapi.json."""
+"""web/: The OpenAPI 3.1 document of every route, derived from web/schemas.py (the schemas
+requests are validated with and responses are shaped to); meta.py serves it at
+/openapi.json."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The JSON Schemas of every request and response body, defined once: wire.py validates
+"""web/: The JSON Schemas of every request and response body, defined once: wire.py validates
 requests with them, and openapi.py builds /openapi.json from them.
 
 JSON Schema 2020-12, as OpenAPI 3.1 takes it. A property's ``x-message`` is the message a

@@ -1,4 +1,4 @@
-"""Converts camelCase JSON to and from models. The only place the two spellings meet."""
+"""web/: Converts camelCase JSON to and from models. The only place the two spellings meet."""
 
 from __future__ import annotations
 

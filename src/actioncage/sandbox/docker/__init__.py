@@ -1,1 +1,1 @@
-"""The Docker sandbox backend: the only package that imports docker."""
+"""sandbox/docker/: The Docker sandbox backend: the only package that imports docker."""

@@ -1,4 +1,5 @@
-"""sandbox/docker/backend.py: the Docker backend: containers through the engine's HTTP API."""
+"""sandbox/docker/: sandbox/docker/backend.py: the Docker backend: containers through the
+engine's HTTP API."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Kept-alive HTTP connections to the engine's API, for the calls every run makes.
+"""sandbox/docker/: Kept-alive HTTP connections to the engine's API, for the calls every run
+makes.
 
 docker-py opens a new connection for every URL it has not seen (its unix-socket adapter keeps
 one connection pool per URL, and each container has its own URLs), and each call goes through

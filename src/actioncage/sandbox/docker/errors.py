@@ -1,4 +1,5 @@
-"""sandbox/docker/errors.py: the one table turning docker and engine errors into SandboxError."""
+"""sandbox/docker/: sandbox/docker/errors.py: the one table turning docker and engine errors
+into SandboxError."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""sandbox/jail/backend.py: the jail tier: each sandbox is the runtime under Debian's bubblewrap,
-in new namespaces on the sandbox image's exported root filesystem, in cgroups the control
-plane makes, behind the same seccomp allowlist; its stdin, stdout and stderr are pipes."""
+"""sandbox/jail/: sandbox/jail/backend.py: the jail tier: each sandbox is the runtime under
+Debian's bubblewrap, in new namespaces on the sandbox image's exported root filesystem, in
+cgroups the control plane makes, behind the same seccomp allowlist; its stdin, stdout and
+stderr are pipes."""
 
 from __future__ import annotations
 

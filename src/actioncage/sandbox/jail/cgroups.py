@@ -1,6 +1,6 @@
-"""sandbox/jail/cgroups.py: the jail's cgroups, made by the control plane: one per sandbox, under
-``actioncage/<owner>/``, with its memory (swap off), pids and CPU limits; cgroup v1 (one tree
-per controller) or v2 (the unified tree)."""
+"""sandbox/jail/: sandbox/jail/cgroups.py: the jail's cgroups, made by the control plane: one
+per sandbox, under ``actioncage/<owner>/``, with its memory (swap off), pids and CPU limits;
+cgroup v1 (one tree per controller) or v2 (the unified tree)."""
 
 from __future__ import annotations
 

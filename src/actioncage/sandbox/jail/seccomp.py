@@ -1,5 +1,6 @@
-"""sandbox/jail/seccomp.py: the seccomp allowlist every tier uses (sandbox/seccomp.json, Docker's
-format), compiled once to the BPF program bubblewrap loads with ``--seccomp FD``."""
+"""sandbox/jail/: sandbox/jail/seccomp.py: the seccomp allowlist every tier uses
+(sandbox/seccomp.json, Docker's format), compiled once to the BPF program bubblewrap loads
+with ``--seccomp FD``."""
 
 from __future__ import annotations
 

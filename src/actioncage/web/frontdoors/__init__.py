@@ -1,2 +1,2 @@
-"""Front doors other platforms speak (Rasa, Botpress): thin translators over the run
-service."""
+"""web/frontdoors/: Front doors other platforms speak (Rasa, Botpress): thin translators over
+the run service."""

@@ -1,4 +1,5 @@
-"""Botpress runtime's callAction: POST /v1/chat/actions, answering in Botpress's shapes.
+"""web/frontdoors/: Botpress runtime's callAction: POST /v1/chat/actions, answering in
+Botpress's shapes.
 
 ``{type, input}`` in, ``{output, meta: {cached}}`` out; errors are ``{id, code, type,
 message}`` with Botpress's error types, so the official client raises its own error classes.

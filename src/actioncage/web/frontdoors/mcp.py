@@ -1,4 +1,5 @@
-"""The Model Context Protocol's streamable HTTP transport at /mcp: an org's actions as tools.
+"""web/frontdoors/: The Model Context Protocol's streamable HTTP transport at /mcp: an org's
+actions as tools.
 
 Built on the official ``mcp`` SDK's low-level server and its streamable HTTP session manager,
 stateless and answering in JSON, so both protocol revisions are served from one route: the

@@ -1,4 +1,5 @@
-"""The Rasa action server's HTTP API: POST /webhook, GET /actions (GET /health is meta's).
+"""web/frontdoors/: The Rasa action server's HTTP API: POST /webhook, GET /actions (GET /health
+is meta's).
 
 Errors answer ``{"error", "action_name"}`` like the Rasa SDK: 404 unknown action, 400 a
 rejected run (Rasa then predicts another action), 449 when the domain is needed.
