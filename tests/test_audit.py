@@ -32,7 +32,8 @@ def test_audit_command_passes_and_prints_the_table(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["attempt", "category", "expected", "observed", "result"]
+    assert lines[0] == "isolation tier: container"  # the operator's default
+    assert lines[1].split() == ["attempt", "category", "expected", "observed", "result"]
     assert f"{len(CATALOGUE)}/{len(CATALOGUE)} attempts contained" in proc.stdout
     assert "FAIL" not in proc.stdout
 
