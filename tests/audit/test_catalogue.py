@@ -132,6 +132,16 @@ def test_a_folder_with_its_own_manifest_loads_with_the_checks_it_names(tmp_path:
     assert attack.check(Observed("error", "timeout", None, ""))
 
 
+def test_a_count_with_error_types_also_accepts_only_those_errors(tmp_path: Path) -> None:
+    entry = _BASE + 'check = "count"\nat_most = 3\nerror_types = ["memory_limit"]\n'
+    (attack,) = load_catalogue(_folder(tmp_path, entry))
+    assert attack.check(Observed("ok", None, 3, ""))
+    assert attack.check(Observed("error", "memory_limit", None, ""))
+    assert not attack.check(Observed("ok", None, 4, ""))
+    assert not attack.check(Observed("error", "sandbox_error", None, ""))
+    assert not attack.check(Observed("error", "timeout", None, ""))
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [

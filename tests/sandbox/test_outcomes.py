@@ -210,6 +210,27 @@ def test_network_attempts_fail(run_code: Any) -> None:
     assert out["ifaces"] == ["lo"]
 
 
+def test_waiting_on_sockets_works_with_every_call(run_code: Any) -> None:
+    # select() is pselect6 to Linux but pselect to gVisor, whose seccomp skipped the name it
+    # did not know and answered EPERM: the egress relay's reset under gVisor. Each waiting
+    # call a script (or the relay) may use must work on every tier, with a timeout.
+    run = run_code(
+        "import select, socket\n"
+        "def execute_action(context):\n"
+        "    a, b = socket.socketpair()\n"
+        "    b.sendall(b'x')\n"
+        "    out = {'select': len(select.select([a], [], [], 1)[0])}\n"
+        "    out['select_idle'] = len(select.select([], [], [], 0.01)[0])\n"
+        "    p = select.poll(); p.register(a, select.POLLIN)\n"
+        "    out['poll'] = len(p.poll(1000))\n"
+        "    e = select.epoll(); e.register(a, select.EPOLLIN)\n"
+        "    out['epoll'] = len(e.poll(1))\n"
+        "    return out\n"
+    )
+    assert run["status"] == "ok", run
+    assert run["output"] == {"select": 1, "select_idle": 0, "poll": 1, "epoll": 1}
+
+
 def test_script_runs_as_non_root_without_capabilities_or_host_env(run_code: Any) -> None:
     run = run_code(
         "import ctypes, os\n"

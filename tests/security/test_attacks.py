@@ -43,17 +43,6 @@ def _policy(attack: Attack) -> dict[str, Any]:
     return {k: v for k, v in wire.items() if v is not None}
 
 
-# Known gaps of the gvisor tier (Debian's runsc 20221219), open in the tiers issue. Strict: a
-# fix makes these pass and the marker must go.
-_GVISOR_KNOWN = {
-    "fork_bomb": "60 forked interpreters pass the 256 MiB memory limit before the pid cap",
-    "egress_proxy_refuses_the_rest": "egress under gVisor: see tests/security/test_egress.py",
-    "capabilities": "gVisor's /proc/self/status has no NoNewPrivs/Seccomp/CapAmb lines",
-    "docker_socket_and_devices": "gVisor's own /dev has fuse and net/tun (emulated, not "
-    "the host's)",
-}
-
-
 def _still_serves(make_action: Any, execute: Any) -> None:
     fine = make_action(_FINE, name="still_fine")
     status, body = execute(fine["id"], {"n": 41})
@@ -80,7 +69,6 @@ def test_the_catalogue_covers_every_category() -> None:
 
 @pytest.mark.parametrize("attack", CATALOGUE, ids=lambda a: a.name)
 def test_attack_is_contained(
-    request: pytest.FixtureRequest,
     attack: Attack,
     tier: str,
     app: Flask,
@@ -90,8 +78,6 @@ def test_attack_is_contained(
     execute: Any,
     docker_client: docker.DockerClient,
 ) -> None:
-    if tier == "gvisor" and attack.name in _GVISOR_KNOWN:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=_GVISOR_KNOWN[attack.name]))
     with app.extensions["actioncage"].store.session() as s:
         repo.set_org_policy(s, "default", OrgPolicy(egress=AUDIT_EGRESS_CEILING))
     conversation_id = None

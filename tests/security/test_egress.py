@@ -51,18 +51,10 @@ def customer_api() -> Iterator[list[int]]:
         server.server_close()
 
 
-# Open work: under gVisor the runtime's loopback relay accepts and the connection is reset
-# before the proxy sees it (a bare connect to a bound host socket works with runsc's
-# --host-uds=open). Strict: a fix makes these pass and the marker must go.
-_GVISOR_EGRESS = "egress through the proxy socket fails under gVisor (open work)"
-
-
 @pytest.fixture
-def egress_app(request: pytest.FixtureRequest, tmp_path: Path, tier: str) -> Iterator[Flask]:
+def egress_app(tmp_path: Path, tier: str) -> Iterator[Flask]:
     # A database of its own: the plain ``app`` fixture stands for an org with no ceiling.
     # Egress through the per-run proxy's socket works the same in every isolation tier.
-    if tier == "gvisor" and "beyond_the_orgs_ceiling" not in request.node.name:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=_GVISOR_EGRESS))
     (tmp_path / "egress").mkdir()
     settings = make_settings(
         tmp_path / "egress",

@@ -15,7 +15,9 @@ for, and the check that decides "contained" from a closed vocabulary:
 ``output`` / ``not_output``
     ok with exactly ``output`` / anything but ok with exactly ``output``.
 ``count``
-    ok with an integer output of at most ``at_most``.
+    ok with an integer output of at most ``at_most``; with ``error_types``, an error of one
+    of those types is contained too (a fork bomb that meets the memory limit before the pid
+    cap, as under gVisor).
 
 Two modifiers apply to any check: ``effects_at_most`` bounds the effects the run recorded, and
 ``or_error = true`` also accepts any error. ``before`` names a script run first as a separate
@@ -179,7 +181,7 @@ _CHECK_PARAMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "error": (frozenset(), frozenset({"error_types"})),
     "output": (frozenset({"output"}), frozenset()),
     "not_output": (frozenset({"output"}), frozenset()),
-    "count": (frozenset({"at_most"}), frozenset()),
+    "count": (frozenset({"at_most"}), frozenset({"error_types"})),
 }
 _CHECK_PARAM_KEYS = frozenset({"error_types", "output", "at_most"})
 _AFTER: dict[str, Callable[[], bool]] = {"no_survivors": no_survivors}
@@ -294,7 +296,11 @@ def _base_check(kind: str, entry: dict[str, Any], where: str) -> Check:
         return lambda o: o.status == "error" and (types is None or o.error_type in types)
     if kind == "count":
         at_most = _take(entry, "at_most", int, where)
-        return lambda o: o.status == "ok" and isinstance(o.output, int) and o.output <= at_most
+        stopped_by = _error_types(entry, where) or frozenset()
+        return lambda o: (
+            (o.status == "ok" and isinstance(o.output, int) and o.output <= at_most)
+            or (o.status == "error" and o.error_type in stopped_by)
+        )
     want = entry["output"]
     if kind == "output":
         return lambda o: o.status == "ok" and o.output == want

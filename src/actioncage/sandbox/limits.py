@@ -42,15 +42,27 @@ def seccomp_profile() -> str:
     return json.dumps(profile, separators=(",", ":"), sort_keys=True)
 
 
+# Linux (libseccomp) syscall names that gVisor's syscall table spells differently.
+GVISOR_SYSCALL_NAMES = {"pselect6": "pselect"}
+
+
 @cache
 def gvisor_seccomp_profile() -> str:
     """The profile as the gvisor tier loads it (inside gVisor, with ``--oci-seccomp``): the
     same allowlist with clone3 allowed. gVisor turns the ENOSYS rule into EPERM, so glibc
     (threads, posix_spawn) would not fall back to clone; allowed, clone3 reaches gVisor's own
-    kernel, never the host's, which answers ENOSYS itself, and clone stays filtered."""
+    kernel, never the host's, which answers ENOSYS itself, and clone stays filtered.
+
+    Also, every allowed syscall is named as gVisor's own table names it: runsc's OCI seccomp
+    ignores a name it does not know (logging "OCI seccomp: ignoring syscall"), so that
+    syscall falls to the default action, EPERM. Syscall 270 is ``pselect6`` to Linux and
+    libseccomp but ``pselect`` to gVisor; without the alias glibc's select() (Python's
+    ``select.select``, the runtime's egress relay) failed with EPERM under gVisor only."""
     profile = json.loads(seccomp_profile())
     profile["syscalls"] = [r for r in profile["syscalls"] if r["names"] != ["clone3"]]
-    profile["syscalls"][0]["names"] = sorted({*profile["syscalls"][0]["names"], "clone3"})
+    allowed = {*profile["syscalls"][0]["names"], "clone3"}
+    allowed |= {GVISOR_SYSCALL_NAMES[n] for n in allowed if n in GVISOR_SYSCALL_NAMES}
+    profile["syscalls"][0]["names"] = sorted(allowed)
     return json.dumps(profile, separators=(",", ":"), sort_keys=True)
 
 
