@@ -8,6 +8,7 @@ import contextlib
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,15 @@ import pytest
 import requests
 
 from tests import fakes
-from tests.conftest import TEST_DB, wait_for
+from tests.conftest import SESSION, TEST_DB, TEST_LABEL, wait_for
 from tests.served import ACTIONCAGE, free_port, serve_env
 
 KEY = "workers-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 REFUND_HOST = "api.refund.test"
+# Every container a cluster's processes make carries this label with the cluster's id, so
+# what a SIGKILLed worker left (its warm pool, its run) is removed when the cluster stops.
+CLUSTER_LABEL = "io.actioncage.test-cluster"
 
 # The distributed tests start brokers, PostgreSQL, API processes and workers: they run in
 # the PostgreSQL pass of the suite only (the deployment they stand for), not twice.
@@ -41,11 +45,13 @@ class Cluster:
     extra_env: dict[str, str] = field(default_factory=dict)
     apis: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    cluster_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def _env(self, **extra: str) -> dict[str, str]:
         env = serve_env(
             self.tmp_path,
             ACTIONCAGE_BROKER_URL=self.broker_url,
+            ACTIONCAGE_CONTAINER_LABELS=f"{TEST_LABEL}={SESSION},{CLUSTER_LABEL}={self.cluster_id}",
             ACTIONCAGE_EGRESS_ALLOWED_CIDRS="127.0.0.1/32",
             ACTIONCAGE_EGRESS_RESOLVE=f"{REFUND_HOST}=127.0.0.1",
             ACTIONCAGE_DEFAULT_EGRESS="*.refund.test",
@@ -133,6 +139,22 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+        self.remove_containers()
+
+    def remove_containers(self) -> None:
+        """Remove what this cluster's processes left (a killed worker cannot)."""
+        import docker
+        import docker.errors
+
+        client = docker.from_env(timeout=60)
+        try:
+            for c in client.containers.list(
+                all=True, filters={"label": f"{CLUSTER_LABEL}={self.cluster_id}"}
+            ):
+                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                    c.remove(force=True)
+        finally:
+            client.close()
 
 
 @contextlib.contextmanager
