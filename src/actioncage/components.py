@@ -201,7 +201,10 @@ def build(settings: Settings, role: str = "serve") -> Components:
         ),
         jobs,
         callbacks,
+        hand_over=dispatcher is not None,
     )
+    if dispatcher is not None:
+        dispatcher.adopt = service.adopt_dispatched
     if long_lived:
         jobs.start()
         outbox.start()

@@ -8,6 +8,12 @@ here (waiting -> started by one worker -> done, lost or abandoned), under one lo
 second delivery of the same run (Celery redelivers an unacknowledged message when its
 worker dies) finds it started, or over, or unknown, and is refused; when the dispatching
 process is gone nobody answers and the worker gives up without running it.
+
+Handover: this process acknowledges each outcome it receives. A worker whose outcome is
+not acknowledged (the dispatching process died while the run was on it) sends it to the
+shared handover queue, which every control plane consumes; the one that takes it
+completes the run's durable record (runs/jobs.py Jobs.adopt) once the dead process's
+lease on it ran out. The outcome is only recorded there, the run is never started again.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +44,8 @@ EXECUTOR_LOST = (
     "executor lost: the worker running this run ({worker}) stopped answering before the "
     "run finished; it was not run again"
 )
+# Completes a dead process's run from a worker's outcome (RunService.adopt_dispatched).
+Adopter = Callable[[str, Callable[[EffectiveLimits], SandboxRun]], bool]
 # Host calls a worker may relay past the run's limit before they are refused here too.
 _HOST_CALL_SLACK = 10
 
@@ -113,11 +122,15 @@ class Dispatcher:
             self._on_message,
             heartbeats=True,
             on_tick=self._expire,
+            shared=broker.HANDOVER_QUEUE,
         )
         self._publisher = broker.Publisher(self._url)
         self._host_calls = ThreadPoolExecutor(
             max_workers=8, thread_name_prefix="actioncage-hostcall"
         )
+        self._adoptions = ThreadPoolExecutor(max_workers=4, thread_name_prefix="actioncage-adopt")
+        # Set by the composition root once the run service exists.
+        self.adopt: Adopter | None = None
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}
 
@@ -135,6 +148,7 @@ class Dispatcher:
         self._inbox.close()
         self._publisher.close()
         self._host_calls.shutdown(wait=False, cancel_futures=True)
+        self._adoptions.shutdown(wait=False, cancel_futures=True)
 
     # --- a run ------------------------------------------------------------------------------
 
@@ -233,7 +247,10 @@ class Dispatcher:
                 self._end(run, _State.ABANDONED, only_from=_State.STARTED)
         elif kind == "host_call":
             self._host_call(run_id, run, worker, body)
+        elif kind == "outcome" and run is None and body.get("handover") is True:
+            self._adopt(run_id, worker, body)
         elif kind == "outcome":
+            self._reply(body, {"type": "outcome_ack"})
             self._outcome(run_id, run, worker, body)
         else:
             log.warning("dropped a message of unknown type %r", kind)
@@ -295,6 +312,31 @@ class Dispatcher:
                 return
             run.state, run.result = _State.DONE, result
             run.changed.notify_all()
+
+    def _adopt(self, run_id: str, worker: str, body: dict[str, Any]) -> None:
+        """An outcome its dispatching process did not acknowledge: complete the run here
+        (on a thread: it waits for that process's lease to run out)."""
+        adopt = self.adopt
+        if adopt is None:
+            log.warning("run %s: dropped a handed-over outcome from %s", run_id, worker)
+            return
+
+        def parse(limits: EffectiveLimits) -> SandboxRun:
+            try:
+                return messages.parse_outcome(body, limits)
+            except MessageInvalidError as exc:
+                log.warning("run %s: %s sent a malformed outcome: %s", run_id, worker, exc)
+                return SandboxRun(
+                    None, f"the executor worker sent a malformed outcome ({exc})", executor=worker
+                )
+
+        def adopt_it() -> None:
+            try:
+                adopt(run_id, parse)
+            except Exception:
+                log.exception("run %s: completing a handed-over outcome failed", run_id)
+
+        self._adoptions.submit(adopt_it)
 
     def _reply(self, request: dict[str, Any], body: dict[str, Any]) -> None:
         to, corr = request.get("replyTo"), request.get("corr")

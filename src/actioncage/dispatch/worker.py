@@ -2,7 +2,9 @@
 most one per free slot, and turns each envelope into a raw outcome with this host's
 sandboxes (the engine, the warm pool, the egress proxy); it holds no database and no
 provider credentials: the start claim, host calls and the outcome go to the control plane
-that dispatched the run. It heartbeats its slots, busy count and warm sandboxes.
+that dispatched the run (an outcome it does not acknowledge goes to the handover queue,
+for another control plane: see dispatch/dispatcher.py). It heartbeats its slots, busy
+count and warm sandboxes.
 
 A run starts only once the dispatching process granted its start claim (see
 dispatch/dispatcher.py); a run whose claim is refused, or unanswered, is dropped unrun.
@@ -75,6 +77,7 @@ class ExecutorWorker:
         self._beats: threading.Thread | None = None
         self._digest: str | None = None
         self.claim_timeout_s = max(5.0, settings.worker_stale_s)
+        self.ack_timeout_s = 5.0
         self.refused = 0
 
     # --- life -------------------------------------------------------------------------------
@@ -183,8 +186,25 @@ class ExecutorWorker:
             ran = self._sandboxes.run(
                 task.run_id, task.envelope, task.limits, self._relay_for(task)
             )
-            outcome = messages.outcome_body(task.run_id, self.name, ran)
-            self._tell(task.reply_to, outcome, retry=True)
+            self._deliver(task, messages.outcome_body(task.run_id, self.name, ran))
+
+    def _deliver(self, task: RunTask, outcome: dict[str, Any]) -> None:
+        """Send the outcome to the dispatching process; when it does not acknowledge it in
+        time (it died), to the handover queue, where another control plane takes it."""
+        corr = uuid.uuid4().hex
+        done, box = threading.Event(), list[dict[str, Any]]()
+        with self._lock:
+            self._waiting[corr] = (done, box)
+        try:
+            asked = {**outcome, "corr": corr, "replyTo": self._inbox.name}
+            if self._tell(task.reply_to, asked, retry=True) and done.wait(self.ack_timeout_s):
+                return
+        finally:
+            with self._lock:
+                self._waiting.pop(corr, None)
+        log.warning("run %s: its dispatching process did not acknowledge the outcome; handing "
+                    "it over", task.run_id)  # fmt: skip
+        self._tell(broker.HANDOVER_QUEUE, {**outcome, "handover": True}, retry=True)
 
     @contextmanager
     def _in_flight(self) -> Iterator[None]:
