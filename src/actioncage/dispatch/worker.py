@@ -9,6 +9,13 @@ count and warm sandboxes.
 A run starts only once the dispatching process granted its start claim (see
 dispatch/dispatcher.py); a run whose claim is refused, or unanswered, is dropped unrun.
 SIGTERM (Celery's warm shutdown): take no more runs, finish those in flight, then leave.
+
+Leftovers: a worker's sandboxes carry its owner id (``wkr_<hex>``, fresh per process), and
+its heartbeats name it. Every worker listens to the heartbeats too and, once it has heard
+them for a stale window, removes the sandboxes of worker owners none of them named in that
+window (a SIGKILLed worker's, on this engine): never a live worker's, which heartbeats
+every worker_heartbeat_s, never its own, and never an API process's (``ins_`` owners,
+swept by the control plane from the database).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,6 +44,34 @@ log = logging.getLogger(__name__)
 
 # The image digest is read from the engine once every this many heartbeats.
 _DIGEST_EVERY = 30
+WORKER_OWNER_PREFIX = "wkr_"
+
+
+def worker_owner_id() -> str:
+    """A fresh owner id for a worker process's sandboxes."""
+    return f"{WORKER_OWNER_PREFIX}{uuid.uuid4().hex[:16]}"
+
+
+class SilentWorkerOwners(Collection[str]):
+    """The owners a sweep may take, as a membership test: worker owner ids that no
+    heartbeat named within the stale window. Not enumerable (the dead are whatever the
+    engine holds that nobody vouches for): it iterates as empty."""
+
+    def __init__(self, heard: Collection[str]) -> None:
+        self._heard = frozenset(heard)
+
+    def __contains__(self, owner: object) -> bool:
+        return (
+            isinstance(owner, str)
+            and owner.startswith(WORKER_OWNER_PREFIX)
+            and owner not in self._heard
+        )
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 class ExecutorWorker:
@@ -49,9 +84,12 @@ class ExecutorWorker:
         slots: int,
         runner: SandboxRunner,
         pool: WarmPool | None,
+        owner_id: str | None = None,
     ) -> None:
+        """``owner_id``: the owner label of this worker's sandboxes (None: sweep nothing)."""
         assert settings.broker_url is not None
         self.name = name
+        self.owner_id = owner_id
         self.slots = slots
         self.host = socket.gethostname()
         self._settings = settings
@@ -67,8 +105,15 @@ class ExecutorWorker:
             name=broker.RUN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True
         )(self.execute)
         self._inbox = broker.Inbox(
-            self._url, f"actioncage.worker.{name}.{uuid.uuid4().hex[:8]}", self._on_message
+            self._url,
+            f"actioncage.worker.{name}.{uuid.uuid4().hex[:8]}",
+            self._on_message,
+            heartbeats=owner_id is not None,
         )
+        # Worker owner ids heard in heartbeats -> when (monotonic).
+        self._owners_heard: dict[str, float] = {}
+        self._swept_at = 0.0
+        self.swept = 0
         self._publisher = broker.Publisher(self._url)
         self._lock = threading.Lock()
         self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
@@ -146,11 +191,41 @@ class ExecutorWorker:
                     log.warning("worker %s: no sandbox image: %s", self.name, exc)
                     self._digest = None
             beats += 1
+            body = messages.heartbeat_body(self.status())
+            if self.owner_id is not None:
+                body["owner"] = self.owner_id
             try:
-                self._publisher.broadcast(messages.heartbeat_body(self.status()))
+                self._publisher.broadcast(body)
             except broker.BrokerUnavailableError as exc:
                 log.warning("worker %s: heartbeat not sent: %s", self.name, exc)
+            self._sweep()
             self._stop.wait(self._settings.worker_heartbeat_s)
+
+    def _sweep(self) -> None:
+        """Once a stale window, when this worker has heard the heartbeats for that long,
+        remove the sandboxes of worker owners not heard meanwhile (dead workers')."""
+        stale_s = self._settings.worker_stale_s
+        now = time.monotonic()
+        since = self._inbox.listening_since
+        if self.owner_id is None or since is None or now - since < stale_s:
+            return
+        if now - self._swept_at < stale_s:
+            return
+        self._swept_at = now
+        with self._lock:
+            heard = {o for o, at in self._owners_heard.items() if now - at < stale_s}
+        heard.add(self.owner_id)
+        try:
+            removed = self._runner.backend.sweep(
+                SilentWorkerOwners(heard), unowned_older_than_s=float("inf")
+            )
+        except Exception as exc:  # no engine now: the next window tries again
+            log.warning("worker %s: sweep of dead workers' sandboxes failed: %s", self.name, exc)
+            return
+        if removed:
+            self.swept += removed
+            log.warning("worker %s: removed %d sandboxes that dead workers left", self.name,
+                        removed)  # fmt: skip
 
     # --- a run ------------------------------------------------------------------------------
 
@@ -264,6 +339,12 @@ class ExecutorWorker:
             self._stop.wait(0.5)
 
     def _on_message(self, body: dict[str, Any]) -> None:
+        if body.get("type") == "heartbeat":
+            owner = body.get("owner")
+            if isinstance(owner, str) and owner.startswith(WORKER_OWNER_PREFIX):
+                with self._lock:
+                    self._owners_heard[owner] = time.monotonic()
+            return
         corr = body.get("corr")
         with self._lock:
             waiter = self._waiting.get(corr) if isinstance(corr, str) else None
