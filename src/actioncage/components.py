@@ -242,7 +242,7 @@ def build_worker(settings: Settings, name: str, slots: int) -> ExecutorWorker:
     if settings.broker_url is None:
         raise ConfigError("ACTIONCAGE_BROKER_URL: a worker needs the broker it takes runs from")
     foreground = Foreground(settings.engine_work_defer_ms)
-    owner_id = worker_owner_id()
+    owner_id = worker_owner_id(settings.broker_url)
     backend: SandboxBackend = DockerBackend(settings, owner_id, foreground, None)
     pool = None
     if settings.pool_size > 0:

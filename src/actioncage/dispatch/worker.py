@@ -10,17 +10,19 @@ A run starts only once the dispatching process granted its start claim (see
 dispatch/dispatcher.py); a run whose claim is refused, or unanswered, is dropped unrun.
 SIGTERM (Celery's warm shutdown): take no more runs, finish those in flight, then leave.
 
-Leftovers: a worker's sandboxes carry its owner id (``wkr_<hex>``, fresh per process), and
-its heartbeats name it. Every worker listens to the heartbeats too and, once it has heard
-them for a stale window, removes the sandboxes of worker owners none of them named in that
-window (a SIGKILLed worker's, on this engine): never a live worker's, which heartbeats
-every worker_heartbeat_s, never its own, and never an API process's (``ins_`` owners,
-swept by the control plane from the database).
+Leftovers: a worker's sandboxes carry its owner id (``wkr_<broker fingerprint>_<hex>``,
+fresh per process), and its heartbeats name it. Every worker listens to the heartbeats too
+and, once it has heard them for a stale window, removes the sandboxes of its broker's
+worker owners none of them named in that window (a SIGKILLed worker's, on this engine):
+never a live worker's, which heartbeats every worker_heartbeat_s, never its own, never
+another broker's workers', and never an API process's (``ins_`` owners, swept by the
+control plane from the database).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import socket
 import threading
@@ -47,9 +49,17 @@ _DIGEST_EVERY = 30
 WORKER_OWNER_PREFIX = "wkr_"
 
 
-def worker_owner_id() -> str:
+def owner_prefix(broker_url: str) -> str:
+    """The owner id prefix of the workers on this broker: a worker sweeps only its fellows'
+    leftovers, the ones whose heartbeats it would hear (not those of another deployment
+    sharing the engine through another broker)."""
+    fingerprint = hashlib.sha256(broker.shown(broker_url).encode()).hexdigest()[:8]
+    return f"{WORKER_OWNER_PREFIX}{fingerprint}_"
+
+
+def worker_owner_id(broker_url: str) -> str:
     """A fresh owner id for a worker process's sandboxes."""
-    return f"{WORKER_OWNER_PREFIX}{uuid.uuid4().hex[:16]}"
+    return f"{owner_prefix(broker_url)}{uuid.uuid4().hex[:12]}"
 
 
 class SilentWorkerOwners(Collection[str]):
@@ -57,14 +67,13 @@ class SilentWorkerOwners(Collection[str]):
     heartbeat named within the stale window. Not enumerable (the dead are whatever the
     engine holds that nobody vouches for): it iterates as empty."""
 
-    def __init__(self, heard: Collection[str]) -> None:
+    def __init__(self, prefix: str, heard: Collection[str]) -> None:
+        self._prefix = prefix
         self._heard = frozenset(heard)
 
     def __contains__(self, owner: object) -> bool:
         return (
-            isinstance(owner, str)
-            and owner.startswith(WORKER_OWNER_PREFIX)
-            and owner not in self._heard
+            isinstance(owner, str) and owner.startswith(self._prefix) and owner not in self._heard
         )
 
     def __iter__(self) -> Iterator[str]:
@@ -217,7 +226,8 @@ class ExecutorWorker:
         heard.add(self.owner_id)
         try:
             removed = self._runner.backend.sweep(
-                SilentWorkerOwners(heard), unowned_older_than_s=float("inf")
+                SilentWorkerOwners(owner_prefix(self._url), heard),
+                unowned_older_than_s=float("inf"),
             )
         except Exception as exc:  # no engine now: the next window tries again
             log.warning("worker %s: sweep of dead workers' sandboxes failed: %s", self.name, exc)

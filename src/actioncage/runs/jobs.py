@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -66,6 +66,7 @@ class Jobs:
         self._closing = False
         self._in_flight: set[Future[RunResult]] = set()
         self._handed_over = 0  # runs of this process on executor workers, with a job
+        self._finishing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="actioncage-jobs")
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -254,8 +255,16 @@ class Jobs:
         finally:
             with self._lock:
                 self._handed_over -= 1
-        with self._store.session() as s:
-            jobs_repo.finish_job(s, run_id, self._owner, repo.now())
+        # Off the caller's path: the record is complete, so a job left running (this process
+        # died first) is only marked done by the reaper at its deadline, changing nothing.
+        self._finishing.submit(self._finish_handover, run_id)
+
+    def _finish_handover(self, run_id: str) -> None:
+        try:
+            with self._store.session() as s:
+                jobs_repo.finish_job(s, run_id, self._owner, repo.now())
+        except Exception:  # the reaper marks it done at its deadline
+            log.exception("run %s: marking its job done failed", run_id)
 
     def _handover_deadline_from(self, now: datetime, action: Action) -> datetime:
         timeout_ms = min(
@@ -365,6 +374,7 @@ class Jobs:
             log.info("waiting up to %.0f s for %d background runs", bound_s, len(in_flight))
             wait_futures(in_flight, timeout=max(bound_s, 0.0))
         self._stop.set()
+        self._finishing.shutdown(wait=True)
         for thread in self._threads:
             thread.join(timeout=30)
         with self._store.session() as s:
