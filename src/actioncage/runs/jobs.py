@@ -287,7 +287,12 @@ class Jobs:
             now = repo.now()
             with self._store.session() as s:
                 job = jobs_repo.find_job(s, run_id)
-                if job is None or job.state != jobs_repo.RUNNING or job.deadline_at <= now:
+                if (
+                    job is None
+                    or not job.payload.get("handover")  # a background run: the reaper's
+                    or job.state != jobs_repo.RUNNING
+                    or job.deadline_at <= now
+                ):
                     return False
                 if job.lease_until is not None and job.lease_until < now:
                     taken = jobs_repo.take_over_job(
