@@ -25,14 +25,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from actioncage.dispatch import broker, messages
 from actioncage.dispatch.messages import MessageInvalidError, RunTask
 from actioncage.models import EffectiveLimits, WorkerStatus
-from actioncage.runs.sandboxes import SandboxRun
+from actioncage.runs.sandboxes import SandboxRun, handover_written
 from actioncage.sandbox import envelope
 from actioncage.sandbox.channel import HostCallHandler
 from actioncage.sandbox.foreground import Foreground
@@ -63,6 +63,8 @@ class _Run:
     limits: EffectiveLimits
     on_host_call: HostCallHandler
     dispatched_at: float
+    # Its durable record being written (runs/sandboxes.handover_written); None: none.
+    written: Future[None] | None = None
     state: _State = _State.WAITING
     worker: str | None = None
     started_at: float = 0.0
@@ -164,7 +166,22 @@ class Dispatcher:
         that does not answer, no live worker, no worker in time and a lost worker are each a
         SandboxRun with an error (the run is then never started, or never started again)."""
         wait_s = self._settings.run_queue_wait_ms / 1000
-        run = _Run(limits, on_host_call, time.monotonic())
+        written = handover_written.get()
+        run = _Run(limits, on_host_call, time.monotonic(), written=written)
+        ran = self._run(run_id, envelope_line, limits, run, wait_s)
+        if written is not None:
+            # The caller completes the durable record next: it must be there. A write that
+            # failed let no worker start the run.
+            try:
+                written.result()
+            except Exception as exc:
+                log.warning("run %s: its durable record could not be written: %s", run_id, exc)
+                return SandboxRun(None, f"the run could not be recorded: {exc}")
+        return ran
+
+    def _run(
+        self, run_id: str, envelope_line: bytes, limits: EffectiveLimits, run: _Run, wait_s: float
+    ) -> SandboxRun:
         refused = self._refusal()
         if refused is not None:
             return SandboxRun(None, refused)
@@ -256,7 +273,14 @@ class Dispatcher:
             log.warning("dropped a message of unknown type %r", kind)
 
     def _claim(self, run_id: str, run: _Run | None, worker: str, body: dict[str, Any]) -> None:
+        written = None if run is None else run.written
+        if written is not None and not written.done():
+            # Answered once the run's durable record is written (on the writing thread).
+            written.add_done_callback(lambda _: self._claim(run_id, run, worker, body))
+            return
         granted = False
+        if written is not None and written.exception() is not None:
+            run = None  # no record: the run must not start
         if run is not None:
             with self._lock, run.changed:
                 if run.state is _State.WAITING:

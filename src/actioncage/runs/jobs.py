@@ -16,6 +16,7 @@ Leases use each process's clock: keep the hosts' clocks within a few seconds of 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from actioncage.errors import BusyError
 from actioncage.models import Action, FrontDoor, RunResult
 from actioncage.runs.background import BackgroundRuns
 from actioncage.runs.outbox import Outbox
+from actioncage.runs.sandboxes import handover_written
 from actioncage.settings import Settings
 from actioncage.store import Store, repo
 from actioncage.store import callbacks as outbox_repo
@@ -67,6 +69,7 @@ class Jobs:
         self._in_flight: set[Future[RunResult]] = set()
         self._handed_over = 0  # runs of this process on executor workers, with a job
         self._finishing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="actioncage-jobs")
+        self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="actioncage-handover")
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -237,22 +240,33 @@ class Jobs:
             "handover": True,
         }
         deadline = self._handover_deadline_from(now, action)
-        with self._store.session() as s:
-            repo.add_running_run(s, run_id, action, key_id, conversation_id, args)
-            jobs_repo.add_queued_job(
-                s, run_id, action.org_id, payload, self._owner, now, self._lease_from(now), deadline
-            )
-            jobs_repo.start_job(s, run_id, self._owner, now, deadline)
+
+        def write() -> None:
+            with self._store.session() as s:
+                repo.add_running_run(s, run_id, action, key_id, conversation_id, args)
+                jobs_repo.add_queued_job(
+                    s, run_id, action.org_id, payload, self._owner, now, self._lease_from(now),
+                    deadline,
+                )  # fmt: skip
+                jobs_repo.start_job(s, run_id, self._owner, now, deadline)
+
         with self._lock:
             self._handed_over += 1
+        # Written beside the dispatch (off the caller's path): the dispatcher lets a worker
+        # start the run, and returns, only once it is written.
+        written = self._writer.submit(write)
+        token = handover_written.set(written)
         try:
             yield
         except BaseException:
+            with contextlib.suppress(Exception):
+                written.result()
             with self._store.session() as s:
                 jobs_repo.discard_job(s, run_id)
                 repo.discard_running_run(s, action.org_id, run_id)
             raise
         finally:
+            handover_written.reset(token)
             with self._lock:
                 self._handed_over -= 1
         # Off the caller's path: the record is complete, so a job left running (this process
@@ -380,6 +394,7 @@ class Jobs:
             wait_futures(in_flight, timeout=max(bound_s, 0.0))
         self._stop.set()
         self._finishing.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
         for thread in self._threads:
             thread.join(timeout=30)
         with self._store.session() as s:
