@@ -45,12 +45,15 @@ def _cpu_s(pid: int) -> float:
 class Deployment:
     """One `serve` and, with a broker, one `worker` (4 slots), each its own database."""
 
-    def __init__(self, tmp: Path, name: str, broker_url: str | None, pool_size: int) -> None:
+    def __init__(
+        self, tmp: Path, name: str, broker_url: str | None, pool_size: int, src: Path = ROOT / "src"
+    ) -> None:
+        """``src``: the code both processes run (another checkout's, to compare)."""
         self.name = name
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONCAGE_")}
         env.update(
-            PYTHONPATH=str(ROOT / "src"),
+            PYTHONPATH=str(src),
             ACTIONCAGE_DATABASE_URL=f"sqlite:///{tmp / f'{name}-{uuid.uuid4().hex[:6]}.db'}",
             ACTIONCAGE_PORT=str(self.port),
             ACTIONCAGE_API_KEY=KEY,
@@ -185,14 +188,22 @@ def message_sizes() -> dict[str, int]:
 
 
 def measure(
-    tmp: Path, n: int, rounds: int, log: Callable[[str], None], pool_size: int = 2
+    tmp: Path,
+    n: int,
+    rounds: int,
+    log: Callable[[str], None],
+    pool_size: int = 2,
+    before: Path | None = None,
 ) -> dict[str, Any]:
-    """Interleaved rounds of the three systems; returns per-round and median numbers."""
+    """Interleaved rounds of the three systems (and, with ``before``, the distributed ones
+    running that checkout's code, on their own brokers); returns per-round and median
+    numbers."""
     from tests.rabbitmq_server import RabbitServer
 
     rabbit = RabbitServer(tmp / "rabbitmq")
     rabbit.start()
     redis_proc, redis_url = _redis(tmp)
+    rabbit_before = None
     deployments: list[Deployment] = []
     try:
         deployments = [
@@ -200,6 +211,14 @@ def measure(
             Deployment(tmp, "workers on RabbitMQ", rabbit.url, pool_size),
             Deployment(tmp, "workers on Redis", redis_url, pool_size),
         ]
+        if before is not None:
+            rabbit_before = RabbitServer(tmp / "rabbitmq-before")
+            rabbit_before.start()
+            src = before / "src"
+            deployments += [
+                Deployment(tmp, "before: RabbitMQ", rabbit_before.url, pool_size, src),
+                Deployment(tmp, "before: Redis", redis_url[:-2] + "/1", pool_size, src),
+            ]
         per_round: list[dict[str, Any]] = []
         for index in range(rounds):
             row: dict[str, Any] = {}
@@ -221,6 +240,9 @@ def measure(
         redis_proc.wait(timeout=30)
         rabbit.stop()
         rabbit.kill_epmd()
+        if rabbit_before is not None:
+            rabbit_before.stop()
+            rabbit_before.kill_epmd()
     medians: dict[str, dict[str, float]] = {}
     for d in deployments:
         medians[d.name] = {
@@ -247,10 +269,12 @@ def measure(
             "start claim (worker -> API)": 1,
             "claim answer (API -> worker)": 1,
             "outcome (worker -> API)": 1,
+            "outcome acknowledgement (API -> worker)": 1,
             "host call + answer, each": 2,
         },  # fmt: skip
         "bytes_per_run": message_sizes(),
-        "database_writes_per_run": "1 (the run record), as in-process; none to dispatch or claim",
+        "database_writes_per_run": "3: the running record and its job (at dispatch), the "
+        "record, the job done (after the answer)",
     }
 
 
@@ -275,6 +299,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--before", type=Path, default=None, help="also run the distributed path on this checkout"
+    )
     args = parser.parse_args()
     tmp = BENCH / ".tmp" / RUN_LABEL
     tmp.mkdir(parents=True, exist_ok=True)
@@ -283,7 +310,7 @@ def main() -> int:
     def log(line: str) -> None:
         print(f"[{time.monotonic() - began:6.1f}s] {line}", flush=True)
 
-    result = measure(tmp, args.runs, args.rounds, log)
+    result = measure(tmp, args.runs, args.rounds, log, before=args.before)
     print(json.dumps(result, indent=2))
     print(markdown(result))
     (BENCH / "results").mkdir(exist_ok=True)

@@ -201,7 +201,10 @@ def build(settings: Settings, role: str = "serve") -> Components:
         ),
         jobs,
         callbacks,
+        hand_over=dispatcher is not None,
     )
+    if dispatcher is not None:
+        dispatcher.adopt = service.adopt_dispatched
     if long_lived:
         jobs.start()
         outbox.start()
@@ -228,20 +231,22 @@ def build(settings: Settings, role: str = "serve") -> Components:
 def build_worker(settings: Settings, name: str, slots: int) -> ExecutorWorker:
     """The components of an executor worker (`actioncage worker`): this host's engine, its
     warm pool and the broker; never the database, nor any provider credential. Its
-    sandboxes carry a fresh owner id.
+    sandboxes carry a fresh worker owner id (which its heartbeats name, so other workers
+    on the engine can tell its leftovers once it is gone).
 
     Raises ConfigError when ACTIONCAGE_BROKER_URL is unset.
     """
-    from actioncage.dispatch.worker import ExecutorWorker
+    from actioncage.dispatch.worker import ExecutorWorker, worker_owner_id
     from actioncage.errors import ConfigError
-    from actioncage.sandbox.backend import new_owner_id
 
     if settings.broker_url is None:
         raise ConfigError("ACTIONCAGE_BROKER_URL: a worker needs the broker it takes runs from")
     foreground = Foreground(settings.engine_work_defer_ms)
-    backend: SandboxBackend = DockerBackend(settings, new_owner_id(), foreground, None)
+    owner_id = worker_owner_id(settings.broker_url)
+    backend: SandboxBackend = DockerBackend(settings, owner_id, foreground, None)
     pool = None
     if settings.pool_size > 0:
         backend = pool = WarmPool(settings, backend, foreground)
         pool.keep_warm(effective_limits(Policy(), settings))
-    return ExecutorWorker(settings, name, slots, SandboxRunner(backend, foreground), pool)
+    runner = SandboxRunner(backend, foreground)
+    return ExecutorWorker(settings, name, slots, runner, pool, owner_id=owner_id)

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests import fakes
-from tests.conftest import wait_for
+from tests.conftest import SESSION, TEST_LABEL, wait_for
 from tests.dispatch.conftest import (
     REFUND,
     REFUND_HOST,
@@ -197,3 +197,49 @@ def test_with_the_broker_down_runs_answer_503_within_5_s_and_work_again_once_it_
         back = execute(base, "echo", {"n": 3})
         assert back["status"] == "ok" and back["output"] == {"n": 3}, back
         assert all(proc.poll() is None for proc in [*c.workers.values(), *(p for _, p in c.apis)])
+
+
+def test_another_worker_removes_the_sandboxes_a_sigkilled_one_left_and_never_a_live_one_s(
+    tmp_path: Path, broker_url: str, docker_client: docker.DockerClient
+) -> None:
+    with refund_server() as (port, seen), cluster(tmp_path, broker_url) as c:
+        base = c.start_api()
+        c.start_worker("w1", slots=1)
+        c.start_worker("w2", slots=1)
+        c.wait_live("w1", "w2")
+        make_action(base, "refund", REFUND, timeoutMs=60_000, egress=[REFUND_HOST])
+        with ThreadPoolExecutor(2) as pool:
+            held = [
+                pool.submit(execute, base, "refund", {"id": f"h{i}", "port": port, "sleep": 3600})
+                for i in range(2)
+            ]
+            # One run on each worker (one slot each), both inside their sandboxes.
+            assert wait_for(lambda: refunds_by_id(seen) == {"h0": 1, "h1": 1}, timeout=60)
+            sandboxes = {
+                s.labels["io.actioncage.run-id"]: s
+                for s in docker_client.containers.list(filters={"label": f"{TEST_LABEL}={SESSION}"})
+                if s.labels.get("io.actioncage.run-id", "").startswith("run_")
+            }
+            assert len(sandboxes) == 2, sandboxes
+            c.kill_worker("w1")
+            assert wait_for(lambda: any(f.done() for f in held), timeout=60)
+            lost = next(f for f in held if f.done()).result()
+            live = next(f for f in held if not f.done())
+            assert lost["executor"] == "w1" and "executor lost" in lost["error"]["message"], lost
+            dead_owner = sandboxes[lost["runId"]].labels["io.actioncage.owner"]
+            (live_sandbox,) = [s for r, s in sandboxes.items() if r != lost["runId"]]
+            try:
+                # w2 hears w1's heartbeats stop, and removes what w1 left (its run's sandbox
+                # and its warm one), never its own running sandbox.
+                def dead_left() -> list[Any]:
+                    owned = f"io.actioncage.owner={dead_owner}"
+                    return docker_client.containers.list(all=True, filters={"label": owned})
+
+                assert wait_for(lambda: not dead_left(), timeout=60), c.log_of("worker-w2")
+                assert "dead workers left" in c.log_of("worker-w2")
+                live_sandbox.reload()
+                assert live_sandbox.status == "running" and not live.done()
+            finally:
+                live_sandbox.remove(force=True)
+            assert live.result(timeout=60)["status"] == "error"
+        assert refunds_by_id(seen) == {"h0": 1, "h1": 1}

@@ -29,6 +29,9 @@ kombu: Any = importlib.import_module("kombu")
 RUN_TASK = "actioncage.run"
 RUN_QUEUE = "actioncage.runs"
 HEARTBEATS = "actioncage.workers"
+# Outcomes whose dispatching process did not acknowledge them (it died): any control
+# plane takes them, and completes the run once that process's lease on it ran out.
+HANDOVER_QUEUE = "actioncage.handover"
 # A direct message that nobody takes within this long is dropped by the broker (AMQP).
 _MESSAGE_TTL_MS = 120_000
 # An inbox whose process is gone (nobody consumes it) is deleted after this long (AMQP).
@@ -122,6 +125,13 @@ def inbox_queue(name: str, url: str) -> Any:
     )
 
 
+def shared_queue(name: str) -> Any:
+    """A queue every control plane consumes (each message goes to one of them)."""
+    return kombu.Queue(
+        name, exchange=kombu.Exchange(""), routing_key=name, durable=True, auto_delete=False
+    )
+
+
 def heartbeat_exchange() -> Any:
     return kombu.Exchange(HEARTBEATS, type="fanout", durable=False, auto_delete=False)
 
@@ -186,8 +196,11 @@ class Inbox:
         heartbeats: bool = False,
         on_tick: Callable[[], None] | None = None,
         tick_s: float = 0.5,
+        shared: str | None = None,
     ) -> None:
+        """``shared``: also consume this queue, which other processes consume too."""
         self.name = name
+        self._shared = shared
         self._url = url
         self._handler = handler
         self._heartbeats = heartbeats
@@ -212,6 +225,8 @@ class Inbox:
 
     def _queues(self, conn: Any) -> list[Any]:
         queues = [inbox_queue(self.name, self._url)]
+        if self._shared is not None:
+            queues.append(shared_queue(self._shared))
         if self._heartbeats:
             args = {} if is_redis(self._url) else {"x-message-ttl": 5_000}
             queues.append(

@@ -8,6 +8,12 @@ here (waiting -> started by one worker -> done, lost or abandoned), under one lo
 second delivery of the same run (Celery redelivers an unacknowledged message when its
 worker dies) finds it started, or over, or unknown, and is refused; when the dispatching
 process is gone nobody answers and the worker gives up without running it.
+
+Handover: this process acknowledges each outcome it receives. A worker whose outcome is
+not acknowledged (the dispatching process died while the run was on it) sends it to the
+shared handover queue, which every control plane consumes; the one that takes it
+completes the run's durable record (runs/jobs.py Jobs.adopt) once the dead process's
+lease on it ran out. The outcome is only recorded there, the run is never started again.
 """
 
 from __future__ import annotations
@@ -18,14 +24,15 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from actioncage.dispatch import broker, messages
 from actioncage.dispatch.messages import MessageInvalidError, RunTask
 from actioncage.models import EffectiveLimits, WorkerStatus
-from actioncage.runs.sandboxes import SandboxRun
+from actioncage.runs.sandboxes import SandboxRun, handover_written
 from actioncage.sandbox import envelope
 from actioncage.sandbox.channel import HostCallHandler
 from actioncage.sandbox.foreground import Foreground
@@ -37,6 +44,8 @@ EXECUTOR_LOST = (
     "executor lost: the worker running this run ({worker}) stopped answering before the "
     "run finished; it was not run again"
 )
+# Completes a dead process's run from a worker's outcome (RunService.adopt_dispatched).
+Adopter = Callable[[str, Callable[[EffectiveLimits], SandboxRun]], bool]
 # Host calls a worker may relay past the run's limit before they are refused here too.
 _HOST_CALL_SLACK = 10
 
@@ -54,6 +63,8 @@ class _Run:
     limits: EffectiveLimits
     on_host_call: HostCallHandler
     dispatched_at: float
+    # Its durable record being written (runs/sandboxes.handover_written); None: none.
+    written: Future[None] | None = None
     state: _State = _State.WAITING
     worker: str | None = None
     started_at: float = 0.0
@@ -113,11 +124,15 @@ class Dispatcher:
             self._on_message,
             heartbeats=True,
             on_tick=self._expire,
+            shared=broker.HANDOVER_QUEUE,
         )
         self._publisher = broker.Publisher(self._url)
         self._host_calls = ThreadPoolExecutor(
             max_workers=8, thread_name_prefix="actioncage-hostcall"
         )
+        self._adoptions = ThreadPoolExecutor(max_workers=4, thread_name_prefix="actioncage-adopt")
+        # Set by the composition root once the run service exists.
+        self.adopt: Adopter | None = None
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}
 
@@ -135,6 +150,7 @@ class Dispatcher:
         self._inbox.close()
         self._publisher.close()
         self._host_calls.shutdown(wait=False, cancel_futures=True)
+        self._adoptions.shutdown(wait=False, cancel_futures=True)
 
     # --- a run ------------------------------------------------------------------------------
 
@@ -150,7 +166,22 @@ class Dispatcher:
         that does not answer, no live worker, no worker in time and a lost worker are each a
         SandboxRun with an error (the run is then never started, or never started again)."""
         wait_s = self._settings.run_queue_wait_ms / 1000
-        run = _Run(limits, on_host_call, time.monotonic())
+        written = handover_written.get()
+        run = _Run(limits, on_host_call, time.monotonic(), written=written)
+        ran = self._run(run_id, envelope_line, limits, run, wait_s)
+        if written is not None:
+            # The caller completes the durable record next: it must be there. A write that
+            # failed let no worker start the run.
+            try:
+                written.result()
+            except Exception as exc:
+                log.warning("run %s: its durable record could not be written: %s", run_id, exc)
+                return SandboxRun(None, f"the run could not be recorded: {exc}")
+        return ran
+
+    def _run(
+        self, run_id: str, envelope_line: bytes, limits: EffectiveLimits, run: _Run, wait_s: float
+    ) -> SandboxRun:
         refused = self._refusal()
         if refused is not None:
             return SandboxRun(None, refused)
@@ -233,13 +264,23 @@ class Dispatcher:
                 self._end(run, _State.ABANDONED, only_from=_State.STARTED)
         elif kind == "host_call":
             self._host_call(run_id, run, worker, body)
+        elif kind == "outcome" and run is None and body.get("handover") is True:
+            self._adopt(run_id, worker, body)
         elif kind == "outcome":
+            self._reply(body, {"type": "outcome_ack"})
             self._outcome(run_id, run, worker, body)
         else:
             log.warning("dropped a message of unknown type %r", kind)
 
     def _claim(self, run_id: str, run: _Run | None, worker: str, body: dict[str, Any]) -> None:
+        written = None if run is None else run.written
+        if written is not None and not written.done():
+            # Answered once the run's durable record is written (on the writing thread).
+            written.add_done_callback(lambda _: self._claim(run_id, run, worker, body))
+            return
         granted = False
+        if written is not None and written.exception() is not None:
+            run = None  # no record: the run must not start
         if run is not None:
             with self._lock, run.changed:
                 if run.state is _State.WAITING:
@@ -295,6 +336,31 @@ class Dispatcher:
                 return
             run.state, run.result = _State.DONE, result
             run.changed.notify_all()
+
+    def _adopt(self, run_id: str, worker: str, body: dict[str, Any]) -> None:
+        """An outcome its dispatching process did not acknowledge: complete the run here
+        (on a thread: it waits for that process's lease to run out)."""
+        adopt = self.adopt
+        if adopt is None:
+            log.warning("run %s: dropped a handed-over outcome from %s", run_id, worker)
+            return
+
+        def parse(limits: EffectiveLimits) -> SandboxRun:
+            try:
+                return messages.parse_outcome(body, limits)
+            except MessageInvalidError as exc:
+                log.warning("run %s: %s sent a malformed outcome: %s", run_id, worker, exc)
+                return SandboxRun(
+                    None, f"the executor worker sent a malformed outcome ({exc})", executor=worker
+                )
+
+        def adopt_it() -> None:
+            try:
+                adopt(run_id, parse)
+            except Exception:
+                log.exception("run %s: completing a handed-over outcome failed", run_id)
+
+        self._adoptions.submit(adopt_it)
 
     def _reply(self, request: dict[str, Any], body: dict[str, Any]) -> None:
         to, corr = request.get("replyTo"), request.get("corr")

@@ -2,22 +2,33 @@
 most one per free slot, and turns each envelope into a raw outcome with this host's
 sandboxes (the engine, the warm pool, the egress proxy); it holds no database and no
 provider credentials: the start claim, host calls and the outcome go to the control plane
-that dispatched the run. It heartbeats its slots, busy count and warm sandboxes.
+that dispatched the run (an outcome it does not acknowledge goes to the handover queue,
+for another control plane: see dispatch/dispatcher.py). It heartbeats its slots, busy
+count and warm sandboxes.
 
 A run starts only once the dispatching process granted its start claim (see
 dispatch/dispatcher.py); a run whose claim is refused, or unanswered, is dropped unrun.
 SIGTERM (Celery's warm shutdown): take no more runs, finish those in flight, then leave.
+
+Leftovers: a worker's sandboxes carry its owner id (``wkr_<broker fingerprint>_<hex>``,
+fresh per process), and its heartbeats name it. Every worker listens to the heartbeats too
+and, once it has heard them for a stale window, removes the sandboxes of its broker's
+worker owners none of them named in that window (a SIGKILLed worker's, on this engine):
+never a live worker's, which heartbeats every worker_heartbeat_s, never its own, never
+another broker's workers', and never an API process's (``ins_`` owners, swept by the
+control plane from the database).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,6 +46,41 @@ log = logging.getLogger(__name__)
 
 # The image digest is read from the engine once every this many heartbeats.
 _DIGEST_EVERY = 30
+WORKER_OWNER_PREFIX = "wkr_"
+
+
+def owner_prefix(broker_url: str) -> str:
+    """The owner id prefix of the workers on this broker: a worker sweeps only its fellows'
+    leftovers, the ones whose heartbeats it would hear (not those of another deployment
+    sharing the engine through another broker)."""
+    fingerprint = hashlib.sha256(broker.shown(broker_url).encode()).hexdigest()[:8]
+    return f"{WORKER_OWNER_PREFIX}{fingerprint}_"
+
+
+def worker_owner_id(broker_url: str) -> str:
+    """A fresh owner id for a worker process's sandboxes."""
+    return f"{owner_prefix(broker_url)}{uuid.uuid4().hex[:12]}"
+
+
+class SilentWorkerOwners(Collection[str]):
+    """The owners a sweep may take, as a membership test: worker owner ids that no
+    heartbeat named within the stale window. Not enumerable (the dead are whatever the
+    engine holds that nobody vouches for): it iterates as empty."""
+
+    def __init__(self, prefix: str, heard: Collection[str]) -> None:
+        self._prefix = prefix
+        self._heard = frozenset(heard)
+
+    def __contains__(self, owner: object) -> bool:
+        return (
+            isinstance(owner, str) and owner.startswith(self._prefix) and owner not in self._heard
+        )
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 class ExecutorWorker:
@@ -47,9 +93,12 @@ class ExecutorWorker:
         slots: int,
         runner: SandboxRunner,
         pool: WarmPool | None,
+        owner_id: str | None = None,
     ) -> None:
+        """``owner_id``: the owner label of this worker's sandboxes (None: sweep nothing)."""
         assert settings.broker_url is not None
         self.name = name
+        self.owner_id = owner_id
         self.slots = slots
         self.host = socket.gethostname()
         self._settings = settings
@@ -65,8 +114,15 @@ class ExecutorWorker:
             name=broker.RUN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True
         )(self.execute)
         self._inbox = broker.Inbox(
-            self._url, f"actioncage.worker.{name}.{uuid.uuid4().hex[:8]}", self._on_message
+            self._url,
+            f"actioncage.worker.{name}.{uuid.uuid4().hex[:8]}",
+            self._on_message,
+            heartbeats=owner_id is not None,
         )
+        # Worker owner ids heard in heartbeats -> when (monotonic).
+        self._owners_heard: dict[str, float] = {}
+        self._swept_at = 0.0
+        self.swept = 0
         self._publisher = broker.Publisher(self._url)
         self._lock = threading.Lock()
         self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
@@ -75,6 +131,7 @@ class ExecutorWorker:
         self._beats: threading.Thread | None = None
         self._digest: str | None = None
         self.claim_timeout_s = max(5.0, settings.worker_stale_s)
+        self.ack_timeout_s = 5.0
         self.refused = 0
 
     # --- life -------------------------------------------------------------------------------
@@ -143,11 +200,42 @@ class ExecutorWorker:
                     log.warning("worker %s: no sandbox image: %s", self.name, exc)
                     self._digest = None
             beats += 1
+            body = messages.heartbeat_body(self.status())
+            if self.owner_id is not None:
+                body["owner"] = self.owner_id
             try:
-                self._publisher.broadcast(messages.heartbeat_body(self.status()))
+                self._publisher.broadcast(body)
             except broker.BrokerUnavailableError as exc:
                 log.warning("worker %s: heartbeat not sent: %s", self.name, exc)
+            self._sweep()
             self._stop.wait(self._settings.worker_heartbeat_s)
+
+    def _sweep(self) -> None:
+        """Once a stale window, when this worker has heard the heartbeats for that long,
+        remove the sandboxes of worker owners not heard meanwhile (dead workers')."""
+        stale_s = self._settings.worker_stale_s
+        now = time.monotonic()
+        since = self._inbox.listening_since
+        if self.owner_id is None or since is None or now - since < stale_s:
+            return
+        if now - self._swept_at < stale_s:
+            return
+        self._swept_at = now
+        with self._lock:
+            heard = {o for o, at in self._owners_heard.items() if now - at < stale_s}
+        heard.add(self.owner_id)
+        try:
+            removed = self._runner.backend.sweep(
+                SilentWorkerOwners(owner_prefix(self._url), heard),
+                unowned_older_than_s=float("inf"),
+            )
+        except Exception as exc:  # no engine now: the next window tries again
+            log.warning("worker %s: sweep of dead workers' sandboxes failed: %s", self.name, exc)
+            return
+        if removed:
+            self.swept += removed
+            log.warning("worker %s: removed %d sandboxes that dead workers left", self.name,
+                        removed)  # fmt: skip
 
     # --- a run ------------------------------------------------------------------------------
 
@@ -183,8 +271,25 @@ class ExecutorWorker:
             ran = self._sandboxes.run(
                 task.run_id, task.envelope, task.limits, self._relay_for(task)
             )
-            outcome = messages.outcome_body(task.run_id, self.name, ran)
-            self._tell(task.reply_to, outcome, retry=True)
+            self._deliver(task, messages.outcome_body(task.run_id, self.name, ran))
+
+    def _deliver(self, task: RunTask, outcome: dict[str, Any]) -> None:
+        """Send the outcome to the dispatching process; when it does not acknowledge it in
+        time (it died), to the handover queue, where another control plane takes it."""
+        corr = uuid.uuid4().hex
+        done, box = threading.Event(), list[dict[str, Any]]()
+        with self._lock:
+            self._waiting[corr] = (done, box)
+        try:
+            asked = {**outcome, "corr": corr, "replyTo": self._inbox.name}
+            if self._tell(task.reply_to, asked, retry=True) and done.wait(self.ack_timeout_s):
+                return
+        finally:
+            with self._lock:
+                self._waiting.pop(corr, None)
+        log.warning("run %s: its dispatching process did not acknowledge the outcome; handing "
+                    "it over", task.run_id)  # fmt: skip
+        self._tell(broker.HANDOVER_QUEUE, {**outcome, "handover": True}, retry=True)
 
     @contextmanager
     def _in_flight(self) -> Iterator[None]:
@@ -244,6 +349,12 @@ class ExecutorWorker:
             self._stop.wait(0.5)
 
     def _on_message(self, body: dict[str, Any]) -> None:
+        if body.get("type") == "heartbeat":
+            owner = body.get("owner")
+            if isinstance(owner, str) and owner.startswith(WORKER_OWNER_PREFIX):
+                with self._lock:
+                    self._owners_heard[owner] = time.monotonic()
+            return
         corr = body.get("corr")
         with self._lock:
             waiter = self._waiting.get(corr) if isinstance(corr, str) else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -36,7 +37,7 @@ from actioncage.runs.admission import Admission
 from actioncage.runs.effects import EffectsInvalid, apply_effects, parse_effects
 from actioncage.runs.hints import explain_network
 from actioncage.runs.masking import Masker
-from actioncage.runs.sandboxes import LocalSandboxes, Sandboxes
+from actioncage.runs.sandboxes import LocalSandboxes, Sandboxes, SandboxRun
 from actioncage.runs.slots import RunSlots
 from actioncage.sandbox.backend import TierStatus
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
@@ -196,15 +197,7 @@ class Executor:
                 with self._slots.hold():
                     ran = self._sandboxes.run(run_id, line, limits, self._host_calls.answer)
                 raw, digest, egress, executor = ran.raw, ran.image_digest, ran.egress, ran.executor
-                if raw is None:
-                    outcome = _error(
-                        ErrorType.SANDBOX_ERROR, ran.error or "no run could be produced"
-                    )
-                else:
-                    outcome = classify(raw, limits, has_conversation=conversation is not None)
-                outcome = replace(
-                    outcome, error=explain_network(outcome.error, limits.egress, egress)
-                )
+                outcome = _sandbox_outcome(ran, limits, conversation is not None)
         outcome = _check_returns(action, outcome)
         logs = raw_logs(raw, self._settings.max_output_bytes) if api_logs is None else api_logs
         if secrets:  # nothing the run leaves shows a secret's value, however encoded
@@ -228,6 +221,47 @@ class Executor:
             args=args,
             secrets=tuple(name for name, value in secrets.items() if value is not None),
             tier=tier,
+        )
+
+    def complete_dispatched(
+        self,
+        placeholder: RunResult,
+        action: Action,
+        conversation: Conversation | None,
+        parse: Callable[[EffectiveLimits], SandboxRun],
+    ) -> RunResult:
+        """Complete the "running" record ``placeholder`` of a run that another process handed
+        to an executor worker and could not finish (it died): ``parse`` turns the worker's
+        outcome into a SandboxRun under the run's limits, which are derived again here from
+        the action's policy and the org's; then the run is classified and recorded, with
+        its effects applied, as its own process would have. Returns the recorded run."""
+        with self._store.session() as s:
+            org = repo.find_org_policy(s, action.org_id)
+        limits = effective_limits(action.policy, self._settings, org)
+        ran = parse(limits)
+        outcome = _check_returns(action, _sandbox_outcome(ran, limits, conversation is not None))
+        logs = raw_logs(ran.raw, self._settings.max_output_bytes)
+        secrets = self._secret_values(action)
+        if secrets:
+            masker = Masker(v for v in secrets.values() if v is not None)
+            outcome, logs = _masked(outcome, masker), masker.text(logs)
+        return self._record(
+            placeholder.run_id,
+            action,
+            placeholder.caller_key_id,
+            conversation,
+            outcome,
+            logs,
+            placeholder.started_at,
+            ran.image_digest,
+            hashed=policy_hash(limits, self._settings),
+            egress=ran.egress,
+            placeholder=True,
+            front_door=placeholder.front_door,
+            executor=ran.executor,
+            args=placeholder.args,
+            secrets=tuple(name for name, value in secrets.items() if value is not None),
+            tier=TierStatus(limits.isolation, available=True),
         )
 
     def _sandbox_tier(self, isolation: Isolation) -> TierStatus:
@@ -361,6 +395,15 @@ def raw_logs(raw: RawOutcome | None, cap_bytes: int | None = None) -> str:
 
 # Starts the line added where the logs were cut at the output cap.
 LOGS_CUT_MARKER = "[actioncage: logs cut here"
+
+
+def _sandbox_outcome(ran: SandboxRun, limits: EffectiveLimits, has_conversation: bool) -> Outcome:
+    """The outcome of the sandbox part of a run: classified, or a sandbox_error."""
+    if ran.raw is None:
+        outcome = _error(ErrorType.SANDBOX_ERROR, ran.error or "no run could be produced")
+    else:
+        outcome = classify(ran.raw, limits, has_conversation=has_conversation)
+    return replace(outcome, error=explain_network(outcome.error, limits.egress, ran.egress))
 
 
 def _check_returns(action: Action, outcome: Outcome) -> Outcome:

@@ -16,11 +16,13 @@ Leases use each process's clock: keep the hosts' clocks within a few seconds of 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +30,7 @@ from actioncage.errors import BusyError
 from actioncage.models import Action, FrontDoor, RunResult
 from actioncage.runs.background import BackgroundRuns
 from actioncage.runs.outbox import Outbox
+from actioncage.runs.sandboxes import handover_written
 from actioncage.settings import Settings
 from actioncage.store import Store, repo
 from actioncage.store import callbacks as outbox_repo
@@ -64,6 +67,9 @@ class Jobs:
         self._lock = threading.Lock()
         self._closing = False
         self._in_flight: set[Future[RunResult]] = set()
+        self._handed_over = 0  # runs of this process on executor workers, with a job
+        self._finishing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="actioncage-jobs")
+        self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="actioncage-handover")
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -209,12 +215,127 @@ class Jobs:
         elif callback_url is not None:
             self._outbox.wake()
 
+    # --- foreground runs on executor workers (dispatch/) -------------------------------------
+
+    @contextmanager
+    def handed_over(
+        self,
+        run_id: str,
+        action: Action,
+        key_id: str | None,
+        conversation_id: str | None,
+        front_door: FrontDoor | None,
+        args: dict[str, Any],
+    ) -> Iterator[None]:
+        """For the block, a foreground run on an executor worker has a "running" record and
+        a running job leased by this process: if this process dies, the run's outcome is
+        completed by another one (``adopt``) or, by its deadline, ended by a reaper. The
+        block records the run (completing the placeholder ``run_id``); when it raises
+        without recording it, the placeholder and job are removed."""
+        now = repo.now()
+        payload: dict[str, Any] = {
+            "action_id": action.id,
+            "front_door": None if front_door is None else str(front_door),
+            "callback_url": None,
+            "handover": True,
+        }
+        deadline = self._handover_deadline_from(now, action)
+
+        def write() -> None:
+            with self._store.session() as s:
+                repo.add_running_run(s, run_id, action, key_id, conversation_id, args)
+                jobs_repo.add_queued_job(
+                    s, run_id, action.org_id, payload, self._owner, now, self._lease_from(now),
+                    deadline,
+                )  # fmt: skip
+                jobs_repo.start_job(s, run_id, self._owner, now, deadline)
+
+        with self._lock:
+            self._handed_over += 1
+        # Written beside the dispatch (off the caller's path): the dispatcher lets a worker
+        # start the run, and returns, only once it is written.
+        written = self._writer.submit(write)
+        token = handover_written.set(written)
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                written.result()
+            with self._store.session() as s:
+                jobs_repo.discard_job(s, run_id)
+                repo.discard_running_run(s, action.org_id, run_id)
+            raise
+        finally:
+            handover_written.reset(token)
+            with self._lock:
+                self._handed_over -= 1
+        # Off the caller's path: the record is complete, so a job left running (this process
+        # died first) is only marked done by the reaper at its deadline, changing nothing.
+        self._finishing.submit(self._finish_handover, run_id)
+
+    def _finish_handover(self, run_id: str) -> None:
+        try:
+            with self._store.session() as s:
+                jobs_repo.finish_job(s, run_id, self._owner, repo.now())
+        except Exception:  # the reaper marks it done at its deadline
+            log.exception("run %s: marking its job done failed", run_id)
+
+    def _handover_deadline_from(self, now: datetime, action: Action) -> datetime:
+        timeout_ms = min(
+            action.policy.timeout_ms or self._settings.default_timeout_ms,
+            self._settings.max_timeout_ms,
+        )
+        # Until then a worker may still send the outcome: it waits run_queue_wait_ms to
+        # start, then runs for its timeout; dispatch_grace_s covers the way back.
+        return now + timedelta(
+            milliseconds=timeout_ms + self._settings.run_queue_wait_ms,
+            seconds=2 * self._settings.dispatch_grace_s,
+        )
+
+    def adopt(self, run_id: str, complete: Callable[[jobs_repo.Job], RunResult]) -> bool:
+        """Complete the record of a run handed to a worker by a process that is gone: wait
+        until its job's lease runs out (its owner stopped renewing it), take the job over,
+        then ``complete(job)`` records the outcome. Returns whether this process completed
+        it (False: the owner is alive and had it, or it ended meanwhile)."""
+        while not self._stop.is_set():
+            now = repo.now()
+            with self._store.session() as s:
+                job = jobs_repo.find_job(s, run_id)
+                if (
+                    job is None
+                    or not job.payload.get("handover")  # a background run: the reaper's
+                    or job.state != jobs_repo.RUNNING
+                    or job.deadline_at <= now
+                ):
+                    return False
+                if job.lease_until is not None and job.lease_until < now:
+                    taken = jobs_repo.take_over_job(
+                        s, run_id, self._owner, now, self._lease_from(now)
+                    )
+                    if not taken:
+                        return False
+                    break
+            self._stop.wait(self._settings.job_renew_s)
+        else:
+            return False
+        with self._lock:
+            self._handed_over += 1
+        try:
+            complete(job)
+        finally:
+            with self._lock:
+                self._handed_over -= 1
+        with self._store.session() as s:
+            jobs_repo.finish_job(s, run_id, self._owner, repo.now())
+        log.warning("run %s: its process was gone; completed its record here", run_id)
+        return True
+
     # --- every process's lost runs -------------------------------------------------------
 
     def renew(self) -> int:
         """Extend this process's leases. Returns how many jobs it holds."""
         with self._lock:
-            if not self._in_flight:
+            if not self._in_flight and not self._handed_over:
                 return 0  # no write every few seconds from an idle process
         now = repo.now()
         with self._store.session() as s:
@@ -225,7 +346,7 @@ class Jobs:
         it again, and owe its callback. Returns how many this call ended."""
         now = repo.now()
         with self._store.session() as s:
-            expired = jobs_repo.expired_jobs(s, now)
+            expired = [r for r in jobs_repo.expired_jobs(s, now) if not _awaits_outcome(s, r, now)]
         ended = sum(self._end(run_id, EXECUTOR_LOST, expired_before=now) for run_id in expired)
         if ended:
             log.warning("ended %d background runs whose process was lost", ended)
@@ -272,6 +393,8 @@ class Jobs:
             log.info("waiting up to %.0f s for %d background runs", bound_s, len(in_flight))
             wait_futures(in_flight, timeout=max(bound_s, 0.0))
         self._stop.set()
+        self._finishing.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
         for thread in self._threads:
             thread.join(timeout=30)
         with self._store.session() as s:
@@ -279,3 +402,10 @@ class Jobs:
         if released:
             log.warning("handed %d unfinished background runs to the reaper", released)
         self._runs.close(wait=False)
+
+
+def _awaits_outcome(s: Any, run_id: str, now: datetime) -> bool:
+    """Whether the expired job is a run on an executor worker whose outcome may still come
+    (another process adopts it then); the reaper leaves it until its deadline."""
+    job = jobs_repo.find_job(s, run_id)
+    return job is not None and bool(job.payload.get("handover")) and job.deadline_at > now

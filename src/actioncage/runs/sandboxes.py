@@ -6,6 +6,8 @@ executor keeps validation, classification, effects and the record."""
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -19,6 +21,13 @@ from actioncage.sandbox.runner import SandboxRunner
 from actioncage.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Set (runs/jobs.py Jobs.handed_over) while a run's durable "running" record and job are
+# written beside its dispatch: a worker may start the run only once that write is done, so
+# a run that started always has a record another process can complete.
+handover_written: ContextVar[Future[None] | None] = ContextVar(
+    "actioncage_handover_written", default=None
+)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ from typing import Any
 from actioncage.errors import OverloadedError, RateLimitedError, TierUnavailableError
 from actioncage.models import (
     Action,
+    ActionType,
     Conversation,
+    EffectiveLimits,
     FrontDoor,
     InvocationTrigger,
     RunResult,
@@ -25,7 +27,9 @@ from actioncage.runs.callbacks import CallbackSender
 from actioncage.runs.executor import Executor
 from actioncage.runs.idempotency import Answer, Idempotency
 from actioncage.runs.jobs import Jobs
+from actioncage.runs.sandboxes import SandboxRun
 from actioncage.store import Store, repo
+from actioncage.store.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +98,13 @@ class RunService:
         idempotency: Idempotency,
         jobs: Jobs,
         callbacks: CallbackSender,
+        hand_over: bool = False,
     ) -> None:
+        """``hand_over``: runs go to executor workers (dispatch/); each gets a durable
+        record and job while it is away, so another process can complete it if this one
+        dies (Jobs.handed_over)."""
         self._store = store
+        self._hand_over = hand_over
         self._executor = executor
         self._gate = gate
         self._idempotency = idempotency
@@ -131,13 +140,27 @@ class RunService:
                 return self._in_background(
                     caller, action, args, conversation, request.wait_ms, request.callback_url
                 )
-            with self._gate.admit(caller.org_id, caller.key_id) as admission:
+            with self._gate.admit(caller.org_id, caller.key_id) as admission, ExitStack() as stack:
+                run_id = None
+                if self._hand_over and not request.dry_run and action.type is ActionType.PYTHON:
+                    run_id = repo.new_id("run")
+                    stack.enter_context(
+                        self._jobs.handed_over(
+                            run_id,
+                            action,
+                            caller.key_id,
+                            None if conversation is None else conversation.id,
+                            caller.front_door,
+                            args,
+                        )
+                    )
                 return self._executor.run_action(
                     action,
                     caller.key_id,
                     args,
                     conversation,
                     dry_run=request.dry_run,
+                    run_id=run_id,
                     admission=admission,
                     front_door=caller.front_door,
                 )
@@ -315,6 +338,28 @@ class RunService:
         except TimeoutError:
             return Pending(run_id, action)
         return run
+
+    def adopt_dispatched(self, run_id: str, parse: Callable[[EffectiveLimits], SandboxRun]) -> bool:
+        """Complete the record of a run whose dispatching process died while it was on an
+        executor worker, from the worker's outcome (``parse``), once that process's lease
+        on it ran out. Returns whether this process completed it."""
+
+        def complete(job: Job) -> RunResult:
+            with self._store.session() as s:
+                placeholder = repo.get_run(s, job.org_id, run_id)
+                action = repo.get_action(s, job.org_id, str(job.payload["action_id"]))
+                conversation = (
+                    None
+                    if placeholder.conversation_id is None
+                    else repo.get_conversation(s, job.org_id, placeholder.conversation_id)
+                )
+            door = job.payload.get("front_door")
+            placeholder = dataclasses.replace(
+                placeholder, front_door=None if door is None else FrontDoor(door)
+            )
+            return self._executor.complete_dispatched(placeholder, action, conversation, parse)
+
+        return self._jobs.adopt(run_id, complete)
 
     def close(self) -> None:
         """Take no new background runs; finish (or hand to the reaper) those in flight."""

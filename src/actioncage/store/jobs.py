@@ -128,6 +128,21 @@ def finish_job(session: Session, run_id: str, owner: str, now: datetime) -> bool
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def take_over_job(
+    session: Session, run_id: str, owner: str, now: datetime, lease_until: datetime
+) -> bool:
+    """Make ``owner`` the holder of a running job whose lease ran out before ``now`` (its
+    process died), leased until ``lease_until``: a run handed to an executor worker whose
+    outcome came back after its dispatching process was gone. One conditional UPDATE, so of
+    two processes taking the same job over exactly one gets it. Returns whether it did."""
+    result = session.execute(
+        update(JobRow)
+        .where(JobRow.run_id == run_id, JobRow.state == RUNNING, JobRow.lease_until < now)
+        .values(owner=owner, lease_until=lease_until)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def renew_leases(session: Session, owner: str, now: datetime, lease_until: datetime) -> int:
     """Extend ``owner``'s leases on its queued jobs and on its running jobs still within
     their deadline. A running job past its deadline (a hung run) is left to lapse, so the
