@@ -8,7 +8,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from flask.testing import FlaskClient
 from actioncage import create_app
 from tests import fakes
 from tests.conftest import make_settings
+from tests.runs.conftest import Receiver
 
 COUNTER = (
     "def execute_action(context):\n"
@@ -102,39 +102,12 @@ def test_concurrent_duplicates_run_once(
     assert conversation["metadata"] == {"refunds": 1}
 
 
-class _Receiver:
-    """A real HTTP server on loopback that records callbacks; the first ``fail`` get a 500."""
-
-    def __init__(self, fail: int) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.fail = fail
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append((dict(self.headers), body))
-                status = 500 if len(receiver.received) <= receiver.fail else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/run?x=1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def receiver() -> Iterator[_Receiver]:
-    r = _Receiver(fail=1)
+def receiver() -> Iterator[Receiver]:
+    """A loopback receiver whose first callback gets a 500 (a retry must follow); its URL
+    carries a query, which the callback must keep."""
+    r = Receiver(answers=[500])
+    r.url += "?x=1"
     yield r
     r.close()
 
@@ -163,7 +136,7 @@ def loopback_client(tmp_path: Path, held: fakes.HeldLlm) -> Iterator[FlaskClient
 def test_run_past_wait_ms_answers_202_then_calls_back_signed(
     loopback_client: FlaskClient,
     auth_headers: dict[str, str],
-    receiver: _Receiver,
+    receiver: Receiver,
     held: fakes.HeldLlm,
 ) -> None:
     client = loopback_client

@@ -4,10 +4,12 @@ channel."""
 from __future__ import annotations
 
 import enum
+import queue
+import time
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from actioncage.models import EffectiveLimits, Isolation
 
@@ -176,3 +178,16 @@ class SandboxBackend(Protocol):
     def close(self) -> None:
         """Finish pending removals and release the engine (a later call reopens it)."""
         ...
+
+
+def wait_drained(work: queue.Queue[Any], timeout_s: float) -> bool:
+    """Wait until every item put on ``work`` is done (``task_done``), at most ``timeout_s``;
+    False when the time ran out first. Backends drain their removal queues with it."""
+    deadline = time.monotonic() + timeout_s
+    with work.all_tasks_done:
+        while work.unfinished_tasks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            work.all_tasks_done.wait(remaining)
+    return True

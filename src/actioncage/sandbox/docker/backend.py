@@ -30,6 +30,7 @@ from actioncage.sandbox.backend import (
     Stream,
     TierStatus,
     new_owner_id,
+    wait_drained,
 )
 from actioncage.sandbox.docker.engine import EngineAPIError, EngineConnections
 from actioncage.sandbox.docker.errors import UNREACHABLE, engine_errors, image_missing
@@ -553,14 +554,7 @@ class _Remover:
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Wait until every queued removal is done; False when ``timeout`` passed first."""
-        deadline = time.monotonic() + timeout
-        with self._queue.all_tasks_done:
-            while self._queue.unfinished_tasks:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._queue.all_tasks_done.wait(remaining)
-        return True
+        return wait_drained(self._queue, timeout)
 
     def close(self) -> None:
         """Finish every queued removal and stop the thread."""

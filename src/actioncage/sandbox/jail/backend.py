@@ -33,6 +33,7 @@ from actioncage.sandbox.backend import (
     Sandbox,
     Stream,
     TierStatus,
+    wait_drained,
 )
 from actioncage.sandbox.jail.cgroups import Cgroups, SandboxCgroup
 from actioncage.sandbox.jail.seccomp import compile_bpf
@@ -531,14 +532,7 @@ class JailBackend:
 
     def drain(self, timeout_s: float = 30.0) -> bool:
         """Wait until every discarded jail is removed; False when ``timeout_s`` passed."""
-        deadline = time.monotonic() + timeout_s
-        with self._releases.all_tasks_done:
-            while self._releases.unfinished_tasks:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._releases.all_tasks_done.wait(remaining)
-        return True
+        return wait_drained(self._releases, timeout_s)
 
     def close(self) -> None:
         """Remove every jail still live, then this owner's cgroup directories."""
