@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import IMAGE, SESSION, TEST_LABEL, database_url
+from tests.conftest import IMAGE, SESSION, TEST_LABEL, database_url, wait_for
 from tests.openapi_check import http
 
 __all__ = ["ACTIONCAGE", "free_port", "http", "serve_env", "served", "served_process"]
@@ -62,17 +61,18 @@ def spawn(
 
 def wait_serving(proc: subprocess.Popen[bytes], base: str, timeout: float = 30) -> None:
     """Return once /health answers; fail the test if the process exits or stays silent."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def answers() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"serve exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"serve did not answer within {timeout} s")
         try:
             http.get(base + "/health", timeout=1)
-            return
+            return True
         except requests.RequestException:  # not listening yet, or not serving yet
-            time.sleep(0.05)
+            return False
+
+    if not wait_for(answers, timeout):
+        pytest.fail(f"serve did not answer within {timeout} s")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
