@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from actioncage.models import Action, FrontDoor, Policy, RunResult, RunStatus
+from actioncage.models import Action, FrontDoor, RunResult, RunStatus
 from actioncage.runs.background import BackgroundRuns
 from actioncage.runs.callbacks import CallbackSender
 from actioncage.runs.jobs import Jobs
@@ -30,6 +30,7 @@ from actioncage.store import instances as instance_rows
 from actioncage.store import jobs as jobs_repo
 from actioncage.store.repo import RunAlreadyEndedError
 from tests.conftest import make_settings, wait_for
+from tests.runs.conftest import ok_run
 
 SECRET = "a" * 64
 ARGS = {"id": "r-1", "amount": 12}
@@ -72,51 +73,17 @@ class _Process:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(_settings(tmp_path, 0).database_url)
-    s.create_all()
-    yield s
-    s.dispose()
+def process(tmp_path: Path, store: Store) -> Iterator[Callable[..., _Process]]:
+    """Makes control planes (``owner``, ``record_after_ms``, ``secret``), closed at the end."""
+    made: list[_Process] = []
 
+    def make(owner: str, record_after_ms: int = 60_000, secret: str = SECRET) -> _Process:
+        made.append(_Process(_settings(tmp_path, record_after_ms), store, owner, secret))
+        return made[-1]
 
-@pytest.fixture
-def action(store: Store) -> Action:
-    with store.session() as s:
-        return repo.create_action(
-            s,
-            "org1",
-            "key1",
-            {
-                "name": "refund",
-                "type": "python",
-                "code": "def execute_action(context):\n    return 1\n",
-                "parameters": None,
-                "policy": Policy(timeout_ms=1000),
-                "description": None,
-            },
-        )
-
-
-def _ok(action: Action, run_id: str, output: object) -> RunResult:
-    now = repo.now()
-    return RunResult(
-        run_id=run_id,
-        org_id=action.org_id,
-        action_id=action.id,
-        action_version=action.version,
-        status=RunStatus.OK,
-        output=output,
-        error=None,
-        effects=(),
-        effects_applied=False,
-        logs="",
-        duration_ms=5,
-        started_at=now,
-        finished_at=now,
-        conversation_id=None,
-        caller_key_id="key1",
-        image_digest=None,
-    )
+    yield make
+    for p in made:
+        p.jobs.close()
 
 
 def _record(store: Store, run: RunResult) -> None:
@@ -159,121 +126,101 @@ def _dispatch(p: _Process, action: Action, run_id: str) -> tuple[str, threading.
 
 
 def test_a_run_back_before_the_delay_is_written_once_when_it_ends(
-    tmp_path: Path, store: Store, action: Action
+    store: Store, action: Action, process: Callable[..., _Process]
 ) -> None:
     # Nothing is written at dispatch: the run's record is its one INSERT, and no job row.
-    p = _Process(_settings(tmp_path, 60_000), store, "inst_a")
-    try:
-        run_id = repo.new_id("run")
-        with p.jobs.handed_over(run_id, action, "key1", None, FrontDoor.NATIVE, ARGS):
-            assert _stored(store, action, run_id) is None
-            _record(store, _ok(action, run_id, "done"))
-        assert _job(store, run_id) is None
-        stored = _stored(store, action, run_id)
-        assert stored is not None and stored.status is RunStatus.OK and stored.output == "done"
-    finally:
-        p.jobs.close()
+    p = process("inst_a")
+    run_id = repo.new_id("run")
+    with p.jobs.handed_over(run_id, action, "key1", None, FrontDoor.NATIVE, ARGS):
+        assert _stored(store, action, run_id) is None
+        _record(store, ok_run(action, run_id, "done"))
+    assert _job(store, run_id) is None
+    stored = _stored(store, action, run_id)
+    assert stored is not None and stored.status is RunStatus.OK and stored.output == "done"
 
 
 def test_a_run_still_out_after_the_delay_gets_a_running_record_and_job_completed_at_its_end(
-    tmp_path: Path, store: Store, action: Action
+    store: Store, action: Action, process: Callable[..., _Process]
 ) -> None:
-    p = _Process(_settings(tmp_path, 50), store, "inst_a")
-    try:
-        run_id = repo.new_id("run")
-        with p.jobs.handed_over(run_id, action, "key1", None, FrontDoor.NATIVE, ARGS):
+    p = process("inst_a", record_after_ms=50)
+    run_id = repo.new_id("run")
+    with p.jobs.handed_over(run_id, action, "key1", None, FrontDoor.NATIVE, ARGS):
 
-            def durable() -> bool:
-                job, run = _job(store, run_id), _stored(store, action, run_id)
-                return job is not None and run is not None
+        def durable() -> bool:
+            return _job(store, run_id) is not None and _stored(store, action, run_id) is not None
 
-            assert wait_for(durable, timeout=10)
-            job, run = _job(store, run_id), _stored(store, action, run_id)
-            assert job is not None and job.state == jobs_repo.RUNNING and job.owner == "inst_a"
-            assert run is not None and run.status is RunStatus.RUNNING and run.args == ARGS
-            _record(store, _ok(action, run_id, "done"))
-        stored = _stored(store, action, run_id)
-        assert stored is not None and stored.status is RunStatus.OK
-        assert wait_for(lambda: getattr(_job(store, run_id), "state", None) == jobs_repo.DONE)
-    finally:
-        p.jobs.close()
+        assert wait_for(durable, timeout=10)
+        job, run = _job(store, run_id), _stored(store, action, run_id)
+        assert job is not None and job.state == jobs_repo.RUNNING and job.owner == "inst_a"
+        assert run is not None and run.status is RunStatus.RUNNING and run.args == ARGS
+        _record(store, ok_run(action, run_id, "done"))
+    stored = _stored(store, action, run_id)
+    assert stored is not None and stored.status is RunStatus.OK
+    assert wait_for(lambda: getattr(_job(store, run_id), "state", None) == jobs_repo.DONE)
 
 
+@pytest.mark.parametrize("record_after_ms", [60_000, 0], ids=["no-record", "early-record"])
 def test_a_run_that_never_started_leaves_nothing_whether_its_record_was_written_or_not(
-    tmp_path: Path, store: Store, action: Action
+    store: Store, action: Action, process: Callable[..., _Process], record_after_ms: int
 ) -> None:
-    for record_after_ms in (60_000, 0):
-        p = _Process(_settings(tmp_path, record_after_ms), store, f"inst_{record_after_ms}")
-        try:
-            run_id = repo.new_id("run")
-            with (
-                pytest.raises(RuntimeError),
-                p.jobs.handed_over(run_id, action, "key1", None, FrontDoor.NATIVE, ARGS),
-            ):
-                if record_after_ms == 0:
-                    assert wait_for(lambda r=run_id: _job(store, r) is not None, timeout=10)
-                raise RuntimeError("no run slot")
-            assert _stored(store, action, run_id) is None and _job(store, run_id) is None
-        finally:
-            p.jobs.close()
+    p = process("inst_a", record_after_ms=record_after_ms)
+    run_id = repo.new_id("run")
+    with (
+        pytest.raises(RuntimeError),
+        p.jobs.handed_over(run_id, action, "key1", None, FrontDoor.NATIVE, ARGS),
+    ):
+        if record_after_ms == 0:
+            assert wait_for(lambda: _job(store, run_id) is not None, timeout=10)
+        raise RuntimeError("no run slot")
+    assert _stored(store, action, run_id) is None and _job(store, run_id) is None
 
 
 def test_another_process_records_a_run_without_any_record_once_its_dispatcher_is_dead(
-    tmp_path: Path, store: Store, action: Action
+    store: Store, action: Action, process: Callable[..., _Process]
 ) -> None:
-    settings = _settings(tmp_path, 60_000)
-    a, b = _Process(settings, store, "inst_a"), _Process(settings, store, "inst_b")
-    try:
-        run_id = repo.new_id("run")
-        token, leave = _dispatch(a, action, run_id)
-        a.dies()
-        completed: list[Ticket] = []
+    a, b = process("inst_a"), process("inst_b")
+    run_id = repo.new_id("run")
+    token, leave = _dispatch(a, action, run_id)
+    a.dies()
+    completed: list[Ticket] = []
 
-        def complete(ticket: Ticket) -> RunResult:
-            completed.append(ticket)
-            run = replace(_ok(action, run_id, "late"), caller_key_id=ticket.key_id)
-            _record(store, run)
-            return run
+    def complete(ticket: Ticket) -> RunResult:
+        completed.append(ticket)
+        run = replace(ok_run(action, run_id, "late"), caller_key_id=ticket.key_id)
+        _record(store, run)
+        return run
 
-        assert b.jobs.adopt(run_id, token, complete) is True
-        (ticket,) = completed
-        assert (ticket.org_id, ticket.action_id, ticket.args) == ("org1", action.id, ARGS)
-        assert ticket.front_door == str(FrontDoor.MCP) and ticket.dispatcher == "inst_a"
-        stored = _stored(store, action, run_id)
-        assert stored is not None and stored.status is RunStatus.OK and stored.output == "late"
-        assert _job(store, run_id) is None
-        leave.set()
-    finally:
-        a.jobs.close()
-        b.jobs.close()
+    assert b.jobs.adopt(run_id, token, complete) is True
+    (ticket,) = completed
+    assert (ticket.org_id, ticket.action_id, ticket.args) == ("org1", action.id, ARGS)
+    assert ticket.front_door == str(FrontDoor.MCP) and ticket.dispatcher == "inst_a"
+    stored = _stored(store, action, run_id)
+    assert stored is not None and stored.status is RunStatus.OK and stored.output == "late"
+    assert _job(store, run_id) is None
+    leave.set()
 
 
 def test_a_dispatcher_alive_that_records_its_run_is_not_overridden(
-    tmp_path: Path, store: Store, action: Action
+    store: Store, action: Action, process: Callable[..., _Process]
 ) -> None:
-    settings = _settings(tmp_path, 60_000)
-    a, b = _Process(settings, store, "inst_a"), _Process(settings, store, "inst_b")
-    try:
-        run_id = repo.new_id("run")
-        token, leave = _dispatch(a, action, run_id)
-        completed: list[Ticket] = []
+    a, b = process("inst_a"), process("inst_b")
+    run_id = repo.new_id("run")
+    token, leave = _dispatch(a, action, run_id)
+    completed: list[Ticket] = []
 
-        def complete(ticket: Ticket) -> RunResult:
-            completed.append(ticket)
-            raise AssertionError("the live dispatcher's run was taken over")
+    def complete(ticket: Ticket) -> RunResult:
+        completed.append(ticket)
+        raise AssertionError("the live dispatcher's run was taken over")
 
-        with ThreadPoolExecutor(1) as pool:
-            adopted = pool.submit(b.jobs.adopt, run_id, token, complete)
-            # The dispatcher is alive: the adopter waits; the dispatcher records the run.
-            _record(store, _ok(action, run_id, "mine"))
-            leave.set()
-            assert adopted.result(timeout=30) is False
-        assert completed == []
-        stored = _stored(store, action, run_id)
-        assert stored is not None and stored.output == "mine"
-    finally:
-        a.jobs.close()
-        b.jobs.close()
+    with ThreadPoolExecutor(1) as pool:
+        adopted = pool.submit(b.jobs.adopt, run_id, token, complete)
+        # The dispatcher is alive: the adopter waits; the dispatcher records the run.
+        _record(store, ok_run(action, run_id, "mine"))
+        leave.set()
+        assert adopted.result(timeout=30) is False
+    assert completed == []
+    stored = _stored(store, action, run_id)
+    assert stored is not None and stored.output == "mine"
 
 
 def _tampered(token: str, **changes: object) -> str:
@@ -285,47 +232,42 @@ def _tampered(token: str, **changes: object) -> str:
 
 
 def test_a_forged_altered_or_foreign_ticket_records_nothing(
-    tmp_path: Path, store: Store, action: Action
+    store: Store, action: Action, process: Callable[..., _Process]
 ) -> None:
-    settings = _settings(tmp_path, 60_000)
-    a, b = _Process(settings, store, "inst_a"), _Process(settings, store, "inst_b")
-    other = _Process(settings, store, "inst_other", secret="b" * 64)
-    try:
-        run_id = repo.new_id("run")
-        token, leave = _dispatch(a, action, run_id)
-        foreign, leave_foreign = _dispatch(other, action, repo.new_id("run"))
-        a.dies()
-        leave.set()
-        leave_foreign.set()
-        bad = {
-            "altered org": _tampered(token, orgId="org2"),
-            "altered args": _tampered(token, args={"id": "r-1", "amount": 12_000}),
-            "another deployment's": foreign,
-            "not a ticket": "garbage",
-        }
-        for why, forged in bad.items():
-            with pytest.raises(TicketInvalidError):
-                Tickets(SECRET).read(forged, run_id)
-
-            def complete(ticket: Ticket, why: str = why) -> RunResult:
-                raise AssertionError(f"a ticket ({why}) was accepted")
-
-            assert b.jobs.adopt(run_id, forged, complete) is False, why
-        # A good ticket for another run is refused too.
+    a, b = process("inst_a"), process("inst_b")
+    other = process("inst_other", secret="b" * 64)
+    run_id = repo.new_id("run")
+    token, leave = _dispatch(a, action, run_id)
+    foreign, leave_foreign = _dispatch(other, action, repo.new_id("run"))
+    a.dies()
+    leave.set()
+    leave_foreign.set()
+    bad = {
+        "altered org": _tampered(token, orgId="org2"),
+        "altered args": _tampered(token, args={"id": "r-1", "amount": 12_000}),
+        "another deployment's": foreign,
+        "not a ticket": "garbage",
+    }
+    for why, forged in bad.items():
         with pytest.raises(TicketInvalidError):
-            Tickets(SECRET).read(token, "run_other")
-        assert _stored(store, action, run_id) is None
-    finally:
-        for p in (a, b, other):
-            p.jobs.close()
+            Tickets(SECRET).read(forged, run_id)
+
+        def complete(ticket: Ticket, why: str = why) -> RunResult:
+            raise AssertionError(f"a ticket ({why}) was accepted")
+
+        assert b.jobs.adopt(run_id, forged, complete) is False, why
+    # A good ticket for another run is refused too.
+    with pytest.raises(TicketInvalidError):
+        Tickets(SECRET).read(token, "run_other")
+    assert _stored(store, action, run_id) is None
 
 
 def test_a_second_recording_of_a_recorded_run_is_refused_and_changes_nothing(
     store: Store, action: Action
 ) -> None:
     run_id = repo.new_id("run")
-    _record(store, _ok(action, run_id, "first"))
+    _record(store, ok_run(action, run_id, "first"))
     with pytest.raises(RunAlreadyEndedError):
-        _record(store, _ok(action, run_id, "second"))
+        _record(store, ok_run(action, run_id, "second"))
     stored = _stored(store, action, run_id)
     assert stored is not None and stored.output == "first"
