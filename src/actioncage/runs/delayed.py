@@ -33,6 +33,10 @@ class DelayedWrite:
         self._state = _State.PENDING
         self._done: Future[bool] = Future()
 
+    @property
+    def pending(self) -> bool:
+        return self._state is _State.PENDING
+
     def run(self) -> None:
         """Do the write now, unless it was settled already (on a pool thread)."""
         with self._lock:
@@ -87,6 +91,8 @@ class DelayedWrites:
             wait_s = item.due - time.monotonic()
             if wait_s > 0 and self._stop.wait(wait_s):
                 return  # closing: what is left is settled (cancelled) by its run
+            if not item.pending:
+                continue  # its run came back first: the usual case, no write
             try:
                 self._pool.submit(item.run)
             except RuntimeError:  # the pool was shut down meanwhile
