@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ Flask.test_client_class = CheckedClient
 # Fixtures of the servers tests start: redis_server, redis_url, rabbitmq_server, amqp_url.
 pytest_plugins = ["tests.redis_server", "tests.rabbitmq_server"]
 from tests import servers  # noqa: E402
+from tests.polling import wait_for as wait_for  # noqa: E402  (tests import it from here)
 
 TEST_LABEL = "io.actioncage.test"
 # Unique per test session, so parallel sessions on one engine never remove each other's.
@@ -172,16 +172,6 @@ def jail_leftovers(app: Flask) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             found += [str(p) for p in (base / owner).iterdir() if p.is_dir()]
     return found
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` passes; its last answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -7,12 +7,17 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+
+from tests.polling import wait_for
+
+
+class _Exited(Exception):
+    """The server exited before it answered."""
 
 
 class RedisServer:
@@ -44,17 +49,19 @@ class RedisServer:
     def wait_answering(self, timeout: float = 20) -> bool:
         """True once it answers PING (False if it exited or stayed silent)."""
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
-        deadline = time.monotonic() + timeout
+        proc = self._proc
+
+        def answering() -> bool:
+            if proc.poll() is not None:
+                raise _Exited
+            try:
+                return bool(client.ping())
+            except redis.exceptions.ConnectionError:
+                return False
+
         try:
-            while time.monotonic() < deadline:
-                if self._proc.poll() is not None:
-                    return False
-                try:
-                    if client.ping():
-                        return True
-                except redis.exceptions.ConnectionError:
-                    pass
-                time.sleep(0.02)
+            return wait_for(answering, timeout=timeout)
+        except _Exited:
             return False
         finally:
             client.close()

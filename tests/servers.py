@@ -13,11 +13,12 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
+
+from tests.polling import wait_for
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # Debian's server refuses to run as root; as root we run it as this user.
@@ -103,17 +104,21 @@ class PostgresServer:
                 stderr=subprocess.STDOUT,
                 **self._popen_args(),  # type: ignore[arg-type]
             )
-        deadline = time.monotonic() + 60
-        while True:
-            if self._proc.poll() is not None:
+        proc = self._proc
+
+        def answering() -> bool:
+            if proc.poll() is not None:
                 raise RuntimeError(f"postgres exited: {log.read_text(errors='replace')}")
             try:
                 psycopg.connect(self.dsn("postgres"), connect_timeout=2).close()
-                return
             except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                return False
+            return True
+
+        if not wait_for(answering, timeout=60, every_s=0.05):
+            raise RuntimeError(
+                f"postgres did not answer in 60 s: {log.read_text(errors='replace')}"
+            )
 
     def dsn(self, database: str) -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={database}"

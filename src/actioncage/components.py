@@ -23,6 +23,8 @@ from actioncage.runs.outbox import Outbox
 from actioncage.runs.service import RunService
 from actioncage.runs.slots import RunSlots
 from actioncage.runs.tenant_limits import TenantLimiter
+from actioncage.runs.tickets import SECRET_NAME as TICKETS_SECRET
+from actioncage.runs.tickets import Tickets
 from actioncage.sandbox.backend import SandboxBackend
 from actioncage.sandbox.docker.backend import DockerBackend
 from actioncage.sandbox.foreground import Foreground
@@ -35,6 +37,7 @@ from actioncage.settings import Settings
 from actioncage.shared.memory import in_process
 from actioncage.shared.state import DomainCache, LiveSet, SharedState
 from actioncage.store import Store, repo
+from actioncage.store.secrets import shared_secret
 from actioncage.vault import Vault
 from actioncage.web.auth import KeyCache
 
@@ -184,6 +187,11 @@ def build(settings: Settings, role: str = "serve") -> Components:
     )
     callbacks = CallbackSender(settings)
     outbox = Outbox(settings, store, callbacks, instance.id)
+    tickets = None
+    if dispatcher is not None:
+        # Shared by every control plane through the database; workers never see it.
+        with store.session() as s:
+            tickets = Tickets(shared_secret(s, TICKETS_SECRET))
     jobs = Jobs(
         settings,
         store,
@@ -191,6 +199,7 @@ def build(settings: Settings, role: str = "serve") -> Components:
         BackgroundRuns(settings.background_workers, settings.background_max_pending),
         outbox,
         _callback_body,
+        tickets=tickets,
     )
     service = RunService(
         store,

@@ -142,11 +142,14 @@ class Settings:
     # stay in-process. Workers heartbeat every worker_heartbeat_s; one silent for
     # worker_stale_s is gone and its runs end as executor lost. A started run's outcome is
     # awaited for its timeout plus dispatch_grace_s; a run no worker starts within
-    # run_queue_wait_ms ends as sandbox_error.
+    # run_queue_wait_ms ends as sandbox_error. A run still out after dispatch_record_after_ms
+    # gets a durable "running" record (so a reaper can end it if its worker and its API
+    # process both die); one back sooner is written once, when it ends.
     broker_url: str | None = None
     worker_heartbeat_s: float = 1.0
     worker_stale_s: float = 5.0
     dispatch_grace_s: float = 10.0
+    dispatch_record_after_ms: int = 250
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -202,6 +205,7 @@ class Settings:
             ("worker_heartbeat_s", 0 < self.worker_heartbeat_s <= 60),
             ("worker_stale_s", self.worker_stale_s >= 2 * self.worker_heartbeat_s),
             ("dispatch_grace_s", 1 <= self.dispatch_grace_s <= 600),
+            ("dispatch_record_after_ms", 0 <= self.dispatch_record_after_ms <= 3_600_000),
         ]
         for name, ok in checks:
             if not ok:

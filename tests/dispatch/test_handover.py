@@ -50,13 +50,20 @@ def _runs(base: str) -> list[dict[str, Any]]:
     return runs
 
 
+@pytest.mark.parametrize("early_record", [True, False], ids=["early-record", "no-record"])
 def test_a_run_whose_api_process_is_sigkilled_is_completed_by_another_with_its_effects(
-    tmp_path: Path, broker_url: str
+    tmp_path: Path, broker_url: str, early_record: bool
 ) -> None:
+    # early-record: the run is out longer than dispatch_record_after_ms, so it has a durable
+    # "running" record and job when its process dies. no-record: it has none (its process
+    # died before writing one): the survivor records it from the handover ticket alone.
     leases = {
         "ACTIONCAGE_JOB_LEASE_S": "4",
         "ACTIONCAGE_JOB_RENEW_S": "1",
         "ACTIONCAGE_JOB_REAP_S": "1",
+        "ACTIONCAGE_OWNER_STALE_S": "4",
+        "ACTIONCAGE_HEARTBEAT_INTERVAL_S": "1",
+        "ACTIONCAGE_DISPATCH_RECORD_AFTER_MS": "250" if early_record else "3600000",
     }
     with refund_server() as (port, seen), cluster(tmp_path, broker_url, **leases) as c:
         a, b = c.start_api(), c.start_api()
@@ -78,8 +85,12 @@ def test_a_run_whose_api_process_is_sigkilled_is_completed_by_another_with_its_e
             caller = pool.submit(execute_on_a)
             # The run is on the worker (its side effect happened); it sleeps 3 s more.
             assert wait_for(lambda: refunds_by_id(seen).get("late") == 1, timeout=60)
-            # While it is away its record says "running", in the shared database.
-            assert [r["status"] for r in _runs(b)] == ["running"]
+            # While it is away its record says "running", in the shared database (only once
+            # it has been out for dispatch_record_after_ms).
+            if early_record:
+                assert wait_for(lambda: [r["status"] for r in _runs(b)] == ["running"])
+            else:
+                assert _runs(b) == []
             api_a = c.apis[0][1]
             api_a.send_signal(signal.SIGKILL)
             api_a.wait(timeout=10)

@@ -57,6 +57,11 @@ def _sent(raw: RawOutcome | None = None, error: str | None = None) -> dict[str, 
 def test_a_task_and_an_outcome_go_through_the_wire_unchanged() -> None:
     task = RunTask("run_1", b'{"v":1}\n', LIMITS, "inbox", 1234.5)
     assert parse_task(task_body(task)) == task
+    # The handover ticket rides along, opaque to the worker.
+    ticketed = RunTask("run_1", b'{"v":1}\n', LIMITS, "inbox", 1234.5, ticket="eyJ9.c2ln")
+    assert parse_task(task_body(ticketed)) == ticketed
+    with pytest.raises(MessageInvalidError, match="ticket"):
+        parse_task({**task_body(task), "ticket": 12})
     ran = parse_outcome(_sent(_raw()), LIMITS)
     assert ran.raw == _raw() and ran.executor == "w1" and ran.image_digest == "sha256:abc"
     assert classify(ran.raw, LIMITS, has_conversation=False).status is RunStatus.OK

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from actioncage.models import Action, Policy, RunResult, RunStatus
 from actioncage.settings import Settings
-from actioncage.store import Store
+from actioncage.store import Store, repo
 from tests.conftest import make_settings
 
 
@@ -77,3 +78,45 @@ def store(durable_settings: Settings) -> Iterator[Store]:
     s.create_all()
     yield s
     s.dispose()
+
+
+def ok_run(action: Action, run_id: str, output: object) -> RunResult:
+    """The record the executor makes of ``action``'s run ``run_id`` that returned ``output``
+    (no conversation, no effects), called by key1."""
+    now = repo.now()
+    return RunResult(
+        run_id=run_id,
+        org_id=action.org_id,
+        action_id=action.id,
+        action_version=action.version,
+        status=RunStatus.OK,
+        output=output,
+        error=None,
+        effects=(),
+        effects_applied=False,
+        logs="",
+        duration_ms=5,
+        started_at=now,
+        finished_at=now,
+        conversation_id=None,
+        caller_key_id="key1",
+        image_digest=None,
+    )
+
+
+@pytest.fixture
+def action(store: Store) -> Action:
+    with store.session() as s:
+        return repo.create_action(
+            s,
+            "org1",
+            "key1",
+            {
+                "name": "slow",
+                "type": "python",
+                "code": "def execute_action(context):\n    return 1\n",
+                "parameters": None,
+                "policy": Policy(timeout_ms=1000),
+                "description": None,
+            },
+        )

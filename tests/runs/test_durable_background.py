@@ -22,6 +22,7 @@ import requests
 from actioncage.store import Store
 from actioncage.store import callbacks as outbox_repo
 from actioncage.store import jobs as jobs_repo
+from tests import fakes
 from tests.conftest import wait_for
 from tests.runs.conftest import Receiver
 from tests.served import served_process
@@ -29,7 +30,6 @@ from tests.served import served_process
 KEY = "durable-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 HOLD = "import time\ndef execute_action(context):\n    time.sleep(3600)\n"
-SHORT = "import time\ndef execute_action(context):\n    time.sleep(2)\n    return 'done'\n"
 
 
 @pytest.fixture(params=["sqlite"])
@@ -78,6 +78,14 @@ def _removing_containers_of(client: docker.DockerClient, run_id: str) -> Iterato
         ):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 c.remove(force=True)
+
+
+def _answers(base: str) -> bool:
+    try:
+        requests.get(f"{base}/health", timeout=5)
+    except requests.ConnectionError:
+        return False
+    return True
 
 
 def _start_background(base: str, code: str, callback_url: str) -> str:
@@ -164,11 +172,19 @@ def test_a_sigtermed_process_finishes_the_background_run_it_holds(
     receiver: Receiver,
     docker_client: docker.DockerClient,
 ) -> None:
-    with served_process(tmp_path, **_env(database_url)) as (base, proc):
-        run_id = _start_background(base, SHORT, receiver.url)
+    with (
+        fakes.held_llm() as llm,
+        served_process(tmp_path, **_env(database_url), **llm.serve_env()) as (base, proc),
+    ):
+        # The run is held in its LLM call until the process is shutting down.
+        run_id = _start_background(base, fakes.held_code("done"), receiver.url)
         with _removing_containers_of(docker_client, run_id):
-            assert wait_for(lambda: _running_container(docker_client, run_id), timeout=60)
+            assert llm.wait_entered(1)
             proc.send_signal(signal.SIGTERM)
+            # It stopped listening: it is shutting down, and still holds the run.
+            assert wait_for(lambda: not _answers(base), timeout=60)
+            assert proc.poll() is None
+            llm.release()
             assert proc.wait(timeout=60) == 0
     with store.session() as s:
         job = jobs_repo.find_job(s, run_id)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from actioncage.errors import BusyError
-from actioncage.models import Action, ErrorType, FrontDoor, Policy, RunResult, RunStatus
+from actioncage.models import Action, ErrorType, FrontDoor, RunResult, RunStatus
 from actioncage.runs.background import BackgroundRuns
 from actioncage.runs.callbacks import CallbackSender
 from actioncage.runs.jobs import EXECUTOR_LOST, Jobs
@@ -23,7 +23,7 @@ from actioncage.store import callbacks as outbox_repo
 from actioncage.store import jobs as jobs_repo
 from actioncage.web.wire import run_out
 from tests.conftest import wait_for
-from tests.runs.conftest import Receiver
+from tests.runs.conftest import Receiver, ok_run
 
 DEAD = "inst_dead"
 
@@ -61,24 +61,6 @@ def make_jobs(durable_settings: Settings, store: Store) -> Iterator[_Made]:
     made.close()
 
 
-@pytest.fixture
-def action(store: Store) -> Action:
-    with store.session() as s:
-        return repo.create_action(
-            s,
-            "org1",
-            "key1",
-            {
-                "name": "slow",
-                "type": "python",
-                "code": "def execute_action(context):\n    return 1\n",
-                "parameters": None,
-                "policy": Policy(timeout_ms=1000),
-                "description": None,
-            },
-        )
-
-
 def _dead_job(
     store: Store,
     action: Action,
@@ -108,25 +90,7 @@ def _dead_job(
 
 def _record_ok(store: Store, action: Action, run_id: str, output: object = "done") -> RunResult:
     """Complete the placeholder as the executor does for a run that returned ``output``."""
-    now = repo.now()
-    run = RunResult(
-        run_id=run_id,
-        org_id=action.org_id,
-        action_id=action.id,
-        action_version=action.version,
-        status=RunStatus.OK,
-        output=output,
-        error=None,
-        effects=(),
-        effects_applied=False,
-        logs="",
-        duration_ms=5,
-        started_at=now,
-        finished_at=now,
-        conversation_id=None,
-        caller_key_id="key1",
-        image_digest=None,
-    )
+    run = ok_run(action, run_id, output)
     with store.session() as s:
         repo.add_run(s, run, replaces_placeholder=True)
     return run

@@ -9,11 +9,13 @@ second delivery of the same run (Celery redelivers an unacknowledged message whe
 worker dies) finds it started, or over, or unknown, and is refused; when the dispatching
 process is gone nobody answers and the worker gives up without running it.
 
-Handover: this process acknowledges each outcome it receives. A worker whose outcome is
-not acknowledged (the dispatching process died while the run was on it) sends it to the
-shared handover queue, which every control plane consumes; the one that takes it
-completes the run's durable record (runs/jobs.py Jobs.adopt) once the dead process's
-lease on it ran out. The outcome is only recorded there, the run is never started again.
+Handover: each task carries its run's signed handover ticket (runs/tickets.py), and this
+process acknowledges each outcome it receives. A worker whose outcome is not acknowledged
+(the dispatching process died while the run was on it) sends it, with the ticket, to the
+shared handover queue, which every control plane consumes; the one that takes it records
+the run from the ticket (runs/jobs.py Jobs.adopt) once the dead process is known dead. The
+outcome is only recorded there, the run is never started again. No database write happens
+at dispatch: a run still out after dispatch_record_after_ms gets its durable record then.
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from actioncage.dispatch import broker, messages
 from actioncage.dispatch.messages import MessageInvalidError, RunTask
 from actioncage.models import EffectiveLimits, WorkerStatus
-from actioncage.runs.sandboxes import SandboxRun, handover_written
+from actioncage.runs.sandboxes import SandboxRun, handover_ticket
 from actioncage.sandbox import envelope
 from actioncage.sandbox.channel import HostCallHandler
 from actioncage.sandbox.foreground import Foreground
@@ -44,8 +46,9 @@ EXECUTOR_LOST = (
     "executor lost: the worker running this run ({worker}) stopped answering before the "
     "run finished; it was not run again"
 )
-# Completes a dead process's run from a worker's outcome (RunService.adopt_dispatched).
-Adopter = Callable[[str, Callable[[EffectiveLimits], SandboxRun]], bool]
+# Records a dead process's run from a worker's outcome and the run's handover ticket
+# (RunService.adopt_dispatched).
+Adopter = Callable[[str, str, Callable[[EffectiveLimits], SandboxRun]], bool]
 # Host calls a worker may relay past the run's limit before they are refused here too.
 _HOST_CALL_SLACK = 10
 
@@ -63,8 +66,6 @@ class _Run:
     limits: EffectiveLimits
     on_host_call: HostCallHandler
     dispatched_at: float
-    # Its durable record being written (runs/sandboxes.handover_written); None: none.
-    written: Future[None] | None = None
     state: _State = _State.WAITING
     worker: str | None = None
     started_at: float = 0.0
@@ -166,18 +167,8 @@ class Dispatcher:
         that does not answer, no live worker, no worker in time and a lost worker are each a
         SandboxRun with an error (the run is then never started, or never started again)."""
         wait_s = self._settings.run_queue_wait_ms / 1000
-        written = handover_written.get()
-        run = _Run(limits, on_host_call, time.monotonic(), written=written)
-        ran = self._run(run_id, envelope_line, limits, run, wait_s)
-        if written is not None:
-            # The caller completes the durable record next: it must be there. A write that
-            # failed let no worker start the run.
-            try:
-                written.result()
-            except Exception as exc:
-                log.warning("run %s: its durable record could not be written: %s", run_id, exc)
-                return SandboxRun(None, f"the run could not be recorded: {exc}")
-        return ran
+        run = _Run(limits, on_host_call, time.monotonic())
+        return self._run(run_id, envelope_line, limits, run, wait_s)
 
     def _run(
         self, run_id: str, envelope_line: bytes, limits: EffectiveLimits, run: _Run, wait_s: float
@@ -188,7 +179,14 @@ class Dispatcher:
         with self._lock:
             self._runs[run_id] = run
         try:
-            task = RunTask(run_id, envelope_line, limits, self._inbox.name, time.time() + wait_s)
+            task = RunTask(
+                run_id,
+                envelope_line,
+                limits,
+                self._inbox.name,
+                time.time() + wait_s,
+                ticket=handover_ticket.get(),
+            )
             try:
                 broker.send_run(self._app, self._url, messages.task_body(task), wait_s)
             except broker.BrokerUnavailableError as exc:
@@ -273,14 +271,7 @@ class Dispatcher:
             log.warning("dropped a message of unknown type %r", kind)
 
     def _claim(self, run_id: str, run: _Run | None, worker: str, body: dict[str, Any]) -> None:
-        written = None if run is None else run.written
-        if written is not None and not written.done():
-            # Answered once the run's durable record is written (on the writing thread).
-            written.add_done_callback(lambda _: self._claim(run_id, run, worker, body))
-            return
         granted = False
-        if written is not None and written.exception() is not None:
-            run = None  # no record: the run must not start
         if run is not None:
             with self._lock, run.changed:
                 if run.state is _State.WAITING:
@@ -338,10 +329,10 @@ class Dispatcher:
             run.changed.notify_all()
 
     def _adopt(self, run_id: str, worker: str, body: dict[str, Any]) -> None:
-        """An outcome its dispatching process did not acknowledge: complete the run here
-        (on a thread: it waits for that process's lease to run out)."""
-        adopt = self.adopt
-        if adopt is None:
+        """An outcome its dispatching process did not acknowledge: record the run here (on
+        a thread: it waits until that process is known dead)."""
+        adopt, ticket = self.adopt, body.get("ticket")
+        if adopt is None or not isinstance(ticket, str):
             log.warning("run %s: dropped a handed-over outcome from %s", run_id, worker)
             return
 
@@ -356,7 +347,7 @@ class Dispatcher:
 
         def adopt_it() -> None:
             try:
-                adopt(run_id, parse)
+                adopt(run_id, ticket, parse)
             except Exception:
                 log.exception("run %s: completing a handed-over outcome failed", run_id)
 

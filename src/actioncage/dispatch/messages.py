@@ -14,6 +14,7 @@ from typing import Any
 from actioncage.errors import ActioncageError
 from actioncage.models import EffectiveLimits, RawOutcome, WorkerStatus
 from actioncage.runs.sandboxes import SandboxRun
+from actioncage.runs.tickets import MAX_TICKET_BYTES
 from actioncage.sandbox.limits import FRAME_ALLOWANCE_BYTES
 
 VERSION = 1
@@ -33,14 +34,17 @@ class MessageInvalidError(ActioncageError):
 @dataclass(frozen=True)
 class RunTask:
     """One run handed to a worker: the envelope, its limits, where to ask for the start
-    claim and send the outcome (the dispatching process's inbox), and the wall-clock time
-    (epoch seconds) after which nobody waits for it to start."""
+    claim and send the outcome (the dispatching process's inbox), the wall-clock time
+    (epoch seconds) after which nobody waits for it to start, and its handover ticket
+    (opaque to the worker: sent back with an outcome the dispatching process did not take).
+    """
 
     run_id: str
     envelope: bytes
     limits: EffectiveLimits
     reply_to: str
     start_by: float
+    ticket: str | None = None
 
 
 def task_body(task: RunTask) -> dict[str, Any]:
@@ -61,6 +65,7 @@ def task_body(task: RunTask) -> dict[str, Any]:
         },
         "replyTo": task.reply_to,
         "startBy": task.start_by,
+        "ticket": task.ticket,
     }
 
 
@@ -88,6 +93,7 @@ def parse_task(body: Any) -> RunTask:
         ),
         reply_to=_str(d, "replyTo", 255),
         start_by=_number(d, "startBy"),
+        ticket=_optional_str(d, "ticket", MAX_TICKET_BYTES),
     )
 
 

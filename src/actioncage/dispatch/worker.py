@@ -289,7 +289,8 @@ class ExecutorWorker:
                 self._waiting.pop(corr, None)
         log.warning("run %s: its dispatching process did not acknowledge the outcome; handing "
                     "it over", task.run_id)  # fmt: skip
-        self._tell(broker.HANDOVER_QUEUE, {**outcome, "handover": True}, retry=True)
+        handed = {**outcome, "handover": True, "ticket": task.ticket}
+        self._tell(broker.HANDOVER_QUEUE, handed, retry=True)
 
     @contextmanager
     def _in_flight(self) -> Iterator[None]:

@@ -39,6 +39,7 @@ from actioncage.runs.hints import explain_network
 from actioncage.runs.masking import Masker
 from actioncage.runs.sandboxes import LocalSandboxes, Sandboxes, SandboxRun
 from actioncage.runs.slots import RunSlots
+from actioncage.runs.tickets import Ticket
 from actioncage.sandbox.backend import TierStatus
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
 from actioncage.sandbox.limits import EGRESS_MOUNT, effective_limits, policy_hash
@@ -225,16 +226,17 @@ class Executor:
 
     def complete_dispatched(
         self,
-        placeholder: RunResult,
+        ticket: Ticket,
         action: Action,
         conversation: Conversation | None,
         parse: Callable[[EffectiveLimits], SandboxRun],
     ) -> RunResult:
-        """Complete the "running" record ``placeholder`` of a run that another process handed
-        to an executor worker and could not finish (it died): ``parse`` turns the worker's
-        outcome into a SandboxRun under the run's limits, which are derived again here from
-        the action's policy and the org's; then the run is classified and recorded, with
-        its effects applied, as its own process would have. Returns the recorded run."""
+        """Record a run that another process handed to an executor worker and could not
+        finish (it died), as its handover ``ticket`` describes it: ``parse`` turns the
+        worker's outcome into a SandboxRun under the run's limits, which are derived again
+        here from the action's policy and the org's; then the run is classified and recorded
+        (completing its "running" record when it has one), with its effects applied, as its
+        own process would have. Returns the recorded run."""
         with self._store.session() as s:
             org = repo.find_org_policy(s, action.org_id)
         limits = effective_limits(action.policy, self._settings, org)
@@ -246,20 +248,20 @@ class Executor:
             masker = Masker(v for v in secrets.values() if v is not None)
             outcome, logs = _masked(outcome, masker), masker.text(logs)
         return self._record(
-            placeholder.run_id,
+            ticket.run_id,
             action,
-            placeholder.caller_key_id,
+            ticket.key_id,
             conversation,
             outcome,
             logs,
-            placeholder.started_at,
+            ticket.started_at,
             ran.image_digest,
             hashed=policy_hash(limits, self._settings),
             egress=ran.egress,
             placeholder=True,
-            front_door=placeholder.front_door,
+            front_door=None if ticket.front_door is None else FrontDoor(ticket.front_door),
             executor=ran.executor,
-            args=placeholder.args,
+            args=ticket.args,
             secrets=tuple(name for name, value in secrets.items() if value is not None),
             tier=TierStatus(limits.isolation, available=True),
         )

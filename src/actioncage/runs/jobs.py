@@ -16,7 +16,6 @@ Leases use each process's clock: keep the hosts' clocks within a few seconds of 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -29,11 +28,14 @@ from typing import Any
 from actioncage.errors import BusyError
 from actioncage.models import Action, FrontDoor, RunResult
 from actioncage.runs.background import BackgroundRuns
+from actioncage.runs.delayed import DelayedWrites
 from actioncage.runs.outbox import Outbox
-from actioncage.runs.sandboxes import handover_written
+from actioncage.runs.sandboxes import handover_ticket
+from actioncage.runs.tickets import Ticket, TicketInvalidError, Tickets
 from actioncage.settings import Settings
 from actioncage.store import Store, repo
 from actioncage.store import callbacks as outbox_repo
+from actioncage.store import instances as instance_rows
 from actioncage.store import jobs as jobs_repo
 
 log = logging.getLogger(__name__)
@@ -56,8 +58,12 @@ class Jobs:
         runs: BackgroundRuns,
         outbox: Outbox,
         callback_body: Callable[[RunResult], bytes],
+        tickets: Tickets | None = None,
     ) -> None:
+        """``tickets``: the deployment's handover tickets (needed for runs on executor
+        workers: handed_over, adopt)."""
         self._settings = settings
+        self._tickets = tickets
         self._store = store
         self._owner = owner
         self._runs = runs
@@ -69,7 +75,7 @@ class Jobs:
         self._in_flight: set[Future[RunResult]] = set()
         self._handed_over = 0  # runs of this process on executor workers, with a job
         self._finishing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="actioncage-jobs")
-        self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="actioncage-handover")
+        self._late = DelayedWrites(settings.dispatch_record_after_ms / 1000)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -227,51 +233,69 @@ class Jobs:
         front_door: FrontDoor | None,
         args: dict[str, Any],
     ) -> Iterator[None]:
-        """For the block, a foreground run on an executor worker has a "running" record and
-        a running job leased by this process: if this process dies, the run's outcome is
-        completed by another one (``adopt``) or, by its deadline, ended by a reaper. The
-        block records the run (completing the placeholder ``run_id``); when it raises
-        without recording it, the placeholder and job are removed."""
+        """For the block, a foreground run is on an executor worker: its task carries a
+        signed handover ticket (handover_ticket), so that if this process dies another one
+        completes the run from the worker's outcome (``adopt``). Once it has been out for
+        dispatch_record_after_ms it also gets a durable "running" record and a running job
+        leased by this process, so that even when its worker dies too a reaper ends it by its
+        deadline. The block records the run (completing that record when there is one); when
+        it raises without recording it, the record and job are removed."""
+        if self._tickets is None:
+            raise RuntimeError("handed_over needs the deployment's handover tickets")
         now = repo.now()
+        deadline = self._handover_deadline_from(now, action)
+        ticket = Ticket(
+            run_id=run_id,
+            org_id=action.org_id,
+            action_id=action.id,
+            key_id=key_id,
+            conversation_id=conversation_id,
+            front_door=None if front_door is None else str(front_door),
+            args=args,
+            started_at=now,
+            dispatcher=self._owner,
+            deadline_at=deadline,
+        )
         payload: dict[str, Any] = {
             "action_id": action.id,
-            "front_door": None if front_door is None else str(front_door),
+            "front_door": ticket.front_door,
             "callback_url": None,
             "handover": True,
         }
-        deadline = self._handover_deadline_from(now, action)
 
         def write() -> None:
+            at = repo.now()
             with self._store.session() as s:
                 repo.add_running_run(s, run_id, action, key_id, conversation_id, args)
                 jobs_repo.add_queued_job(
-                    s, run_id, action.org_id, payload, self._owner, now, self._lease_from(now),
+                    s, run_id, action.org_id, payload, self._owner, at, self._lease_from(at),
                     deadline,
                 )  # fmt: skip
-                jobs_repo.start_job(s, run_id, self._owner, now, deadline)
+                jobs_repo.start_job(s, run_id, self._owner, at, deadline)
 
         with self._lock:
             self._handed_over += 1
-        # Written beside the dispatch (off the caller's path): the dispatcher lets a worker
-        # start the run, and returns, only once it is written.
-        written = self._writer.submit(write)
-        token = handover_written.set(written)
+        token = handover_ticket.set(self._tickets.issue(ticket))
+        # Only a run still out after the delay pays for a durable record (off the caller's
+        # path); a run that comes back sooner is recorded once, when it ends.
+        record = self._late.schedule(write, f"run {run_id}")
         try:
             yield
         except BaseException:
-            with contextlib.suppress(Exception):
-                written.result()
-            with self._store.session() as s:
-                jobs_repo.discard_job(s, run_id)
-                repo.discard_running_run(s, action.org_id, run_id)
+            if record.settle():
+                with self._store.session() as s:
+                    jobs_repo.discard_job(s, run_id)
+                    repo.discard_running_run(s, action.org_id, run_id)
             raise
         finally:
-            handover_written.reset(token)
+            handover_ticket.reset(token)
             with self._lock:
                 self._handed_over -= 1
-        # Off the caller's path: the record is complete, so a job left running (this process
-        # died first) is only marked done by the reaper at its deadline, changing nothing.
-        self._finishing.submit(self._finish_handover, run_id)
+        # The run is recorded. A record written after that fails (the run's id is taken),
+        # harmlessly; one written before it has a job to mark done, off the caller's path (if
+        # this process dies first, the reaper marks it done at its deadline, changing nothing).
+        if record.settle():
+            self._finishing.submit(self._finish_handover, run_id)
 
     def _finish_handover(self, run_id: str) -> None:
         try:
@@ -292,28 +316,45 @@ class Jobs:
             seconds=2 * self._settings.dispatch_grace_s,
         )
 
-    def adopt(self, run_id: str, complete: Callable[[jobs_repo.Job], RunResult]) -> bool:
-        """Complete the record of a run handed to a worker by a process that is gone: wait
-        until its job's lease runs out (its owner stopped renewing it), take the job over,
-        then ``complete(job)`` records the outcome. Returns whether this process completed
-        it (False: the owner is alive and had it, or it ended meanwhile)."""
+    def adopt(self, run_id: str, token: str, complete: Callable[[Ticket], RunResult]) -> bool:
+        """Complete the record of a run handed to a worker by a process that is gone, from
+        the run's handover ticket ``token`` (signed here; a forged or altered one is refused):
+        wait until that process is dead (its instance heartbeat went stale; with a durable
+        job, until its lease runs out, then take the job over), then ``complete(ticket)``
+        records the outcome. Returns whether this process completed it (False: the ticket is
+        invalid, the owner is alive and recorded it, or it ended meanwhile)."""
+        if self._tickets is None:
+            return False
+        try:
+            ticket = self._tickets.read(token, run_id)
+        except TicketInvalidError as exc:
+            log.warning("run %s: dropped a handed-over outcome: %s", run_id, exc)
+            return False
+        job: jobs_repo.Job | None = None
         while not self._stop.is_set():
             now = repo.now()
+            if ticket.deadline_at <= now:
+                return False
             with self._store.session() as s:
                 job = jobs_repo.find_job(s, run_id)
-                if (
-                    job is None
-                    or not job.payload.get("handover")  # a background run: the reaper's
-                    or job.state != jobs_repo.RUNNING
-                    or job.deadline_at <= now
-                ):
-                    return False
-                if job.lease_until is not None and job.lease_until < now:
-                    taken = jobs_repo.take_over_job(
-                        s, run_id, self._owner, now, self._lease_from(now)
-                    )
-                    if not taken:
+                if job is not None:
+                    if (
+                        not job.payload.get("handover")  # a background run: the reaper's
+                        or job.state != jobs_repo.RUNNING
+                        or job.deadline_at <= now
+                    ):
                         return False
+                    if job.lease_until is not None and job.lease_until < now:
+                        if not jobs_repo.take_over_job(
+                            s, run_id, self._owner, now, self._lease_from(now)
+                        ):
+                            return False
+                        break
+                elif repo.run_is_recorded(s, ticket.org_id, run_id):
+                    return False  # its process recorded it after all
+                elif not instance_rows.is_live(
+                    s, ticket.dispatcher, now - timedelta(seconds=self._settings.owner_stale_s)
+                ):
                     break
             self._stop.wait(self._settings.job_renew_s)
         else:
@@ -321,12 +362,13 @@ class Jobs:
         with self._lock:
             self._handed_over += 1
         try:
-            complete(job)
+            complete(ticket)
         finally:
             with self._lock:
                 self._handed_over -= 1
-        with self._store.session() as s:
-            jobs_repo.finish_job(s, run_id, self._owner, repo.now())
+        if job is not None:
+            with self._store.session() as s:
+                jobs_repo.finish_job(s, run_id, self._owner, repo.now())
         log.warning("run %s: its process was gone; completed its record here", run_id)
         return True
 
@@ -394,7 +436,7 @@ class Jobs:
             wait_futures(in_flight, timeout=max(bound_s, 0.0))
         self._stop.set()
         self._finishing.shutdown(wait=True)
-        self._writer.shutdown(wait=True)
+        self._late.close()
         for thread in self._threads:
             thread.join(timeout=30)
         with self._store.session() as s:

@@ -6,7 +6,6 @@ executor keeps validation, classification, effects and the record."""
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -22,12 +21,10 @@ from actioncage.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Set (runs/jobs.py Jobs.handed_over) while a run's durable "running" record and job are
-# written beside its dispatch: a worker may start the run only once that write is done, so
-# a run that started always has a record another process can complete.
-handover_written: ContextVar[Future[None] | None] = ContextVar(
-    "actioncage_handover_written", default=None
-)
+# Set (runs/jobs.py Jobs.handed_over) while a run is handed to an executor worker: its
+# signed handover ticket (runs/tickets.py), which the task carries, so that another control
+# plane can record the run's outcome if the dispatching process dies meanwhile.
+handover_ticket: ContextVar[str | None] = ContextVar("actioncage_handover_ticket", default=None)
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from actioncage.runs.executor import Executor
 from actioncage.runs.idempotency import Answer, Idempotency
 from actioncage.runs.jobs import Jobs
 from actioncage.runs.sandboxes import SandboxRun
+from actioncage.runs.tickets import Ticket
 from actioncage.store import Store, repo
-from actioncage.store.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -339,27 +339,24 @@ class RunService:
             return Pending(run_id, action)
         return run
 
-    def adopt_dispatched(self, run_id: str, parse: Callable[[EffectiveLimits], SandboxRun]) -> bool:
-        """Complete the record of a run whose dispatching process died while it was on an
-        executor worker, from the worker's outcome (``parse``), once that process's lease
-        on it ran out. Returns whether this process completed it."""
+    def adopt_dispatched(
+        self, run_id: str, ticket: str, parse: Callable[[EffectiveLimits], SandboxRun]
+    ) -> bool:
+        """Record a run whose dispatching process died while it was on an executor worker,
+        from the worker's outcome (``parse``) and the run's signed handover ``ticket``, once
+        that process is dead. Returns whether this process recorded it."""
 
-        def complete(job: Job) -> RunResult:
+        def complete(t: Ticket) -> RunResult:
             with self._store.session() as s:
-                placeholder = repo.get_run(s, job.org_id, run_id)
-                action = repo.get_action(s, job.org_id, str(job.payload["action_id"]))
+                action = repo.get_action(s, t.org_id, t.action_id)
                 conversation = (
                     None
-                    if placeholder.conversation_id is None
-                    else repo.get_conversation(s, job.org_id, placeholder.conversation_id)
+                    if t.conversation_id is None
+                    else repo.get_conversation(s, t.org_id, t.conversation_id)
                 )
-            door = job.payload.get("front_door")
-            placeholder = dataclasses.replace(
-                placeholder, front_door=None if door is None else FrontDoor(door)
-            )
-            return self._executor.complete_dispatched(placeholder, action, conversation, parse)
+            return self._executor.complete_dispatched(t, action, conversation, parse)
 
-        return self._jobs.adopt(run_id, complete)
+        return self._jobs.adopt(run_id, ticket, complete)
 
     def close(self) -> None:
         """Take no new background runs; finish (or hand to the reaper) those in flight."""

@@ -41,3 +41,13 @@ def dead_ids(session: Session, before: datetime) -> set[str]:
 def remove(session: Session, instance_id: str) -> None:
     """Forget an instance (at its clean shutdown, once it has removed its sandboxes)."""
     session.execute(delete(InstanceRow).where(InstanceRow.id == instance_id))
+
+
+def is_live(session: Session, instance_id: str, since: datetime) -> bool:
+    """Whether the instance's heartbeat is newer than ``since`` (False: dead or removed)."""
+    found = session.scalar(
+        select(InstanceRow.id).where(
+            InstanceRow.id == instance_id, InstanceRow.heartbeat_at > since
+        )
+    )
+    return found is not None

@@ -509,10 +509,12 @@ def apply_to_conversation(
 
 
 def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False) -> None:
-    """Store the audit record of one run, or complete its "running" placeholder.
+    """Store the audit record of one run; with ``replaces_placeholder``, complete its
+    "running" placeholder when there is one.
 
-    Raises RunAlreadyEndedError when the placeholder is no longer "running" (a reaper ended
-    it first): the caller's transaction then rolls back, effects included.
+    Raises RunAlreadyEndedError when, with ``replaces_placeholder``, the run is recorded
+    already and no longer "running" (a reaper ended it first, or another process completed
+    it): the caller's transaction then rolls back, effects included.
     """
     values: dict[str, Any] = {
         "id": run.run_id,
@@ -543,13 +545,22 @@ def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False
         "runtime_version": run.runtime_version,
     }
     if replaces_placeholder:
-        # Only a record still "running" is completed: the first outcome recorded wins.
-        done = session.execute(
-            update(RunRow)
-            .where(RunRow.id == run.run_id, RunRow.status == str(RunStatus.RUNNING))
-            .values({k: v for k, v in values.items() if k != "id"})
+        # Inserted, or completing a record still "running", in one statement: the first
+        # outcome recorded wins. (A run on an executor worker has its placeholder only once
+        # it is out for a while, runs/jobs.py: either way this records it.)
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        stmt = (
+            dialect.insert(RunRow)
+            .values(values)
+            .on_conflict_do_update(
+                index_elements=[RunRow.id],
+                set_={k: v for k, v in values.items() if k != "id"},
+                where=RunRow.status == str(RunStatus.RUNNING),
+            )
+            .returning(RunRow.id)
         )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
+        # RETURNING, not rowcount: psycopg does not report one for an upsert.
+        if session.execute(stmt).scalar() is None:
             raise RunAlreadyEndedError(f"run {run.run_id} was already ended")
     else:
         # A new run is one plain INSERT: no identity map, no unit of work on the hot path.
@@ -602,6 +613,14 @@ def get_run(session: Session, org_id: str, run_id: str) -> RunResult:
     if row is None or row.org_id != org_id:
         raise RunNotFoundError(f"no run {run_id!r}")
     return _run(row)
+
+
+def run_is_recorded(session: Session, org_id: str, run_id: str) -> bool:
+    """Whether the run has its record, ended (not only a "running" placeholder)."""
+    status = session.scalar(
+        select(RunRow.status).where(RunRow.id == run_id, RunRow.org_id == org_id)
+    )
+    return status is not None and status != str(RunStatus.RUNNING)
 
 
 def _run(row: RunRow) -> RunResult:
