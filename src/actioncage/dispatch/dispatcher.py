@@ -265,8 +265,10 @@ class Dispatcher:
         elif kind == "outcome" and run is None and body.get("handover") is True:
             self._adopt(run_id, worker, body)
         elif kind == "outcome":
-            self._reply(body, {"type": "outcome_ack"})
+            # The waiting caller first, then the acknowledgement (which keeps the worker
+            # from handing the outcome over), off the caller's path.
             self._outcome(run_id, run, worker, body)
+            self._reply(body, {"type": "outcome_ack"})
         else:
             log.warning("dropped a message of unknown type %r", kind)
 
