@@ -863,6 +863,154 @@ def bench_tiers(
     return rows
 
 
+JAIL_STEP_SCRIPT = "def execute_action(context):\n    return {'ok': True}\n"
+# Times os.getpid() (a syscall every time: glibc caches no pid) in the jail, behind the
+# seccomp filter, and in the runtime's interpreter outside it, for the filter's cost.
+SYSCALL_LOOP = (
+    "import os, time\n"
+    "def execute_action(context):\n"
+    "    n = 200000\n"
+    "    t = time.perf_counter_ns()\n"
+    "    for _ in range(n):\n"
+    "        os.getpid()\n"
+    "    return (time.perf_counter_ns() - t) / n\n"
+)
+
+
+def bench_jail_steps(n: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """What each step of a jail run costs, timed inside the jail backend (no HTTP, no pool),
+    medians over ``n`` runs of the trivial action, one at a time:
+
+    - fresh: start (rootfs lookup, /tmp tmpfs, cgroup create + limits, spawn = prlimit and
+      bwrap exec'd, namespaces = bwrap's setup until it reports its child, confine = cgroup
+      add + unblock), then the runtime's interpreter start, envelope and result (exchange),
+      the caller's hang-up (discard), and the background release (reap, cgroup kill and
+      remove, unmount); with the CPU per run of this process, of the jail's process tree,
+      and of the whole machine;
+    - warm: the preload imports up to the ready frame (off the run's path), then the run
+      itself: envelope written to outcome read (exchange) and discard;
+    - the seccomp filter's cost per syscall (a getpid loop inside the jail and outside).
+    """
+    import resource
+
+    from actioncage.models import Isolation, Policy
+    from actioncage.sandbox import envelope
+    from actioncage.sandbox.backend import Profile, new_owner_id
+    from actioncage.sandbox.channel import await_ready, exchange
+    from actioncage.sandbox.docker.backend import DockerBackend
+    from actioncage.sandbox.foreground import Foreground
+    from actioncage.sandbox.jail.backend import JailBackend
+    from actioncage.sandbox.limits import effective_limits
+    from actioncage.settings import Settings
+
+    settings = Settings(isolation="jail", sandbox_image=IMAGE)
+    owner = new_owner_id()
+    jail = JailBackend(settings, owner, DockerBackend(settings, owner, Foreground(0)))
+    status = jail.tier(Isolation.JAIL)
+    if not status.available:
+        return {"unavailable": status.reason}
+    limits = effective_limits(Policy(isolation=Isolation.JAIL), settings)
+    line = envelope.build_envelope(JAIL_STEP_SCRIPT, {}, None, limits)
+
+    def no_host_calls(frame: dict[str, Any]) -> bytes:
+        raise AssertionError(f"unexpected host call {frame}")
+
+    def children_cpu_s() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def run(code_line: bytes, preload: str | None) -> tuple[Any, dict[str, float]]:
+        timed: dict[str, float] = {}
+        t0 = time.perf_counter()
+        sandbox = jail.start(f"steps-{uuid.uuid4().hex[:10]}", Profile(limits, preload))
+        timed["start"] = time.perf_counter() - t0
+        if preload is not None:
+            t = time.perf_counter()
+            await_ready(sandbox, 60)
+            timed["preload_to_ready"] = time.perf_counter() - t
+            jail.drain()
+            time.sleep(0.05)  # as in the pool: the run comes later, to an idle sandbox
+        t = time.perf_counter()
+        outcome = exchange(sandbox, code_line, limits, no_host_calls)
+        timed["exchange"] = time.perf_counter() - t
+        t = time.perf_counter()
+        jail.discard(sandbox)
+        timed["discard"] = time.perf_counter() - t
+        t = time.perf_counter()
+        jail.drain()
+        timed["release"] = time.perf_counter() - t
+        timed.update(sandbox.steps)  # type: ignore[attr-defined]
+        assert outcome.result_frame is not None, outcome
+        return outcome, timed
+
+    def medians(rows: list[dict[str, float]]) -> dict[str, float]:
+        return {k: round(statistics.median(r[k] for r in rows) * 1000, 2) for k in rows[0]}
+
+    try:
+        run(line, None)  # the rootfs lookup and first-time costs out of the way
+        fresh: list[dict[str, float]] = []
+        busy0, own0, kids0 = machine_busy_s(), time.process_time(), children_cpu_s()
+        for _ in range(n):
+            fresh.append(run(line, None)[1])
+        busy, own, kids = (
+            machine_busy_s() - busy0,
+            time.process_time() - own0,
+            children_cpu_s() - kids0,
+        )
+        warm = [run(line, "requests,holidays")[1] for _ in range(n)]
+        loop = envelope.build_envelope(SYSCALL_LOOP, {}, None, limits)
+        inside = statistics.median(
+            float(run(loop, None)[0].result_frame["output"]) for _ in range(3)
+        )
+        outside = statistics.median(
+            float(
+                subprocess.run(
+                    [sys.executable, "-I", "-c", SYSCALL_LOOP + "print(execute_action(None))"],
+                    capture_output=True, text=True, check=True,
+                ).stdout
+            )
+            for _ in range(3)
+        )  # fmt: skip
+        result = {
+            "runs": n,
+            "fresh_ms": medians(fresh),
+            "fresh_cpu_ms_per_run": {
+                "control_plane": round(own / n * 1000, 1),
+                "jail_processes": round(kids / n * 1000, 1),
+                "whole_machine": round(busy / n * 1000, 1),
+            },
+            "warm_ms": medians(warm),
+            "getpid_ns": {"in_jail": round(inside), "outside": round(outside)},
+        }
+    finally:
+        jail.close()
+    log(f"jail steps: {result}")
+    return result
+
+
+def jail_steps_markdown(steps: dict[str, Any]) -> str:
+    if "unavailable" in steps:
+        return f"\nJail steps: the jail is unavailable here: {steps['unavailable']}\n"
+    lines = [
+        "",
+        f"Jail run, step by step (medians of {steps['runs']} runs, ms, no HTTP, one at a time):",
+        "",
+        "| run | " + " | ".join(steps["fresh_ms"]) + " |",
+        "|---" * (len(steps["fresh_ms"]) + 1) + "|",
+        "| fresh | " + " | ".join(str(v) for v in steps["fresh_ms"].values()) + " |",
+        "",
+        "| run | " + " | ".join(steps["warm_ms"]) + " |",
+        "|---" * (len(steps["warm_ms"]) + 1) + "|",
+        "| warm | " + " | ".join(str(v) for v in steps["warm_ms"].values()) + " |",
+        "",
+        "Fresh run CPU, ms per run: "
+        + ", ".join(f"{k} {v}" for k, v in steps["fresh_cpu_ms_per_run"].items()),
+        f"os.getpid(): {steps['getpid_ns']['in_jail']} ns in the jail (seccomp), "
+        f"{steps['getpid_ns']['outside']} ns outside",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def tiers_markdown(rows: list[dict[str, Any]]) -> str:
     keys = ["tier", "warm_p50_ms", "warm_p99_ms", "fresh_per_s", "fresh_errors", "cpu_ms_per_run"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -899,6 +1047,11 @@ def main() -> int:
         default=None,
         help="only the isolation tiers side by side (comma-separated, e.g. jail,container,gvisor)",
     )
+    parser.add_argument(
+        "--jail-steps",
+        action="store_true",
+        help="only the jail's per-step breakdown (no HTTP), printed; with --tiers, both",
+    )
     args = parser.parse_args()
     if args.only == "stores":
         n = args.runs or (10 if args.quick else 40)
@@ -923,6 +1076,14 @@ def main() -> int:
         print(json.dumps(stores))
         print(markdown(result))
         _remove_left_containers()
+        return 0
+    if args.jail_steps and not args.tiers:
+        t0 = time.monotonic()
+        steps = bench_jail_steps(
+            args.runs or (10 if args.quick else 40),
+            lambda line: print(f"[{time.monotonic() - t0:6.1f}s] {line}", flush=True),
+        )
+        print(jail_steps_markdown(steps))
         return 0
     if args.tiers:
         tmp = BENCH / ".tmp" / RUN_LABEL

@@ -118,6 +118,9 @@ class JailSandbox:
         self._stderr_head = b""
         self._lock = threading.Lock()
         self.ready_at = time.monotonic()
+        # What each step of this jail's life took, in seconds (start, then release): the
+        # bench's per-step breakdown reads it.
+        self.steps: dict[str, float] = {}
 
     @property
     def sandbox_id(self) -> str:
@@ -179,15 +182,17 @@ class JailSandbox:
         self._streams = {}
 
     def kill(self) -> None:
+        """SIGKILL the jail's namespace init and bubblewrap; never waits. When pid 1 of a pid
+        namespace dies the kernel kills every process in it, and nothing in the jail's
+        cgroup lives outside that namespace but bubblewrap itself, so this ends the whole
+        tree; release() still sweeps the cgroup until it is empty."""
         with self._lock:
-            # The namespace's init first: when pid 1 of a pid namespace dies, the kernel kills
-            # every process in it. Its pidfd never names a reused pid.
+            # Its pidfd never names a reused pid.
             if self._init_pidfd is not None:
                 with contextlib.suppress(ProcessLookupError):
                     signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()
-        self.cgroup.kill()
 
     def wait(self, timeout_s: float) -> ExitStatus:
         try:
@@ -203,18 +208,29 @@ class JailSandbox:
         return ExitStatus(code, self.cgroup.oom_killed())
 
     def release(self) -> None:
-        """Kill what is left, reap bubblewrap and remove the cgroup (idempotent)."""
+        """Kill what is left, reap bubblewrap, make sure the cgroup is empty and remove it,
+        and unmount /tmp (idempotent)."""
         self.close()
         self.kill()
+        began = time.perf_counter()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(_REAP_TIMEOUT_S)
         with self._lock:
             if self._init_pidfd is not None:
                 os.close(self._init_pidfd)
                 self._init_pidfd = None
+        reaped = time.perf_counter()
         self.cgroup.kill()
+        killed = time.perf_counter()
         self.cgroup.remove()
+        removed = time.perf_counter()
         unmount(self._tmp)
+        self.steps.update(
+            reap=reaped - began,
+            cgroup_kill=killed - reaped,
+            cgroup_remove=removed - killed,
+            unmount=time.perf_counter() - removed,
+        )
 
 
 class JailBackend:
@@ -378,21 +394,27 @@ class JailBackend:
         limits = profile.limits
         if limits.egress_dir is not None and not os.path.isdir(limits.egress_dir):
             raise SandboxError(f"the egress socket directory {limits.egress_dir} is missing")
+        began = time.perf_counter()
         rootfs = self.rootfs()
         options = jail_options(limits)
         name = f"actioncage-{run_id}"
         tmp = self._tmp_root() / name
+        steps: dict[str, float] = {}
+        mark = time.perf_counter()
+        steps["rootfs"] = mark - began
         try:
             tmp.mkdir(parents=True)
             mount_tmpfs(tmp, options["tmpfs"])
         except OSError as exc:
             unmount(tmp)
             raise SandboxError(f"could not make the jail's /tmp: {exc}") from exc
+        mark = _step(steps, "tmpfs", mark)
         try:
             cgroup = self._cgroups.create(self.owner_id, name, options["cgroup"])
         except SandboxError:
             unmount(tmp)
             raise
+        mark = _step(steps, "cgroup_create", mark)
         fds: list[int] = []
         proc: subprocess.Popen[bytes] | None = None
         pidfd: int | None = None
@@ -406,7 +428,8 @@ class JailBackend:
             rlimits = options["rlimits"]
             argv = [
                 # util-linux's prlimit lowers its own limits and execs bwrap: the sandbox
-                # inherits them (setting them on another process needs CAP_SYS_RESOURCE).
+                # inherits them (setting them on another process needs CAP_SYS_RESOURCE,
+                # which even root may lack, as here).
                 "prlimit",
                 f"--core={rlimits['core']}",
                 f"--nofile={rlimits['nofile']}",
@@ -442,12 +465,16 @@ class JailBackend:
             for fd in (info_w, block_r, seccomp_fd):
                 os.close(fd)
                 fds.remove(fd)
+            mark = _step(steps, "spawn", mark)
             cgroup.add(proc.pid)
             init_pid = _child_pid(info_r, proc)
+            mark = _step(steps, "namespaces", mark)
             pidfd = os.pidfd_open(init_pid)
             cgroup.add(init_pid)
             os.write(block_w, b"1")
+            mark = _step(steps, "confine", mark)
             sandbox = JailSandbox(name, proc, pidfd, cgroup, profile, tmp)
+            sandbox.steps.update(steps)
         except BaseException as exc:
             if pidfd is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -550,6 +577,13 @@ def _sandbox_user() -> int | None:
     """The uid (and gid) bubblewrap runs as: the sandbox's when we are root, so the jail's
     user namespace maps its uid 10001 to 10001 on the host, never to root; else our own."""
     return SANDBOX_UID if os.geteuid() == 0 else None
+
+
+def _step(steps: dict[str, float], name: str, since: float) -> float:
+    """Record how long ``name`` took since ``since`` (a perf_counter); returns now."""
+    now = time.perf_counter()
+    steps[name] = now - since
+    return now
 
 
 def _child_pid(info_r: int, proc: subprocess.Popen[bytes]) -> int:
