@@ -18,7 +18,7 @@ from actioncage import create_app
 from actioncage.components import build_backend
 from actioncage.errors import SandboxError
 from actioncage.models import Isolation, OrgPolicy, Policy
-from actioncage.sandbox.backend import Profile, new_owner_id
+from actioncage.sandbox.backend import Profile, Stream, new_owner_id
 from actioncage.sandbox.channel import exchange
 from actioncage.sandbox.foreground import Foreground
 from actioncage.sandbox.jail.cgroups import Cgroups
@@ -152,9 +152,51 @@ def _bwrap_children() -> list[int]:
         except OSError:
             continue
         comm = stat.split("(", 1)[1].rsplit(")", 1)[0]
-        if stat.rsplit(")", 1)[1].split()[1] == me and comm in ("bwrap", "prlimit"):
+        if stat.rsplit(")", 1)[1].split()[1] == me and comm in ("bwrap", "prlimit", "setpriv"):
             found.append(int(entry))
     return found
+
+
+def _status(pid: int) -> dict[str, str]:
+    lines = Path("/proc", str(pid), "status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+@pytest.mark.docker
+def test_a_jails_processes_are_the_sandbox_user_on_the_host_too(tmp_path: Path) -> None:
+    """bubblewrap, its init and the runtime run as uid and gid 10001 outside the jail as well
+    (never root), with no supplementary groups and no capabilities, under the run's limits."""
+    if (problem := tier_problem("jail")) is not None:
+        pytest.skip(problem)
+    if os.geteuid() != 0:
+        pytest.skip("the control plane is not root: the jail runs as its own uid")
+    settings = make_settings(tmp_path, isolation="jail")
+    backend = build_backend(settings, new_owner_id(), Foreground(0))
+    limits = effective_limits(Policy(), settings)
+    try:
+        sandbox = backend.start("host-identity", Profile(limits, preload=""))
+        try:
+            # A warm sandbox (empty preload) waits for its envelope: its processes stay up.
+            assert sandbox.read(30) == (Stream.STDOUT, b'{"type":"ready"}\n')
+            pids = sandbox.cgroup.pids()  # type: ignore[attr-defined]
+            assert len(pids) == 3, pids  # bwrap, the namespace's init, the runtime
+            for pid in pids:
+                status = _status(pid)
+                assert status["Uid"].split() == ["10001"] * 4, (pid, status["Uid"])
+                assert status["Gid"].split() == ["10001"] * 4, (pid, status["Gid"])
+                assert status["Groups"] == "" and status["NoNewPrivs"] == "1"
+                assert {status[c] for c in ("CapInh", "CapPrm", "CapEff", "CapAmb")} == {
+                    "0000000000000000"
+                }
+            runtime = max(pids)
+            limits_text = Path("/proc", str(runtime), "limits").read_text()
+            assert "Max open files            256                  256" in limits_text
+        finally:
+            backend.discard(sandbox)
+        assert backend.drain(30)
+        assert backend.live_count == 0
+    finally:
+        backend.close()
 
 
 @pytest.mark.docker
