@@ -258,6 +258,7 @@ class JailBackend:
         self._programs: dict[str, str] = {}
         self._rootfs: Path | None = None
         self._rootfs_checked = float("-inf")
+        self._rootfs_refreshing = False
         self._export_lock = threading.Lock()
         self._live: dict[str, JailSandbox] = {}
         # Reaping and removing a killed jail (cgroup, /tmp) happens off the caller's path.
@@ -349,18 +350,49 @@ class JailBackend:
     # -- the root filesystem --------------------------------------------------------------
 
     def rootfs(self) -> Path:
-        """The exported root filesystem of the image's current digest (exported now when it
-        is new). Raises SandboxError."""
-        now = time.monotonic()
+        """The exported root filesystem of the image's current digest. The first call looks
+        the digest up (and exports the image when it is new); later ones return the last
+        answer at once, and when it is older than 30 s a background thread looks again (and
+        exports a rebuilt image), so no run pays for the lookup on its path.
+        Raises SandboxError."""
+        with self._lock:
+            path = self._rootfs
+            refresh = (
+                path is not None
+                and not self._rootfs_refreshing
+                and time.monotonic() - self._rootfs_checked >= _DIGEST_TTL_S
+            )
+            if refresh:
+                self._rootfs_refreshing = True
+        if path is None:
+            return self._check_rootfs()
+        if refresh:
+            threading.Thread(
+                target=self._check_rootfs_quietly, name="actioncage-jail-rootfs", daemon=True
+            ).start()
+        return path
+
+    def _check_rootfs(self) -> Path:
         with self._export_lock:
-            if self._rootfs is not None and now - self._rootfs_checked < _DIGEST_TTL_S:
-                return self._rootfs
-            digest = self._source.current_image_digest()
-            path = self._dir / digest.removeprefix("sha256:")[:16]
-            if not (path / _COMPLETE).exists():
-                self._export(path)
-            self._rootfs, self._rootfs_checked = path, time.monotonic()
-            return path
+            try:
+                digest = self._source.current_image_digest()
+                path = self._dir / digest.removeprefix("sha256:")[:16]
+                if not (path / _COMPLETE).exists():
+                    self._export(path)
+                with self._lock:
+                    self._rootfs, self._rootfs_checked = path, time.monotonic()
+                return path
+            finally:
+                with self._lock:
+                    self._rootfs_refreshing = False
+
+    def _check_rootfs_quietly(self) -> None:
+        try:
+            self._check_rootfs()
+        except SandboxError as exc:  # the jails keep the root filesystem they have
+            log.warning("jail: could not check the sandbox image: %s", exc)
+            with self._lock:
+                self._rootfs_checked = time.monotonic()  # and look again in 30 s
 
     def _export(self, path: Path) -> None:
         self._dir.mkdir(parents=True, exist_ok=True)
