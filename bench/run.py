@@ -5,7 +5,8 @@ measures p50/p95/p99 latency and throughput over HTTP for three actions at 1, 4 
 callers, paced and back-to-back (every HTTP system through the same lean keep-alive client),
 then in the same run: a hardened `docker run --rm` of the
 same script, epicbox, the rasa-sdk action server (in-process, no isolation) and the engine's
-own churn ceiling (bare create+start+wait+remove, same image and limits, 3 callers).
+own churn ceiling (bare create+start+wait+remove, same image and limits, 3 callers), the
+isolation tiers side by side (--tiers) and what each step of a jail run costs (--jail-steps).
 Writes bench/results/latest.json and bench/results/latest.md.
 """
 
@@ -52,6 +53,9 @@ H = {"Authorization": f"Bearer {KEY}"}
 # (about 0.25 s of engine and interpreter CPU per run) keep half of a 2-core machine busy.
 PACED_RATE = 5.0
 LIGHT_RATE = 2.0
+# The tiers cell of the full bench: every tier, this many warm runs (and 3x fresh ones).
+TIERS = ("jail", "container", "gvisor")
+TIERS_RUNS = 20
 # Throughput cells (back-to-back, 3+ callers) make this many times the runs of the others, so
 # the rate is a sustained one (seconds, not a burst of a few runs per caller).
 SUSTAINED_FACTOR = 3
@@ -283,6 +287,11 @@ class Server:
         deadline = time.monotonic() + timeout
         while not settled() and time.monotonic() < deadline:
             time.sleep(0.1)
+
+    def cpu_s(self) -> float:
+        """CPU seconds the server process has used (every thread; not its children)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -836,14 +845,19 @@ def bench_tiers(
         try:
             server.setup()
             runs = n * SUSTAINED_FACTOR
-            busy0 = machine_busy_s()
+            busy0, server0, client0 = machine_busy_s(), server.cpu_s(), time.process_time()
             fresh = drive(server.call("trivial"), runs, 4, None)
             busy = machine_busy_s() - busy0
+            done = max(1, len(fresh.latencies_ms))
             row.update(
                 fresh_per_s=fresh.summary()["runs_per_s"],
                 fresh_errors=fresh.errors,
                 fresh_p50_ms=fresh.summary()["p50_ms"],
-                cpu_ms_per_run=round(busy / max(1, len(fresh.latencies_ms)) * 1000, 1),
+                cpu_ms_per_run=round(busy / done * 1000, 1),
+                # Of that: the server process itself (HTTP, database, executor, backend; not
+                # the sandboxes' processes, nor the engine's) and this bench's own client.
+                server_cpu_ms_per_run=round((server.cpu_s() - server0) / done * 1000, 1),
+                client_cpu_ms_per_run=round((time.process_time() - client0) / done * 1000, 1),
             )
         finally:
             server.stop()
@@ -1026,7 +1040,16 @@ def jail_steps_markdown(steps: dict[str, Any]) -> str:
 
 
 def tiers_markdown(rows: list[dict[str, Any]]) -> str:
-    keys = ["tier", "warm_p50_ms", "warm_p99_ms", "fresh_per_s", "fresh_errors", "cpu_ms_per_run"]
+    keys = [
+        "tier",
+        "warm_p50_ms",
+        "warm_p99_ms",
+        "fresh_per_s",
+        "fresh_errors",
+        "cpu_ms_per_run",
+        "server_cpu_ms_per_run",
+        "client_cpu_ms_per_run",
+    ]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
     ceiling = rows[-1]["fresh_per_s"] or 0
@@ -1110,11 +1133,17 @@ def main() -> int:
             args.tiers.split(","),
             lambda line: print(f"[{time.monotonic() - t0:6.1f}s] {line}", flush=True),
         )
+        tiers_result: dict[str, Any] = {"note": args.note, "load": os.getloadavg(), "rows": rows}
+        md = tiers_markdown(rows)
+        if args.jail_steps:
+            tiers_result["jail_steps"] = bench_jail_steps(
+                args.runs or (10 if args.quick else 40),
+                lambda line: print(f"[{time.monotonic() - t0:6.1f}s] {line}", flush=True),
+            )
+            md += jail_steps_markdown(tiers_result["jail_steps"])
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "tiers.json").write_text(
-            json.dumps({"note": args.note, "rows": rows}, indent=2) + "\n"
-        )
-        print(tiers_markdown(rows))
+        (RESULTS / "tiers.json").write_text(json.dumps(tiers_result, indent=2) + "\n")
+        print(md)
         return 0
     if args.soak_only:
         tmp = BENCH / ".tmp" / RUN_LABEL
@@ -1162,6 +1191,10 @@ def main() -> int:
     churn.system, churn.scenario = "engine churn ceiling (create+start+wait+remove)", "trivial"
     cells.append(churn)
     log(fmt(churn))
+    # The isolation tiers side by side (as --tiers), with fewer runs, and what each step of
+    # a jail run costs (as --jail-steps).
+    tiers = bench_tiers(tmp, args.pool_size, min(n, TIERS_RUNS), list(TIERS), log)
+    jail_steps = bench_jail_steps(min(n, TIERS_RUNS), log)
     if BENCH_PY.exists():
         plain = plain_image(IMAGE)
         for callers in (1, 4):
@@ -1184,6 +1217,8 @@ def main() -> int:
         "stores": stores,
         "distributed": dist,
         "targets": targets(cells, sbs, stores),
+        "tiers": tiers,
+        "jail_steps": jail_steps,
         "duration_s": round(time.monotonic() - began, 1),
     }
     if args.soak:
@@ -1191,6 +1226,8 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     md = markdown(result)
+    md += "\nIsolation tiers side by side:\n\n" + tiers_markdown(tiers)
+    md += jail_steps_markdown(jail_steps)
     if dist is not None:
         import distributed
 

@@ -262,8 +262,9 @@ class DockerBackend:
         available when the engine answers and knows its runtime. Never raises.
 
         Only the first answer is waited for: after that the last one is returned at once,
-        and when it is older than ``runtimes_ttl_s`` (30 s) a background thread asks the engine again (``docker
-        info``, and ``runsc --version``), so no run pays for that on its path."""
+        and when it is older than ``runtimes_ttl_s`` (30 s) a background thread asks the
+        engine again (``docker info``, and ``runsc --version``), so no run pays for that on
+        its path."""
         if isolation is Isolation.JAIL:
             return TierStatus(isolation, False, reason="the jail is not a Docker tier")
         with self._lock:

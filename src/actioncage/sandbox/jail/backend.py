@@ -60,6 +60,10 @@ _COMPLETE = ".actioncage-complete"
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
 _MNT_DETACH = 2
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+# The jail execs the runtime itself (there is no image entrypoint to go through): calling its
+# main() from -c spares ``-m``'s runpy and what runpy imports (importlib.util, contextlib),
+# about 1 ms of CPU per sandbox. The same interpreter, flags and module as COMMAND.
+JAIL_COMMAND = [COMMAND[0], "-I", "-c", "from actioncage_runtime.__main__ import main; main()"]
 
 
 def mount_tmpfs(path: Path, options: str) -> None:
@@ -465,7 +469,9 @@ class JailBackend:
             info_r, info_w = os.pipe()
             block_r, block_w = os.pipe()
             fds += [info_r, info_w, block_r, block_w]
-            command = [*COMMAND, "--preload", profile.preload] if profile.warm else COMMAND
+            command = [*JAIL_COMMAND]
+            if profile.preload is not None:
+                command += ["--preload", profile.preload]
             rlimits = options["rlimits"]
             switch, as_user = self._user_switch()
             argv = [
