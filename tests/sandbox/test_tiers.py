@@ -20,6 +20,7 @@ from actioncage.errors import SandboxError
 from actioncage.models import Isolation, OrgPolicy, Policy
 from actioncage.sandbox.backend import Profile, Stream, new_owner_id
 from actioncage.sandbox.channel import exchange
+from actioncage.sandbox.envelope import build_envelope
 from actioncage.sandbox.foreground import Foreground
 from actioncage.sandbox.jail.cgroups import Cgroups
 from actioncage.sandbox.limits import (
@@ -194,6 +195,61 @@ def test_a_jails_processes_are_the_sandbox_user_on_the_host_too(tmp_path: Path) 
         finally:
             backend.discard(sandbox)
         assert backend.drain(30)
+        assert backend.live_count == 0
+    finally:
+        backend.close()
+
+
+_SLEEPERS = (
+    "import os, sys, time\n"
+    "def execute_action(context):\n"
+    "    if os.fork() == 0:\n"
+    "        time.sleep(60)\n"
+    "        os._exit(0)\n"
+    "    print('started', file=sys.stderr, flush=True)\n"
+    "    time.sleep(60)\n"
+)
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie nobody has reaped yet."""
+    try:
+        state = Path("/proc", str(pid), "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.docker
+def test_a_discarded_jail_dies_at_once_and_is_removed_once_no_run_is_in_flight(
+    tmp_path: Path,
+) -> None:
+    """discard() kills the whole tree without waiting; reaping it and removing its cgroup and
+    /tmp wait for a moment with no run in flight (here: until the run below ends)."""
+    if (problem := tier_problem("jail")) is not None:
+        pytest.skip(problem)
+    settings = make_settings(tmp_path, isolation="jail")
+    foreground = Foreground(60_000)
+    backend = build_backend(settings, new_owner_id(), foreground)
+    limits = effective_limits(Policy(), settings)
+    try:
+        sandbox = backend.start("discard-quiet", Profile(limits))
+        sandbox.write(build_envelope(_SLEEPERS, {}, None, limits))
+        logs = b""
+        while b"started" not in logs:  # the script and its child are up, sleeping
+            chunk = sandbox.read(30)
+            assert chunk is not None and chunk[0] is Stream.STDERR, chunk
+            logs += chunk[1]
+        cgroup = sandbox.cgroup  # type: ignore[attr-defined]
+        pids = cgroup.pids()
+        assert len(pids) == 4  # bwrap, the namespace's init, the runtime, the script's child
+        with foreground.run():  # another run is in flight
+            backend.discard(sandbox)
+            assert wait_for(lambda: all(_dead(pid) for pid in pids), timeout=10)
+            assert not wait_for(lambda: backend.pending_removals == 0, timeout=0.3)
+            assert all(path.exists() for path in cgroup.paths)
+        assert backend.drain(30)
+        assert not any(path.exists() for path in cgroup.paths)
         assert backend.live_count == 0
     finally:
         backend.close()

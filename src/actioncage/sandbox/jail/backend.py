@@ -35,6 +35,7 @@ from actioncage.sandbox.backend import (
     TierStatus,
     wait_drained,
 )
+from actioncage.sandbox.foreground import Foreground
 from actioncage.sandbox.jail.cgroups import Cgroups, SandboxCgroup
 from actioncage.sandbox.jail.seccomp import compile_bpf
 from actioncage.sandbox.limits import (
@@ -249,8 +250,15 @@ class JailBackend:
     kill what a dead owner left (bubblewrap's ``--die-with-parent`` already kills it).
     """
 
-    def __init__(self, settings: Settings, owner_id: str, rootfs: RootfsSource) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        owner_id: str,
+        rootfs: RootfsSource,
+        foreground: Foreground | None = None,
+    ) -> None:
         self._settings = settings
+        self._foreground = foreground
         self.owner_id = owner_id
         self._source = rootfs
         self._dir = Path(settings.jail_dir).absolute()
@@ -265,8 +273,9 @@ class JailBackend:
         self._rootfs_refreshing = False
         self._export_lock = threading.Lock()
         self._live: dict[str, JailSandbox] = {}
-        # Reaping and removing a killed jail (cgroup, /tmp) happens off the caller's path.
-        self._releases: queue.Queue[JailSandbox] = queue.Queue()
+        # Reaping and removing a killed jail (cgroup, /tmp) happens off the caller's path,
+        # once no run is in flight (``foreground``, bounded): its processes are already dead.
+        self._releases: queue.Queue[tuple[JailSandbox, float]] = queue.Queue()
         self._releaser: threading.Thread | None = None
 
     # -- the tier -------------------------------------------------------------------------
@@ -567,7 +576,8 @@ class JailBackend:
 
     def discard(self, sandbox: Sandbox) -> None:
         """Hang up on a jail and kill its processes now; reaping them and removing its cgroup
-        and /tmp follow on a background thread (drain() waits for them)."""
+        and /tmp follow on a background thread, once no run is in flight or the foreground's
+        bound has passed (drain() waits for them)."""
         if not isinstance(sandbox, JailSandbox):
             raise TypeError(f"not a jail: {sandbox!r}")
         sandbox.close()
@@ -581,12 +591,14 @@ class JailBackend:
                     target=self._release_loop, name="actioncage-jail-release", daemon=True
                 )
                 self._releaser.start()
-        self._releases.put(sandbox)
+        self._releases.put((sandbox, time.monotonic()))
 
     def _release_loop(self) -> None:
         while True:
-            sandbox = self._releases.get()
+            sandbox, queued_at = self._releases.get()
             try:
+                if self._foreground is not None:
+                    self._foreground.wait_quiet(queued_at)
                 sandbox.release()
             except Exception:  # the thread outlives any one failure; a sweep finds the rest
                 log.exception("could not remove jail %s", sandbox.sandbox_id)
