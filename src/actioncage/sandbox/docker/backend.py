@@ -60,6 +60,8 @@ _WRITE_TIMEOUT_S = 60.0
 # How long what the engine said about its runtimes is trusted (a runtime registered later,
 # by scripts/ensure-gvisor.sh, shows up within this).
 _RUNTIMES_TTL_S = 30.0
+# How long close() waits for a refresh of the tiers' status in flight.
+_REFRESH_JOIN_S = 10.0
 
 
 def bare_runner(settings: Settings) -> SandboxRunner:
@@ -206,6 +208,7 @@ class DockerBackend:
         self._tiers: dict[Isolation, TierStatus] = {}
         self._tiers_at = float("-inf")
         self._tiers_refreshing = False
+        self._tiers_thread: threading.Thread | None = None
         self.remover = _Remover(
             self._remove_now, settings.removal_queue_size, foreground.wait_quiet
         )
@@ -240,6 +243,8 @@ class DockerBackend:
 
     def close(self) -> None:
         """Finish pending removals, then close the engine connection (a later call reopens)."""
+        if self._tiers_thread is not None:  # it would reopen the connection after us
+            self._tiers_thread.join(_REFRESH_JOIN_S)
         self.remover.close()
         with self._lock:
             if self._api is not None:
@@ -279,9 +284,11 @@ class DockerBackend:
         if known is None:
             return self._refresh_tiers()[isolation]
         if refresh:
-            threading.Thread(
+            thread = threading.Thread(
                 target=self._refresh_tiers, name="actioncage-tiers", daemon=True
-            ).start()
+            )
+            self._tiers_thread = thread
+            thread.start()
         return known
 
     def _refresh_tiers(self) -> dict[Isolation, TierStatus]:

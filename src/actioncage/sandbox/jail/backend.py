@@ -57,6 +57,8 @@ _WRITE_TIMEOUT_S = 60.0
 _REAP_TIMEOUT_S = 10.0
 # How often the image's digest is looked up again, so a rebuilt image is re-exported.
 _DIGEST_TTL_S = 30.0
+# How long close() waits for a look at the image's digest in flight (an export may take long).
+_REFRESH_JOIN_S = 10.0
 _COMPLETE = ".actioncage-complete"
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
 _MNT_DETACH = 2
@@ -271,6 +273,7 @@ class JailBackend:
         self._rootfs: Path | None = None
         self._rootfs_checked = float("-inf")
         self._rootfs_refreshing = False
+        self._rootfs_thread: threading.Thread | None = None
         self._export_lock = threading.Lock()
         self._live: dict[str, JailSandbox] = {}
         # Reaping and removing a killed jail (cgroup, /tmp) happens off the caller's path,
@@ -380,9 +383,11 @@ class JailBackend:
         if path is None:
             return self._check_rootfs()
         if refresh:
-            threading.Thread(
+            thread = threading.Thread(
                 target=self._check_rootfs_quietly, name="actioncage-jail-rootfs", daemon=True
-            ).start()
+            )
+            self._rootfs_thread = thread
+            thread.start()
         return path
 
     def _check_rootfs(self) -> Path:
@@ -641,6 +646,8 @@ class JailBackend:
 
     def close(self) -> None:
         """Remove every jail still live, then this owner's cgroup directories."""
+        if self._rootfs_thread is not None:  # it asks the engine, which closes after us
+            self._rootfs_thread.join(_REFRESH_JOIN_S)
         with self._lock:
             live = list(self._live.values())
         for sandbox in live:
