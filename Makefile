@@ -25,7 +25,9 @@ help:
 	@echo "make test    run pytest against the real engine and image, on SQLite then on"
 	@echo "             PostgreSQL 15 (PYTEST_ARGS=...)"
 	@echo "make lint    ruff check, ruff format --check and mypy"
-	@echo "make bench   latency and throughput over HTTP vs its peers (BENCH_ARGS=--quick)"
+	@echo "make bench   latency and throughput over HTTP vs its peers, the isolation tiers side"
+	@echo "             by side and a jail run's cost per step (BENCH_ARGS=--quick; only some:"
+	@echo "             --tiers jail,container,gvisor, --jail-steps)"
 	@echo "make clean   remove .venv, var/ and build artefacts (not Docker images)"
 
 venv: $(VENV)/.installed

@@ -5,7 +5,8 @@ measures p50/p95/p99 latency and throughput over HTTP for three actions at 1, 4 
 callers, paced and back-to-back (every HTTP system through the same lean keep-alive client),
 then in the same run: a hardened `docker run --rm` of the
 same script, epicbox, the rasa-sdk action server (in-process, no isolation) and the engine's
-own churn ceiling (bare create+start+wait+remove, same image and limits, 3 callers).
+own churn ceiling (bare create+start+wait+remove, same image and limits, 3 callers), the
+isolation tiers side by side (--tiers) and what each step of a jail run costs (--jail-steps).
 Writes bench/results/latest.json and bench/results/latest.md.
 """
 
@@ -52,6 +53,9 @@ H = {"Authorization": f"Bearer {KEY}"}
 # (about 0.25 s of engine and interpreter CPU per run) keep half of a 2-core machine busy.
 PACED_RATE = 5.0
 LIGHT_RATE = 2.0
+# The tiers cell of the full bench: every tier, this many warm runs (and 3x fresh ones).
+TIERS = ("jail", "container", "gvisor")
+TIERS_RUNS = 20
 # Throughput cells (back-to-back, 3+ callers) make this many times the runs of the others, so
 # the rate is a sustained one (seconds, not a burst of a few runs per caller).
 SUSTAINED_FACTOR = 3
@@ -283,6 +287,11 @@ class Server:
         deadline = time.monotonic() + timeout
         while not settled() and time.monotonic() < deadline:
             time.sleep(0.1)
+
+    def cpu_s(self) -> float:
+        """CPU seconds the server process has used (every thread; not its children)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -836,14 +845,19 @@ def bench_tiers(
         try:
             server.setup()
             runs = n * SUSTAINED_FACTOR
-            busy0 = machine_busy_s()
+            busy0, server0, client0 = machine_busy_s(), server.cpu_s(), time.process_time()
             fresh = drive(server.call("trivial"), runs, 4, None)
             busy = machine_busy_s() - busy0
+            done = max(1, len(fresh.latencies_ms))
             row.update(
                 fresh_per_s=fresh.summary()["runs_per_s"],
                 fresh_errors=fresh.errors,
                 fresh_p50_ms=fresh.summary()["p50_ms"],
-                cpu_ms_per_run=round(busy / max(1, len(fresh.latencies_ms)) * 1000, 1),
+                cpu_ms_per_run=round(busy / done * 1000, 1),
+                # Of that: the server process itself (HTTP, database, executor, backend; not
+                # the sandboxes' processes, nor the engine's) and this bench's own client.
+                server_cpu_ms_per_run=round((server.cpu_s() - server0) / done * 1000, 1),
+                client_cpu_ms_per_run=round((time.process_time() - client0) / done * 1000, 1),
             )
         finally:
             server.stop()
@@ -863,8 +877,179 @@ def bench_tiers(
     return rows
 
 
+JAIL_STEP_SCRIPT = "def execute_action(context):\n    return {'ok': True}\n"
+# Times os.getpid() (a syscall every time: glibc caches no pid) in the jail, behind the
+# seccomp filter, and in the runtime's interpreter outside it, for the filter's cost.
+SYSCALL_LOOP = (
+    "import os, time\n"
+    "def execute_action(context):\n"
+    "    n = 200000\n"
+    "    t = time.perf_counter_ns()\n"
+    "    for _ in range(n):\n"
+    "        os.getpid()\n"
+    "    return (time.perf_counter_ns() - t) / n\n"
+)
+
+
+@contextlib.contextmanager
+def cpuacct_scope() -> Iterator[Callable[[], float | None]]:
+    """While the block runs, this process (and every process it starts that no one moves
+    elsewhere in the cpuacct hierarchy: the jail's processes, whose cgroups are memory, pids
+    and cpu) is in a cgroup v1 cpuacct group of its own; yields a function returning the CPU
+    seconds that group has used (None where there is no cpuacct tree to use)."""
+    base = Path("/sys/fs/cgroup/cpuacct")
+    group = base / f"actioncage-bench-{RUN_LABEL}"
+    try:
+        group.mkdir()
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+    except OSError:
+        yield lambda: None
+        return
+    try:
+        yield lambda: int((group / "cpuacct.usage").read_text()) / 1e9
+    finally:
+        (base / "cgroup.procs").write_text(str(os.getpid()))
+        group.rmdir()
+
+
+def bench_jail_steps(n: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """What each step of a jail run costs, timed inside the jail backend (no HTTP, no pool),
+    medians over ``n`` runs of the trivial action, one at a time:
+
+    - fresh: start (rootfs lookup, /tmp tmpfs, cgroup create + limits, spawn = prlimit and
+      bwrap exec'd, namespaces = bwrap's setup until it reports its child, confine = cgroup
+      add + unblock), then the runtime's interpreter start, envelope and result (exchange),
+      the caller's hang-up (discard), and the background release (reap, cgroup kill and
+      remove, unmount); with the CPU per run of this process, of the jail's process tree,
+      and of the whole machine;
+    - warm: the preload imports up to the ready frame (off the run's path), then the run
+      itself: envelope written to outcome read (exchange) and discard;
+    - the seccomp filter's cost per syscall (a getpid loop inside the jail and outside).
+    """
+    from actioncage.models import Isolation, Policy
+    from actioncage.sandbox import envelope
+    from actioncage.sandbox.backend import Profile, new_owner_id
+    from actioncage.sandbox.channel import await_ready, exchange
+    from actioncage.sandbox.docker.backend import DockerBackend
+    from actioncage.sandbox.foreground import Foreground
+    from actioncage.sandbox.jail.backend import JailBackend
+    from actioncage.sandbox.limits import effective_limits
+    from actioncage.settings import Settings
+
+    settings = Settings(isolation="jail", sandbox_image=IMAGE)
+    owner = new_owner_id()
+    jail = JailBackend(settings, owner, DockerBackend(settings, owner, Foreground(0)))
+    status = jail.tier(Isolation.JAIL)
+    if not status.available:
+        return {"unavailable": status.reason}
+    limits = effective_limits(Policy(isolation=Isolation.JAIL), settings)
+    line = envelope.build_envelope(JAIL_STEP_SCRIPT, {}, None, limits)
+
+    def no_host_calls(frame: dict[str, Any]) -> bytes:
+        raise AssertionError(f"unexpected host call {frame}")
+
+    def run(code_line: bytes, preload: str | None) -> tuple[Any, dict[str, float]]:
+        timed: dict[str, float] = {}
+        t0 = time.perf_counter()
+        sandbox = jail.start(f"steps-{uuid.uuid4().hex[:10]}", Profile(limits, preload))
+        timed["start"] = time.perf_counter() - t0
+        if preload is not None:
+            t = time.perf_counter()
+            await_ready(sandbox, 60)
+            timed["preload_to_ready"] = time.perf_counter() - t
+            jail.drain()
+            time.sleep(0.05)  # as in the pool: the run comes later, to an idle sandbox
+        t = time.perf_counter()
+        outcome = exchange(sandbox, code_line, limits, no_host_calls)
+        timed["exchange"] = time.perf_counter() - t
+        t = time.perf_counter()
+        jail.discard(sandbox)
+        timed["discard"] = time.perf_counter() - t
+        t = time.perf_counter()
+        jail.drain()
+        timed["release"] = time.perf_counter() - t
+        timed.update(sandbox.steps)  # type: ignore[attr-defined]
+        assert outcome.result_frame is not None, outcome
+        return outcome, timed
+
+    def medians(rows: list[dict[str, float]]) -> dict[str, float]:
+        return {k: round(statistics.median(r[k] for r in rows) * 1000, 2) for k in rows[0]}
+
+    try:
+        run(line, None)  # the rootfs lookup and first-time costs out of the way
+        fresh: list[dict[str, float]] = []
+        with cpuacct_scope() as tree_cpu_s:
+            busy0, own0, tree0 = machine_busy_s(), time.process_time(), tree_cpu_s()
+            for _ in range(n):
+                fresh.append(run(line, None)[1])
+            busy, own, tree1 = machine_busy_s() - busy0, time.process_time() - own0, tree_cpu_s()
+        kids = None if tree0 is None or tree1 is None else tree1 - tree0 - own
+        warm = [run(line, "requests,holidays")[1] for _ in range(n)]
+        loop = envelope.build_envelope(SYSCALL_LOOP, {}, None, limits)
+        inside = statistics.median(
+            float(run(loop, None)[0].result_frame["output"]) for _ in range(3)
+        )
+        outside = statistics.median(
+            float(
+                subprocess.run(
+                    [sys.executable, "-I", "-c", SYSCALL_LOOP + "print(execute_action(None))"],
+                    capture_output=True, text=True, check=True,
+                ).stdout
+            )
+            for _ in range(3)
+        )  # fmt: skip
+        result = {
+            "runs": n,
+            "fresh_ms": medians(fresh),
+            "fresh_cpu_ms_per_run": {
+                "control_plane": round(own / n * 1000, 1),
+                # prlimit, bwrap and the runtime (None: no cpuacct tree to count them in)
+                "jail_processes": None if kids is None else round(kids / n * 1000, 1),
+                "whole_machine": round(busy / n * 1000, 1),
+            },
+            "warm_ms": medians(warm),
+            "getpid_ns": {"in_jail": round(inside), "outside": round(outside)},
+        }
+    finally:
+        jail.close()
+    log(f"jail steps: {result}")
+    return result
+
+
+def jail_steps_markdown(steps: dict[str, Any]) -> str:
+    if "unavailable" in steps:
+        return f"\nJail steps: the jail is unavailable here: {steps['unavailable']}\n"
+    lines = [
+        "",
+        f"Jail run, step by step (medians of {steps['runs']} runs, ms, no HTTP, one at a time):",
+        "",
+        "| run | " + " | ".join(steps["fresh_ms"]) + " |",
+        "|---" * (len(steps["fresh_ms"]) + 1) + "|",
+        "| fresh | " + " | ".join(str(v) for v in steps["fresh_ms"].values()) + " |",
+        "",
+        "| run | " + " | ".join(steps["warm_ms"]) + " |",
+        "|---" * (len(steps["warm_ms"]) + 1) + "|",
+        "| warm | " + " | ".join(str(v) for v in steps["warm_ms"].values()) + " |",
+        "",
+        "Fresh run CPU, ms per run: "
+        + ", ".join(f"{k} {v}" for k, v in steps["fresh_cpu_ms_per_run"].items()),
+        f"os.getpid(): {steps['getpid_ns']['in_jail']} ns in the jail (seccomp), "
+        f"{steps['getpid_ns']['outside']} ns outside",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def tiers_markdown(rows: list[dict[str, Any]]) -> str:
-    keys = ["tier", "warm_p50_ms", "warm_p99_ms", "fresh_per_s", "fresh_errors", "cpu_ms_per_run"]
+    keys = [
+        "tier",
+        "warm_p50_ms",
+        "warm_p99_ms",
+        "fresh_per_s",
+        "fresh_errors",
+        "cpu_ms_per_run",
+        "server_cpu_ms_per_run",
+        "client_cpu_ms_per_run",
+    ]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
     ceiling = rows[-1]["fresh_per_s"] or 0
@@ -899,6 +1084,11 @@ def main() -> int:
         default=None,
         help="only the isolation tiers side by side (comma-separated, e.g. jail,container,gvisor)",
     )
+    parser.add_argument(
+        "--jail-steps",
+        action="store_true",
+        help="only the jail's per-step breakdown (no HTTP), printed; with --tiers, both",
+    )
     args = parser.parse_args()
     if args.only == "stores":
         n = args.runs or (10 if args.quick else 40)
@@ -924,6 +1114,14 @@ def main() -> int:
         print(markdown(result))
         _remove_left_containers()
         return 0
+    if args.jail_steps and not args.tiers:
+        t0 = time.monotonic()
+        steps = bench_jail_steps(
+            args.runs or (10 if args.quick else 40),
+            lambda line: print(f"[{time.monotonic() - t0:6.1f}s] {line}", flush=True),
+        )
+        print(jail_steps_markdown(steps))
+        return 0
     if args.tiers:
         tmp = BENCH / ".tmp" / RUN_LABEL
         tmp.mkdir(parents=True, exist_ok=True)
@@ -935,11 +1133,17 @@ def main() -> int:
             args.tiers.split(","),
             lambda line: print(f"[{time.monotonic() - t0:6.1f}s] {line}", flush=True),
         )
+        tiers_result: dict[str, Any] = {"note": args.note, "load": os.getloadavg(), "rows": rows}
+        md = tiers_markdown(rows)
+        if args.jail_steps:
+            tiers_result["jail_steps"] = bench_jail_steps(
+                args.runs or (10 if args.quick else 40),
+                lambda line: print(f"[{time.monotonic() - t0:6.1f}s] {line}", flush=True),
+            )
+            md += jail_steps_markdown(tiers_result["jail_steps"])
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "tiers.json").write_text(
-            json.dumps({"note": args.note, "rows": rows}, indent=2) + "\n"
-        )
-        print(tiers_markdown(rows))
+        (RESULTS / "tiers.json").write_text(json.dumps(tiers_result, indent=2) + "\n")
+        print(md)
         return 0
     if args.soak_only:
         tmp = BENCH / ".tmp" / RUN_LABEL
@@ -987,6 +1191,10 @@ def main() -> int:
     churn.system, churn.scenario = "engine churn ceiling (create+start+wait+remove)", "trivial"
     cells.append(churn)
     log(fmt(churn))
+    # The isolation tiers side by side (as --tiers), with fewer runs, and what each step of
+    # a jail run costs (as --jail-steps).
+    tiers = bench_tiers(tmp, args.pool_size, min(n, TIERS_RUNS), list(TIERS), log)
+    jail_steps = bench_jail_steps(min(n, TIERS_RUNS), log)
     if BENCH_PY.exists():
         plain = plain_image(IMAGE)
         for callers in (1, 4):
@@ -1009,6 +1217,8 @@ def main() -> int:
         "stores": stores,
         "distributed": dist,
         "targets": targets(cells, sbs, stores),
+        "tiers": tiers,
+        "jail_steps": jail_steps,
         "duration_s": round(time.monotonic() - began, 1),
     }
     if args.soak:
@@ -1016,6 +1226,8 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     md = markdown(result)
+    md += "\nIsolation tiers side by side:\n\n" + tiers_markdown(tiers)
+    md += jail_steps_markdown(jail_steps)
     if dist is not None:
         import distributed
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
+
+from actioncage_runtime import jsoncodec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs every sandbox an import; annotations need it only here
@@ -32,7 +33,7 @@ def _format_path(path: _Path) -> str:
     while path is not None:
         path, key = path
         keys.append(key)
-    return "$" + "".join(f"[{json.dumps(key)}]" for key in reversed(keys))
+    return "$" + "".join(f"[{jsoncodec.dumps(key)}]" for key in reversed(keys))
 
 
 def check_json_value(value: Any, what: str, max_nodes: int) -> None:
@@ -106,7 +107,7 @@ def dump_json(value: Any, what: str, max_bytes: int) -> str:
     """
     check_json_value(value, what, max_nodes=max_bytes)
     try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        text = jsoncodec.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:  # e.g. an int past the 4300-digit conversion limit
         raise JSONValueError(f"{what} is not valid JSON: {exc}") from None
     # ensure_ascii (the default) makes the character count equal the byte count.

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from actioncage_runtime import jsoncodec
 from actioncage_runtime.guards import JSONValueError, NotJSONError, SizeLimitError, dump_json
 
 # Every sandbox pays for the runtime's imports before it can run anything, so modules only some
@@ -116,12 +115,12 @@ class HostChannel:
         all failures.
         """
         frame = {"type": "host_call", "id": call_id, "name": name, "args": args}
-        write_frame(self._frames_out, json.dumps(frame, separators=(",", ":")))
+        write_frame(self._frames_out, jsoncodec.dumps(frame))
         line = self._read_line()
         if line is None:
             return False, "the control plane sent no reply"
         try:
-            reply = json.loads(line)
+            reply = jsoncodec.loads(line)
         except (ValueError, RecursionError):
             return False, "malformed reply from the control plane"
         if (
@@ -504,7 +503,7 @@ def _json_copy(helper: str, name: str, value: Any, max_bytes: int) -> Any:
         raise TypeError(str(exc)) from None
     except (JSONValueError, SizeLimitError) as exc:
         raise ValueError(str(exc)) from None
-    return json.loads(text)
+    return jsoncodec.loads(text)
 
 
 def _parse_date(helper: str, check_date: Any) -> dt.date:

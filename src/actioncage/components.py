@@ -114,7 +114,7 @@ def build_backend(
     """The sandbox backend of every isolation tier: Docker runs ``container`` (runc) and
     ``gvisor`` (runsc), bubblewrap runs ``jail`` on the image Docker exports."""
     docker_backend = DockerBackend(settings, owner_id, foreground, shared_live)
-    jail = JailBackend(settings, owner_id, docker_backend)
+    jail = JailBackend(settings, owner_id, docker_backend, foreground)
     return TieredBackend(
         {
             Isolation.CONTAINER: docker_backend,

@@ -11,7 +11,7 @@ import docker.errors
 import pytest
 
 from actioncage.errors import EngineUnavailableError, SandboxError
-from actioncage.models import Policy
+from actioncage.models import Isolation, Policy
 from actioncage.sandbox.backend import Profile, new_owner_id
 from actioncage.sandbox.docker.backend import DockerBackend
 from actioncage.sandbox.docker.engine import EngineAPIError
@@ -22,7 +22,14 @@ from actioncage.sandbox.limits import MANAGED_LABEL, effective_limits
 from actioncage.sandbox.pool import WarmPool
 from actioncage.sandbox.runner import SandboxRunner
 from actioncage.settings import Settings
-from tests.conftest import IMAGE, SESSION, TEST_LABEL, make_settings, session_containers
+from tests.conftest import (
+    IMAGE,
+    SESSION,
+    TEST_LABEL,
+    make_settings,
+    session_containers,
+    wait_for,
+)
 from tests.served import free_port
 
 IMAGE_NAME = "actioncage-sandbox:test"
@@ -71,6 +78,24 @@ def test_an_engine_that_does_not_answer_is_engine_unavailable(tmp_path: Path) ->
         assert backend.ping() is False
         with pytest.raises(EngineUnavailableError):
             backend.start("nowhere", Profile(effective_limits(Policy(), settings)))
+
+
+@pytest.mark.docker
+def test_a_stale_tier_status_is_answered_at_once_and_refreshed_in_the_background(
+    tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    """No run waits for ``docker info`` (or ``runsc --version``): past its time to live, the
+    last status is still the answer while a background thread asks the engine again."""
+    settings = make_settings(tmp_path)
+    backend = DockerBackend(settings, new_owner_id(), Foreground(0), runtimes_ttl_s=0.0)
+    try:
+        first = backend.tier(Isolation.CONTAINER)  # the first answer is waited for
+        assert first.available and first.runtime_version
+        assert backend.tier(Isolation.CONTAINER) is first  # stale, answered from memory
+        assert wait_for(lambda: backend.tier(Isolation.CONTAINER) is not first, timeout=30)
+        assert backend.tier(Isolation.CONTAINER) == first  # the same engine, asked again
+    finally:
+        backend.close()
 
 
 @pytest.mark.docker

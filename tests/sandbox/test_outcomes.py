@@ -249,6 +249,17 @@ def test_script_runs_as_non_root_without_capabilities_or_host_env(run_code: Any)
     assert not any(k.startswith(("ACTIONCAGE", "DOCKER")) for k in out["env"])
 
 
+def test_script_runs_under_the_resource_limits(run_code: Any, settings: Settings) -> None:
+    run = run_code(
+        "import resource\n"
+        "def execute_action(context):\n"
+        "    return {n: list(resource.getrlimit(getattr(resource, 'RLIMIT_' + n)))\n"
+        "            for n in ('NOFILE', 'CORE', 'FSIZE')}\n"
+    )
+    fsize = settings.tmpfs_mb << 20
+    assert run["output"] == {"NOFILE": [256, 256], "CORE": [0, 0], "FSIZE": [fsize, fsize]}, run
+
+
 @pytest.mark.parametrize(
     ("body", "needle"),
     [

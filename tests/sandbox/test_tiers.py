@@ -18,8 +18,9 @@ from actioncage import create_app
 from actioncage.components import build_backend
 from actioncage.errors import SandboxError
 from actioncage.models import Isolation, OrgPolicy, Policy
-from actioncage.sandbox.backend import Profile, new_owner_id
+from actioncage.sandbox.backend import Profile, Stream, new_owner_id
 from actioncage.sandbox.channel import exchange
+from actioncage.sandbox.envelope import build_envelope
 from actioncage.sandbox.foreground import Foreground
 from actioncage.sandbox.jail.cgroups import Cgroups
 from actioncage.sandbox.limits import (
@@ -152,9 +153,106 @@ def _bwrap_children() -> list[int]:
         except OSError:
             continue
         comm = stat.split("(", 1)[1].rsplit(")", 1)[0]
-        if stat.rsplit(")", 1)[1].split()[1] == me and comm in ("bwrap", "prlimit"):
+        if stat.rsplit(")", 1)[1].split()[1] == me and comm in ("bwrap", "prlimit", "setpriv"):
             found.append(int(entry))
     return found
+
+
+def _status(pid: int) -> dict[str, str]:
+    lines = Path("/proc", str(pid), "status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+@pytest.mark.docker
+def test_a_jails_processes_are_the_sandbox_user_on_the_host_too(tmp_path: Path) -> None:
+    """bubblewrap, its init and the runtime run as uid and gid 10001 outside the jail as well
+    (never root), with no supplementary groups and no capabilities, under the run's limits."""
+    if (problem := tier_problem("jail")) is not None:
+        pytest.skip(problem)
+    if os.geteuid() != 0:
+        pytest.skip("the control plane is not root: the jail runs as its own uid")
+    settings = make_settings(tmp_path, isolation="jail")
+    backend = build_backend(settings, new_owner_id(), Foreground(0))
+    limits = effective_limits(Policy(), settings)
+    try:
+        sandbox = backend.start("host-identity", Profile(limits, preload=""))
+        try:
+            # A warm sandbox (empty preload) waits for its envelope: its processes stay up.
+            assert sandbox.read(30) == (Stream.STDOUT, b'{"type":"ready"}\n')
+            pids = sandbox.cgroup.pids()  # type: ignore[attr-defined]
+            assert len(pids) == 3, pids  # bwrap, the namespace's init, the runtime
+            for pid in pids:
+                status = _status(pid)
+                assert status["Uid"].split() == ["10001"] * 4, (pid, status["Uid"])
+                assert status["Gid"].split() == ["10001"] * 4, (pid, status["Gid"])
+                assert status["Groups"] == "" and status["NoNewPrivs"] == "1"
+                assert {status[c] for c in ("CapInh", "CapPrm", "CapEff", "CapAmb")} == {
+                    "0000000000000000"
+                }
+            runtime = max(pids)
+            limits_text = Path("/proc", str(runtime), "limits").read_text()
+            assert "Max open files            256                  256" in limits_text
+        finally:
+            backend.discard(sandbox)
+        assert backend.drain(30)
+        assert backend.live_count == 0
+    finally:
+        backend.close()
+
+
+_SLEEPERS = (
+    "import os, sys, time\n"
+    "def execute_action(context):\n"
+    "    if os.fork() == 0:\n"
+    "        time.sleep(60)\n"
+    "        os._exit(0)\n"
+    "    print('started', file=sys.stderr, flush=True)\n"
+    "    time.sleep(60)\n"
+)
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie nobody has reaped yet."""
+    try:
+        state = Path("/proc", str(pid), "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.docker
+def test_a_discarded_jail_dies_at_once_and_is_removed_once_no_run_is_in_flight(
+    tmp_path: Path,
+) -> None:
+    """discard() kills the whole tree without waiting; reaping it and removing its cgroup and
+    /tmp wait for a moment with no run in flight (here: until the run below ends)."""
+    if (problem := tier_problem("jail")) is not None:
+        pytest.skip(problem)
+    settings = make_settings(tmp_path, isolation="jail")
+    foreground = Foreground(60_000)
+    backend = build_backend(settings, new_owner_id(), foreground)
+    limits = effective_limits(Policy(), settings)
+    try:
+        sandbox = backend.start("discard-quiet", Profile(limits))
+        sandbox.write(build_envelope(_SLEEPERS, {}, None, limits))
+        logs = b""
+        while b"started" not in logs:  # the script and its child are up, sleeping
+            chunk = sandbox.read(30)
+            assert chunk is not None and chunk[0] is Stream.STDERR, chunk
+            logs += chunk[1]
+        cgroup = sandbox.cgroup  # type: ignore[attr-defined]
+        pids = cgroup.pids()
+        assert len(pids) == 4  # bwrap, the namespace's init, the runtime, the script's child
+        with foreground.run():  # another run is in flight
+            backend.discard(sandbox)
+            assert wait_for(lambda: all(_dead(pid) for pid in pids), timeout=10)
+            assert not wait_for(lambda: backend.pending_removals == 0, timeout=0.3)
+            assert all(path.exists() for path in cgroup.paths)
+        assert backend.drain(30)
+        assert not any(path.exists() for path in cgroup.paths)
+        assert backend.live_count == 0
+    finally:
+        backend.close()
 
 
 @pytest.mark.docker

@@ -85,5 +85,8 @@ class TieredBackend:
         return all([b.drain(timeout_s) for b in self._distinct])
 
     def close(self) -> None:
+        # The default last: the jail's backend asks it (Docker) for its image until it closes.
         for backend in self._distinct:
-            backend.close()
+            if backend is not self._default:
+                backend.close()
+        self._default.close()

@@ -60,6 +60,8 @@ _WRITE_TIMEOUT_S = 60.0
 # How long what the engine said about its runtimes is trusted (a runtime registered later,
 # by scripts/ensure-gvisor.sh, shows up within this).
 _RUNTIMES_TTL_S = 30.0
+# How long close() waits for a refresh of the tiers' status in flight.
+_REFRESH_JOIN_S = 10.0
 
 
 def bare_runner(settings: Settings) -> SandboxRunner:
@@ -188,8 +190,10 @@ class DockerBackend:
         owner_id: str,
         foreground: Foreground,
         shared_live: LiveSet | None = None,
+        runtimes_ttl_s: float = _RUNTIMES_TTL_S,
     ) -> None:
         self._settings = settings
+        self._runtimes_ttl_s = runtimes_ttl_s
         self.owner_id = owner_id
         # With ACTIONCAGE_REDIS_URL: live containers counted over every process (shared/),
         # so the warm pool's cap holds for all of them.
@@ -203,6 +207,8 @@ class DockerBackend:
         self._configs: dict[str, dict[str, Any]] = {}
         self._tiers: dict[Isolation, TierStatus] = {}
         self._tiers_at = float("-inf")
+        self._tiers_refreshing = False
+        self._tiers_thread: threading.Thread | None = None
         self.remover = _Remover(
             self._remove_now, settings.removal_queue_size, foreground.wait_quiet
         )
@@ -237,6 +243,8 @@ class DockerBackend:
 
     def close(self) -> None:
         """Finish pending removals, then close the engine connection (a later call reopens)."""
+        if self._tiers_thread is not None:  # it would reopen the connection after us
+            self._tiers_thread.join(_REFRESH_JOIN_S)
         self.remover.close()
         with self._lock:
             if self._api is not None:
@@ -256,28 +264,58 @@ class DockerBackend:
     def tier(self, isolation: Isolation) -> TierStatus:
         """``container`` (the engine's runc, or ACTIONCAGE_DOCKER_RUNTIME) and ``gvisor`` (the
         engine's runtime ACTIONCAGE_GVISOR_RUNTIME, runsc) are this backend's tiers; each is
-        available when the engine answers and knows its runtime. Never raises."""
+        available when the engine answers and knows its runtime. Never raises.
+
+        Only the first answer is waited for: after that the last one is returned at once,
+        and when it is older than ``runtimes_ttl_s`` (30 s) a background thread asks the
+        engine again (``docker info``, and ``runsc --version``), so no run pays for that on
+        its path."""
         if isolation is Isolation.JAIL:
             return TierStatus(isolation, False, reason="the jail is not a Docker tier")
         with self._lock:
-            fresh = time.monotonic() - self._tiers_at < _RUNTIMES_TTL_S
-            known = self._tiers.get(isolation) if fresh else None
-        if known is not None:
-            return known
-        try:
-            info: dict[str, Any] = self.client().info()
-        except (SandboxError, docker.errors.APIError, *UNREACHABLE) as exc:
-            return TierStatus(isolation, False, reason=f"no container engine answers: {exc}")
-        statuses = {
-            tier: _runtime_status(tier, info, name)
-            for tier, name in (
-                (Isolation.CONTAINER, self._settings.docker_runtime or "runc"),
-                (Isolation.GVISOR, self._settings.gvisor_runtime),
+            known = self._tiers.get(isolation)
+            refresh = (
+                known is not None
+                and not self._tiers_refreshing
+                and time.monotonic() - self._tiers_at >= self._runtimes_ttl_s
             )
-        }
-        with self._lock:
-            self._tiers, self._tiers_at = statuses, time.monotonic()
-        return statuses[isolation]
+            if refresh:
+                self._tiers_refreshing = True
+        if known is None:
+            return self._refresh_tiers()[isolation]
+        if refresh:
+            thread = threading.Thread(
+                target=self._refresh_tiers, name="actioncage-tiers", daemon=True
+            )
+            self._tiers_thread = thread
+            thread.start()
+        return known
+
+    def _refresh_tiers(self) -> dict[Isolation, TierStatus]:
+        """Ask the engine about its runtimes now; remember the answer (an engine that does
+        not answer is asked again on the next call). Never raises."""
+        try:
+            try:
+                info: dict[str, Any] = self.client().info()
+            except (SandboxError, docker.errors.APIError, *UNREACHABLE) as exc:
+                reason = f"no container engine answers: {exc}"
+                return {
+                    tier: TierStatus(tier, False, reason=reason)
+                    for tier in (Isolation.CONTAINER, Isolation.GVISOR)
+                }
+            statuses = {
+                tier: _runtime_status(tier, info, name)
+                for tier, name in (
+                    (Isolation.CONTAINER, self._settings.docker_runtime or "runc"),
+                    (Isolation.GVISOR, self._settings.gvisor_runtime),
+                )
+            }
+            with self._lock:
+                self._tiers, self._tiers_at = statuses, time.monotonic()
+            return statuses
+        finally:
+            with self._lock:
+                self._tiers_refreshing = False
 
     def image_digest(self) -> str:
         """The sandbox image's id. Raises SandboxError when the image is missing."""

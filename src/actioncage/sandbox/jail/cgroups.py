@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "actioncage"
 _V1_CONTROLLERS = ("memory", "pids", "cpu")
+_V2_CONTROLLERS = ("memory", "pids", "cpu")
 # A cgroup is removable only once the kernel has let go of its last process: retry briefly.
 _RMDIR_ATTEMPTS = 50
 _RMDIR_RETRY_S = 0.005
@@ -43,6 +44,17 @@ class Cgroups:
         """Why this process cannot make cgroups for ``owner``'s sandboxes, or None."""
         if self.version == 0:
             return f"no cgroup v1 memory controller or cgroup v2 tree under {self.root}"
+        if self.version == 2:
+            # On a hybrid host the v2 tree exists but every controller is bound to a v1 one
+            # (only one hierarchy can hold a controller); a v2 host may not delegate them.
+            available = (self.root / "cgroup.controllers").read_text().split()
+            missing = [c for c in _V2_CONTROLLERS if c not in available]
+            if missing:
+                return (
+                    f"the cgroup v2 tree {self.root} lacks the {', '.join(missing)} "
+                    "controller(s) the jail needs (bound to cgroup v1 hierarchies, or not "
+                    "delegated to this tree)"
+                )
         try:
             for base in self.bases():
                 (base / owner).mkdir(parents=True, exist_ok=True)
@@ -63,7 +75,7 @@ class Cgroups:
         for level in (self.root, self.root / PARENT, self.root / PARENT / owner):
             control = level / "cgroup.subtree_control"
             enabled = control.read_text().split()
-            wanted = [c for c in ("memory", "pids", "cpu") if c not in enabled]
+            wanted = [c for c in _V2_CONTROLLERS if c not in enabled]
             if wanted:
                 control.write_text(" ".join("+" + c for c in wanted))
 
