@@ -85,6 +85,7 @@ class Components:
         self.outbox.close(final_pass_s=self.settings.callback_timeout_ms / 1000)
         self.runner.backend.close()  # the pool, when there is one, closes its backend
         self.instance.close()
+        self.keys.close()
         self.shared.close()
         self.store.dispose()
 
@@ -214,9 +215,11 @@ def build(settings: Settings, role: str = "serve") -> Components:
     )
     if dispatcher is not None:
         dispatcher.adopt = service.adopt_dispatched
+    keys = KeyCache(settings.key_cache_s, shared.revocations)
     if long_lived:
         jobs.start()
         outbox.start()
+        keys.start()  # revocations are read off the requests' path
     return Components(
         settings=settings,
         store=store,
@@ -225,7 +228,7 @@ def build(settings: Settings, role: str = "serve") -> Components:
         host_calls=host_calls,
         executor=executor,
         service=service,
-        keys=KeyCache(settings.key_cache_s, shared.revocations),
+        keys=keys,
         slots=slots,
         metrics=metrics,
         jobs=jobs,

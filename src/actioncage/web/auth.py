@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from flask import current_app, g, request
 
-from actioncage.errors import AuthError, SharedStateError
+from actioncage.errors import AuthError
 from actioncage.models import ApiKey
 from actioncage.shared.state import Revocations
 
@@ -23,6 +23,9 @@ _MAX_CACHED_KEYS = 10_000
 # How often the revocation epoch is read: a key revoked anywhere stops working here within
 # this (plus one read).
 REVOCATION_CHECK_S = 0.5
+# A background read older than this (the watcher stalled, or the store is slow): requests
+# read the epoch themselves again, so revocation never waits on a stuck thread.
+_WATCH_STALE_S = 4 * REVOCATION_CHECK_S
 
 
 class KeyCache:
@@ -32,9 +35,10 @@ class KeyCache:
     database round trip off the hot path. Only successes are kept, so a new key works at
     once and an unknown one is always looked up. A revoked key is forgotten within
     REVOCATION_CHECK_S: the cache reads the revocations' epoch (Redis, or the keys table)
-    at most that often and starts afresh when it moved. A key deleted from the database
-    directly keeps working in this process for at most ``ttl_s``. ``ttl_s`` 0 turns the
-    cache off.
+    that often and starts afresh when it moved; the read is done by a watcher thread
+    (start()), off the requests' path, or by a request when the watcher has not read it
+    within _WATCH_STALE_S. A key deleted from the database directly keeps working in this
+    process for at most ``ttl_s``. ``ttl_s`` 0 turns the cache off.
     """
 
     def __init__(self, ttl_s: float, revocations: Revocations) -> None:
@@ -44,8 +48,32 @@ class KeyCache:
         self._keys: dict[str, tuple[float, ApiKey]] = {}
         self._epoch: str | None = None
         self._next_check = 0.0
+        self._watched_at = float("-inf")  # monotonic time of the watcher's last read
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
         # Bumped whenever the cache starts afresh: a lookup begun before is not remembered.
         self.generation = 0
+
+    def start(self) -> None:
+        """Read the revocation epoch every REVOCATION_CHECK_S on a daemon thread."""
+        if self._ttl_s <= 0 or self._watcher is not None:
+            return
+        self._watcher = threading.Thread(
+            target=self._watch, name="actioncage-revocations", daemon=True
+        )
+        self._watcher.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+            self._watcher = None
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            if self._read_epoch():
+                self._watched_at = time.monotonic()
+            self._stop.wait(REVOCATION_CHECK_S)
 
     def find(self, secret: str) -> ApiKey | None:
         """The cached key for this secret, or None when not cached (or expired)."""
@@ -83,13 +111,19 @@ class KeyCache:
 
     def _check_revocations(self) -> None:
         now = time.monotonic()
+        if now - self._watched_at < _WATCH_STALE_S:
+            return  # the watcher read it lately
         with self._lock:
             if now < self._next_check:
                 return
             self._next_check = now + REVOCATION_CHECK_S  # one thread reads; others go on
+        self._read_epoch()
+
+    def _read_epoch(self) -> bool:
+        """Read the epoch; start afresh when it moved or cannot be read (False then)."""
         try:
             epoch: str | None = self._revocations.epoch()
-        except SharedStateError:
+        except Exception:  # SharedStateError, or the store's own (a database hiccup)
             log.warning("revocations unreadable: trusting no cached key", exc_info=True)
             epoch = None
         with self._lock:
@@ -97,6 +131,7 @@ class KeyCache:
                 self._keys.clear()
                 self.generation += 1
             self._epoch = epoch
+        return epoch is not None
 
 
 def key_from_request() -> str | None:
