@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Insert, Table, func, insert, select, update
+from sqlalchemy import Insert, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -170,7 +170,7 @@ def revocation_epoch(session: Session) -> str:
 # --- actions -------------------------------------------------------------------------------
 
 
-def _action(row: ActionRow, version: ActionVersionRow) -> Action:
+def _action(row: ActionRow | _Prefixed, version: ActionVersionRow | _Prefixed) -> Action:
     return Action(
         id=row.id,
         org_id=row.org_id,
@@ -273,26 +273,45 @@ def _find_action_row(session: Session, org_id: str, id_or_name: str) -> ActionRo
     )
 
 
+class _Prefixed:
+    """The columns of one table in a joined Core row, by attribute (``_ACTION_BY_REF``)."""
+
+    def __init__(self, mapping: Any, prefix: str) -> None:
+        self._mapping, self._prefix = mapping, prefix
+
+    def __getattr__(self, name: str) -> Any:
+        return self._mapping[self._prefix + name]
+
+
+def _labelled(table: Table, prefix: str) -> list[Any]:
+    return [c.label(prefix + c.key) for c in table.columns]
+
+
+_ACTIONS = cast(Table, ActionRow.__table__)
+_VERSIONS = cast(Table, ActionVersionRow.__table__)
+# Every call of an action starts here: one statement, built once, read through Core (no ORM
+# objects to load: a quarter of the time).
+_ACTION_BY_REF = (
+    select(*_labelled(_ACTIONS, "a_"), *_labelled(_VERSIONS, "v_"))
+    .join(
+        _VERSIONS,
+        (_VERSIONS.c.action_id == _ACTIONS.c.id) & (_VERSIONS.c.version == _ACTIONS.c.version),
+    )
+    .where(
+        _ACTIONS.c.org_id == bindparam("org_id"),
+        (_ACTIONS.c.id == bindparam("ref")) | (_ACTIONS.c.name == bindparam("ref")),
+    )
+)
+
+
 def get_action(session: Session, org_id: str, id_or_name: str) -> Action:
     """The current version of the action with this id or name (an id wins over another
     action's equal name). Raises ActionNotFoundError."""
-    # One query, not three: every call of an action starts here.
-    found = session.execute(
-        select(ActionRow, ActionVersionRow)
-        .join(
-            ActionVersionRow,
-            (ActionVersionRow.action_id == ActionRow.id)
-            & (ActionVersionRow.version == ActionRow.version),
-        )
-        .where(
-            ActionRow.org_id == org_id,
-            (ActionRow.id == id_or_name) | (ActionRow.name == id_or_name),
-        )
-    ).all()
+    found = session.execute(_ACTION_BY_REF, {"org_id": org_id, "ref": id_or_name}).all()
     if not found:
         raise ActionNotFoundError(f"no action {id_or_name!r}")
-    row, version = min(found, key=lambda pair: pair[0].id != id_or_name)
-    return _action(row, version)
+    row = min(found, key=lambda r: r._mapping["a_id"] != id_or_name)._mapping
+    return _action(_Prefixed(row, "a_"), _Prefixed(row, "v_"))
 
 
 def find_action(session: Session, org_id: str, id_or_name: str) -> Action | None:
@@ -877,9 +896,15 @@ def list_runs(
 # --- org policies --------------------------------------------------------------------------
 
 
+_ORG_POLICY_BY_ID = select(cast(Table, OrgPolicyRow.__table__)).where(
+    OrgPolicyRow.org_id == bindparam("org_id")
+)
+
+
 def find_org_policy(session: Session, org_id: str) -> OrgPolicy | None:
     """The operator's ceilings for the org, or None when none were set."""
-    row = session.get(OrgPolicyRow, org_id)
+    # Every run's admission reads it: through Core, with no ORM object to load.
+    row = session.execute(_ORG_POLICY_BY_ID, {"org_id": org_id}).first()
     if row is None:
         return None
     return OrgPolicy(
