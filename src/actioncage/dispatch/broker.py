@@ -316,4 +316,7 @@ def send_run(app: Celery, url: str, body: dict[str, Any], expires_s: float) -> N
             retry=True,
             retry_policy=_RETRY_POLICY,
             ignore_result=True,
+            # Celery would otherwise repr() the envelope for its logs on every run.
+            argsrepr=f"({body.get('runId')!r},)",
+            kwargsrepr="{}",
         )

@@ -20,7 +20,9 @@ at dispatch: a run still out after dispatch_record_after_ms gets its durable rec
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
 import logging
 import socket
 import threading
@@ -71,6 +73,8 @@ class _Run:
     started_at: float = 0.0
     host_calls: int = 0
     result: SandboxRun | None = None
+    # The outcome message whose acknowledgement waits until the run is recorded.
+    unacknowledged: dict[str, Any] | None = None
     changed: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -225,7 +229,13 @@ class Dispatcher:
             )
         self._end(run, _State.LOST, only_from=_State.STARTED)
         if run.state is _State.DONE and run.result is not None:
-            return run.result
+            outcome = run.unacknowledged
+            if outcome is None:
+                return run.result
+            # Acknowledged once the caller recorded the run: until then the worker holds
+            # back its engine work, which would take the CPU from the record and response.
+            acknowledge = functools.partial(self._acknowledge, outcome)
+            return dataclasses.replace(run.result, settled=acknowledge)
         if run.state is _State.ABANDONED:  # its worker gave up before starting it
             return SandboxRun(None, "the executor worker gave up before starting the run")
         return SandboxRun(None, EXECUTOR_LOST.format(worker=run.worker), executor=run.worker)
@@ -264,11 +274,8 @@ class Dispatcher:
             self._host_call(run_id, run, worker, body)
         elif kind == "outcome" and run is None and body.get("handover") is True:
             self._adopt(run_id, worker, body)
-        elif kind == "outcome":
-            # The waiting caller first, then the acknowledgement (which keeps the worker
-            # from handing the outcome over), off the caller's path.
-            self._outcome(run_id, run, worker, body)
-            self._reply(body, {"type": "outcome_ack"})
+        elif kind == "outcome" and not self._outcome(run_id, run, worker, body):
+            self._acknowledge(body)  # not this run's outcome (any more): nothing waits on it
         else:
             log.warning("dropped a message of unknown type %r", kind)
 
@@ -312,10 +319,12 @@ class Dispatcher:
 
         self._host_calls.submit(answer_it)
 
-    def _outcome(self, run_id: str, run: _Run | None, worker: str, body: dict[str, Any]) -> None:
+    def _outcome(self, run_id: str, run: _Run | None, worker: str, body: dict[str, Any]) -> bool:
+        """Take the outcome as the run's result; False when it is not (the run ended, or
+        another worker has it)."""
         if run is None:
             log.warning("run %s: an outcome from %s came after the run ended", run_id, worker)
-            return
+            return False
         try:
             result = messages.parse_outcome(body, run.limits)
         except MessageInvalidError as exc:
@@ -326,9 +335,15 @@ class Dispatcher:
         with self._lock, run.changed:
             if run.state is not _State.STARTED or run.worker != worker:
                 log.warning("run %s: dropped an outcome from %s (%s)", run_id, worker, run.state)
-                return
-            run.state, run.result = _State.DONE, result
+                return False
+            run.state, run.result, run.unacknowledged = _State.DONE, result, body
             run.changed.notify_all()
+        return True
+
+    def _acknowledge(self, outcome: dict[str, Any]) -> None:
+        """Tell the worker its outcome was taken: it will not hand it over, and its engine
+        work (the sandbox's removal, its warm pool's refill) may go ahead."""
+        self._reply(outcome, {"type": "outcome_ack"})
 
     def _adopt(self, run_id: str, worker: str, body: dict[str, Any]) -> None:
         """An outcome its dispatching process did not acknowledge: record the run here (on

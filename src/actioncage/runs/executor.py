@@ -156,6 +156,7 @@ class Executor:
         executor: str | None = None
         api_logs: str | None = None
         tier: TierStatus | None = None
+        settled: Callable[[], None] | None = None
         if admission is None:
             with self._store.session() as s:
                 admission = Admission(repo.find_org_policy(s, action.org_id))
@@ -198,31 +199,36 @@ class Executor:
                 with self._slots.hold():
                     ran = self._sandboxes.run(run_id, line, limits, self._host_calls.answer)
                 raw, digest, egress, executor = ran.raw, ran.image_digest, ran.egress, ran.executor
+                settled = ran.settled
                 outcome = _sandbox_outcome(ran, limits, conversation is not None)
-        outcome = _check_returns(action, outcome)
-        logs = raw_logs(raw, self._settings.max_output_bytes) if api_logs is None else api_logs
-        if secrets:  # nothing the run leaves shows a secret's value, however encoded
-            masker = Masker(v for v in secrets.values() if v is not None)
-            outcome, logs = _masked(outcome, masker), masker.text(logs)
-        return self._record(
-            run_id,
-            action,
-            key_id,
-            conversation,
-            outcome,
-            logs,
-            started_at,
-            digest,
-            dry_run,
-            hashed,
-            egress,
-            placeholder,
-            front_door,
-            executor=executor,
-            args=args,
-            secrets=tuple(name for name, value in secrets.items() if value is not None),
-            tier=tier,
-        )
+        try:
+            outcome = _check_returns(action, outcome)
+            logs = raw_logs(raw, self._settings.max_output_bytes) if api_logs is None else api_logs
+            if secrets:  # nothing the run leaves shows a secret's value, however encoded
+                masker = Masker(v for v in secrets.values() if v is not None)
+                outcome, logs = _masked(outcome, masker), masker.text(logs)
+            return self._record(
+                run_id,
+                action,
+                key_id,
+                conversation,
+                outcome,
+                logs,
+                started_at,
+                digest,
+                dry_run,
+                hashed,
+                egress,
+                placeholder,
+                front_door,
+                executor=executor,
+                args=args,
+                secrets=tuple(name for name, value in secrets.items() if value is not None),
+                tier=tier,
+            )
+        finally:
+            if settled is not None:
+                settled()
 
     def complete_dispatched(
         self,

@@ -6,8 +6,9 @@ executor keeps validation, classification, effects and the record."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from actioncage.egress.guard import guard_from_settings, parse_patterns
@@ -31,13 +32,17 @@ handover_ticket: ContextVar[str | None] = ContextVar("actioncage_handover_ticket
 class SandboxRun:
     """What the sandbox part of one run produced: the raw outcome (None when no run could
     be produced, ``error`` then says why), the egress proxy's log, the image the sandbox ran
-    and the executor worker that ran it (None: this process)."""
+    and the executor worker that ran it (None: this process). ``settled``, when set, is to
+    be called once the run is recorded (or failed to be): an executor worker's outcome is
+    acknowledged then, so the worker's engine work (the sandbox's removal, the warm pool's
+    refill) waits until the record is written instead of competing with it for the CPU."""
 
     raw: RawOutcome | None
     error: str | None = None
     egress: tuple[dict[str, Any], ...] = ()
     image_digest: str | None = None
     executor: str | None = None
+    settled: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 class Sandboxes(Protocol):
