@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import logging
 import socket
 import threading
@@ -136,6 +135,8 @@ class Dispatcher:
             max_workers=8, thread_name_prefix="actioncage-hostcall"
         )
         self._adoptions = ThreadPoolExecutor(max_workers=4, thread_name_prefix="actioncage-adopt")
+        # Acknowledgements are sent from here, off the caller's path.
+        self._acks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="actioncage-ack")
         # Set by the composition root once the run service exists.
         self.adopt: Adopter | None = None
         self._lock = threading.Lock()
@@ -156,6 +157,7 @@ class Dispatcher:
         self._publisher.close()
         self._host_calls.shutdown(wait=False, cancel_futures=True)
         self._adoptions.shutdown(wait=False, cancel_futures=True)
+        self._acks.shutdown(wait=True)
 
     # --- a run ------------------------------------------------------------------------------
 
@@ -232,9 +234,18 @@ class Dispatcher:
             outcome = run.unacknowledged
             if outcome is None:
                 return run.result
-            # Acknowledged once the caller recorded the run: until then the worker holds
-            # back its engine work, which would take the CPU from the record and response.
-            acknowledge = functools.partial(self._acknowledge, outcome)
+
+            # Acknowledged once the caller recorded the run (sent on another thread): until
+            # then the worker holds back its engine work, which would take the CPU from the
+            # record and the response.
+            def acknowledge() -> None:
+                try:
+                    self._acks.submit(self._acknowledge, outcome)
+                except RuntimeError:  # closing: the worker hands it over, harmlessly
+                    log.info(
+                        "closing: the outcome of run %s is not acknowledged", outcome.get("runId")
+                    )
+
             return dataclasses.replace(run.result, settled=acknowledge)
         if run.state is _State.ABANDONED:  # its worker gave up before starting it
             return SandboxRun(None, "the executor worker gave up before starting the run")
