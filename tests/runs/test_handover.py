@@ -153,10 +153,12 @@ def test_a_run_still_out_after_the_delay_gets_a_running_record_and_job_completed
         job, run = _job(store, run_id), _stored(store, action, run_id)
         assert job is not None and job.state == jobs_repo.RUNNING and job.owner == "inst_a"
         assert run is not None and run.status is RunStatus.RUNNING and run.args == ARGS
+        assert p.jobs.renew() == 1  # its lease is renewed while the run is away
         _record(store, ok_run(action, run_id, "done"))
     stored = _stored(store, action, run_id)
     assert stored is not None and stored.status is RunStatus.OK
     assert wait_for(lambda: getattr(_job(store, run_id), "state", None) == jobs_repo.DONE)
+    assert p.jobs.renew() == 0  # done: nothing left to renew
 
 
 @pytest.mark.parametrize("record_after_ms", [60_000, 0], ids=["no-record", "early-record"])

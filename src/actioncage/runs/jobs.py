@@ -73,7 +73,8 @@ class Jobs:
         self._lock = threading.Lock()
         self._closing = False
         self._in_flight: set[Future[RunResult]] = set()
-        self._handed_over = 0  # runs of this process on executor workers, with a job
+        # Jobs of runs on executor workers whose leases this process renews.
+        self._handed_over = 0
         self._finishing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="actioncage-jobs")
         self._late = DelayedWrites(settings.dispatch_record_after_ms / 1000)
         self._stop = threading.Event()
@@ -168,15 +169,19 @@ class Jobs:
     def _lease_from(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self._settings.job_lease_s)
 
-    def _deadline_from(self, now: datetime, action: Action) -> datetime:
+    def _deadline_from(
+        self, now: datetime, action: Action, margin_s: float | None = None
+    ) -> datetime:
+        """When a run started ``now`` is over at the latest: it may first wait
+        run_queue_wait_ms (for a run slot, or for a worker to start it), then gets its
+        timeout, then ``margin_s`` (default job_deadline_margin_s) to be recorded."""
         timeout_ms = min(
             action.policy.timeout_ms or self._settings.default_timeout_ms,
             self._settings.max_timeout_ms,
         )
-        # A run may first wait for a run slot, then gets its timeout, then is recorded.
+        margin = self._settings.job_deadline_margin_s if margin_s is None else margin_s
         return now + timedelta(
-            milliseconds=timeout_ms + self._settings.run_queue_wait_ms,
-            seconds=self._settings.job_deadline_margin_s,
+            milliseconds=timeout_ms + self._settings.run_queue_wait_ms, seconds=margin
         )
 
     def _work(
@@ -243,7 +248,9 @@ class Jobs:
         if self._tickets is None:
             raise RuntimeError("handed_over needs the deployment's handover tickets")
         now = repo.now()
-        deadline = self._handover_deadline_from(now, action)
+        # Until then a worker may still send the outcome: dispatch_grace_s covers its way
+        # back, twice.
+        deadline = self._deadline_from(now, action, 2 * self._settings.dispatch_grace_s)
         ticket = Ticket(
             run_id=run_id,
             org_id=action.org_id,
@@ -272,9 +279,9 @@ class Jobs:
                     deadline,
                 )  # fmt: skip
                 jobs_repo.start_job(s, run_id, self._owner, at, deadline)
+            with self._lock:
+                self._handed_over += 1  # a job whose lease this process now renews
 
-        with self._lock:
-            self._handed_over += 1
         token = handover_ticket.set(self._tickets.issue(ticket))
         # Only a run still out after the delay pays for a durable record (off the caller's
         # path); a run that comes back sooner is recorded once, when it ends.
@@ -283,14 +290,15 @@ class Jobs:
             yield
         except BaseException:
             if record.settle():
-                with self._store.session() as s:
-                    jobs_repo.discard_job(s, run_id)
-                    repo.discard_running_run(s, action.org_id, run_id)
+                try:
+                    with self._store.session() as s:
+                        jobs_repo.discard_job(s, run_id)
+                        repo.discard_running_run(s, action.org_id, run_id)
+                finally:
+                    self._release_handover_job()
             raise
         finally:
             handover_ticket.reset(token)
-            with self._lock:
-                self._handed_over -= 1
         # The run is recorded. A record written after that fails (the run's id is taken),
         # harmlessly; one written before it has a job to mark done, off the caller's path (if
         # this process dies first, the reaper marks it done at its deadline, changing nothing).
@@ -303,18 +311,12 @@ class Jobs:
                 jobs_repo.finish_job(s, run_id, self._owner, repo.now())
         except Exception:  # the reaper marks it done at its deadline
             log.exception("run %s: marking its job done failed", run_id)
+        finally:
+            self._release_handover_job()
 
-    def _handover_deadline_from(self, now: datetime, action: Action) -> datetime:
-        timeout_ms = min(
-            action.policy.timeout_ms or self._settings.default_timeout_ms,
-            self._settings.max_timeout_ms,
-        )
-        # Until then a worker may still send the outcome: it waits run_queue_wait_ms to
-        # start, then runs for its timeout; dispatch_grace_s covers the way back.
-        return now + timedelta(
-            milliseconds=timeout_ms + self._settings.run_queue_wait_ms,
-            seconds=2 * self._settings.dispatch_grace_s,
-        )
+    def _release_handover_job(self) -> None:
+        with self._lock:
+            self._handed_over -= 1
 
     def adopt(self, run_id: str, token: str, complete: Callable[[Ticket], RunResult]) -> bool:
         """Complete the record of a run handed to a worker by a process that is gone, from
@@ -359,16 +361,17 @@ class Jobs:
             self._stop.wait(self._settings.job_renew_s)
         else:
             return False
-        with self._lock:
-            self._handed_over += 1
-        try:
+        if job is None:
             complete(ticket)
-        finally:
+        else:
             with self._lock:
-                self._handed_over -= 1
-        if job is not None:
-            with self._store.session() as s:
-                jobs_repo.finish_job(s, run_id, self._owner, repo.now())
+                self._handed_over += 1  # the job taken over: its lease is renewed here
+            try:
+                complete(ticket)
+                with self._store.session() as s:
+                    jobs_repo.finish_job(s, run_id, self._owner, repo.now())
+            finally:
+                self._release_handover_job()
         log.warning("run %s: its process was gone; completed its record here", run_id)
         return True
 
