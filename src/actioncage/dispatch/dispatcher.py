@@ -72,8 +72,6 @@ class _Run:
     started_at: float = 0.0
     host_calls: int = 0
     result: SandboxRun | None = None
-    # The outcome message whose acknowledgement waits until the run is recorded.
-    unacknowledged: dict[str, Any] | None = None
     changed: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -231,22 +229,7 @@ class Dispatcher:
             )
         self._end(run, _State.LOST, only_from=_State.STARTED)
         if run.state is _State.DONE and run.result is not None:
-            outcome = run.unacknowledged
-            if outcome is None:
-                return run.result
-
-            # Acknowledged once the caller recorded the run (sent on another thread): until
-            # then the worker holds back its engine work, which would take the CPU from the
-            # record and the response.
-            def acknowledge() -> None:
-                try:
-                    self._acks.submit(self._acknowledge, outcome)
-                except RuntimeError:  # closing: the worker hands it over, harmlessly
-                    log.info(
-                        "closing: the outcome of run %s is not acknowledged", outcome.get("runId")
-                    )
-
-            return dataclasses.replace(run.result, settled=acknowledge)
+            return run.result
         if run.state is _State.ABANDONED:  # its worker gave up before starting it
             return SandboxRun(None, "the executor worker gave up before starting the run")
         return SandboxRun(None, EXECUTOR_LOST.format(worker=run.worker), executor=run.worker)
@@ -347,9 +330,25 @@ class Dispatcher:
             if run.state is not _State.STARTED or run.worker != worker:
                 log.warning("run %s: dropped an outcome from %s (%s)", run_id, worker, run.state)
                 return False
-            run.state, run.result, run.unacknowledged = _State.DONE, result, body
+            # Acknowledged once the caller recorded the run (SandboxRun.settled): until then
+            # the worker holds back its engine work, which would take the CPU from the record
+            # and the response.
+            run.state = _State.DONE
+            run.result = dataclasses.replace(result, settled=self._acknowledger(body))
             run.changed.notify_all()
         return True
+
+    def _acknowledger(self, outcome: dict[str, Any]) -> Callable[[], None]:
+        """What acknowledges ``outcome``, on the acknowledgements' thread (off the caller's
+        path)."""
+
+        def acknowledge() -> None:
+            try:
+                self._acks.submit(self._acknowledge, outcome)
+            except RuntimeError:  # closing: the worker hands it over, harmlessly
+                log.info("closing: the outcome of run %s is not acknowledged", outcome.get("runId"))
+
+        return acknowledge
 
     def _acknowledge(self, outcome: dict[str, Any]) -> None:
         """Tell the worker its outcome was taken: it will not hand it over, and its engine
