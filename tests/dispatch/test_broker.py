@@ -1,0 +1,80 @@
+"""The broker module on a real Redis: direct messages and the run queue go through kombu's
+Redis transport with one kept redis-py client per channel, not one per command."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import redis
+
+from actioncage.dispatch import broker
+
+
+def _clients_built(monkeypatch: Any) -> list[object]:
+    """Every redis-py client built from now on (kombu's channels build theirs this way)."""
+    built: list[object] = []
+    original = redis.Redis.__init__
+
+    def counting(self: redis.Redis, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.Redis, "__init__", counting)
+    return built
+
+
+def test_direct_messages_reuse_one_client_and_arrive_in_order(
+    redis_url: str, monkeypatch: Any
+) -> None:
+    got: list[dict[str, Any]] = []
+    all_in = threading.Event()
+
+    def take(body: dict[str, Any]) -> None:
+        got.append(body)
+        if len(got) == 51:
+            all_in.set()
+
+    inbox = broker.Inbox(redis_url, "test.inbox", take)
+    publisher = broker.Publisher(redis_url)
+    try:
+        assert inbox.start(wait_s=5.0)
+        publisher.send("test.inbox", {"n": -1})  # the channel and its client exist now
+        built = _clients_built(monkeypatch)
+        for n in range(50):
+            publisher.send("test.inbox", {"n": n})
+        assert all_in.wait(10)
+        assert [body["n"] for body in got] == list(range(-1, 50))
+        # kombu alone builds a client per LPUSH (50 here); the kept one is reused.
+        assert len(built) == 0
+    finally:
+        publisher.close()
+        inbox.close()
+
+
+def test_runs_queued_through_celery_reuse_one_client(redis_url: str, monkeypatch: Any) -> None:
+    app = broker.celery_app(redis_url, visibility_timeout_s=60)
+    body = {"runId": "run_0", "v": 1}
+    broker.send_run(app, redis_url, body, expires_s=30)
+    built = _clients_built(monkeypatch)
+    for _ in range(20):
+        broker.send_run(app, redis_url, body, expires_s=30)
+    assert len(built) == 0
+    queued = redis.Redis.from_url(redis_url)
+    try:
+        assert queued.llen(broker.RUN_QUEUE) == 21
+    finally:
+        queued.close()
+
+
+def test_a_new_pool_gets_a_new_client(redis_url: str) -> None:
+    with broker.connection(redis_url) as conn:
+        channel = conn.default_channel
+        first = channel._create_client()
+        assert channel._create_client() is first
+        assert first.connection_pool is channel.pool
+        channel._pool = None  # what kombu does when it drops a broken pool
+        second = channel._create_client()
+        assert second is not first
+        assert second.connection_pool is channel.pool
+        assert second.ping()
