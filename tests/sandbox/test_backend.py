@@ -89,6 +89,7 @@ def test_a_tier_on_an_engine_that_does_not_answer_is_unavailable_and_never_raise
             status = backend.tier(Isolation.GVISOR)
             assert not status.available
             assert status.reason.startswith("no container engine answers: ")
+            assert status.reason.count("no container engine answers") == 1
 
 
 @pytest.mark.docker

@@ -279,6 +279,8 @@ class DockerBackend:
         Raises EngineUnavailableError when the engine does not answer."""
         try:
             info: dict[str, Any] = self.client().info()
+        except EngineUnavailableError:
+            raise  # its message already says so
         except (SandboxError, docker.errors.APIError, *UNREACHABLE) as exc:
             raise EngineUnavailableError(f"no container engine answers: {exc}") from exc
         return {
