@@ -80,6 +80,18 @@ def test_an_engine_that_does_not_answer_is_engine_unavailable(tmp_path: Path) ->
             backend.start("nowhere", Profile(effective_limits(Policy(), settings)))
 
 
+def test_a_tier_on_an_engine_that_does_not_answer_is_unavailable_and_never_raises(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path, docker_url=f"tcp://127.0.0.1:{free_port()}")
+    with _backend(settings) as backend:
+        for _ in range(2):  # nothing is remembered: the second call asks again
+            status = backend.tier(Isolation.GVISOR)
+            assert not status.available
+            assert status.reason.startswith("no container engine answers: ")
+            assert status.reason.count("no container engine answers") == 1
+
+
 @pytest.mark.docker
 def test_a_stale_tier_status_is_answered_at_once_and_refreshed_in_the_background(
     tmp_path: Path, docker_client: docker.DockerClient

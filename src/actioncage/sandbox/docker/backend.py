@@ -42,6 +42,7 @@ from actioncage.sandbox.limits import (
     RUN_ID_LABEL,
     container_options,
 )
+from actioncage.sandbox.refresh import Refreshed, Retry
 from actioncage.sandbox.runner import SandboxRunner
 from actioncage.settings import Settings
 
@@ -60,8 +61,6 @@ _WRITE_TIMEOUT_S = 60.0
 # How long what the engine said about its runtimes is trusted (a runtime registered later,
 # by scripts/ensure-gvisor.sh, shows up within this).
 _RUNTIMES_TTL_S = 30.0
-# How long close() waits for a refresh of the tiers' status in flight.
-_REFRESH_JOIN_S = 10.0
 
 
 def bare_runner(settings: Settings) -> SandboxRunner:
@@ -193,7 +192,6 @@ class DockerBackend:
         runtimes_ttl_s: float = _RUNTIMES_TTL_S,
     ) -> None:
         self._settings = settings
-        self._runtimes_ttl_s = runtimes_ttl_s
         self.owner_id = owner_id
         # With ACTIONCAGE_REDIS_URL: live containers counted over every process (shared/),
         # so the warm pool's cap holds for all of them.
@@ -205,10 +203,10 @@ class DockerBackend:
         self._count_lock = threading.Lock()
         self._live: set[str] = set()
         self._configs: dict[str, dict[str, Any]] = {}
-        self._tiers: dict[Isolation, TierStatus] = {}
-        self._tiers_at = float("-inf")
-        self._tiers_refreshing = False
-        self._tiers_thread: threading.Thread | None = None
+        # An engine that does not answer is asked again on the next call.
+        self._tiers = Refreshed(
+            self._ask_tiers, runtimes_ttl_s, name="actioncage-tiers", retry=Retry.NEXT_CALL
+        )
         self.remover = _Remover(
             self._remove_now, settings.removal_queue_size, foreground.wait_quiet
         )
@@ -243,8 +241,7 @@ class DockerBackend:
 
     def close(self) -> None:
         """Finish pending removals, then close the engine connection (a later call reopens)."""
-        if self._tiers_thread is not None:  # it would reopen the connection after us
-            self._tiers_thread.join(_REFRESH_JOIN_S)
+        self._tiers.close()  # a refresh in flight would reopen the connection after us
         self.remover.close()
         with self._lock:
             if self._api is not None:
@@ -272,50 +269,27 @@ class DockerBackend:
         its path."""
         if isolation is Isolation.JAIL:
             return TierStatus(isolation, False, reason="the jail is not a Docker tier")
-        with self._lock:
-            known = self._tiers.get(isolation)
-            refresh = (
-                known is not None
-                and not self._tiers_refreshing
-                and time.monotonic() - self._tiers_at >= self._runtimes_ttl_s
-            )
-            if refresh:
-                self._tiers_refreshing = True
-        if known is None:
-            return self._refresh_tiers()[isolation]
-        if refresh:
-            thread = threading.Thread(
-                target=self._refresh_tiers, name="actioncage-tiers", daemon=True
-            )
-            self._tiers_thread = thread
-            thread.start()
-        return known
-
-    def _refresh_tiers(self) -> dict[Isolation, TierStatus]:
-        """Ask the engine about its runtimes now; remember the answer (an engine that does
-        not answer is asked again on the next call). Never raises."""
         try:
-            try:
-                info: dict[str, Any] = self.client().info()
-            except (SandboxError, docker.errors.APIError, *UNREACHABLE) as exc:
-                reason = f"no container engine answers: {exc}"
-                return {
-                    tier: TierStatus(tier, False, reason=reason)
-                    for tier in (Isolation.CONTAINER, Isolation.GVISOR)
-                }
-            statuses = {
-                tier: _runtime_status(tier, info, name)
-                for tier, name in (
-                    (Isolation.CONTAINER, self._settings.docker_runtime or "runc"),
-                    (Isolation.GVISOR, self._settings.gvisor_runtime),
-                )
-            }
-            with self._lock:
-                self._tiers, self._tiers_at = statuses, time.monotonic()
-            return statuses
-        finally:
-            with self._lock:
-                self._tiers_refreshing = False
+            return self._tiers.get()[isolation]
+        except EngineUnavailableError as exc:  # nothing remembered: asked again next call
+            return TierStatus(isolation, False, reason=str(exc))
+
+    def _ask_tiers(self) -> dict[Isolation, TierStatus]:
+        """Ask the engine about its runtimes now: each Docker tier's status.
+        Raises EngineUnavailableError when the engine does not answer."""
+        try:
+            info: dict[str, Any] = self.client().info()
+        except EngineUnavailableError:
+            raise  # its message already says so
+        except (SandboxError, docker.errors.APIError, *UNREACHABLE) as exc:
+            raise EngineUnavailableError(f"no container engine answers: {exc}") from exc
+        return {
+            tier: _runtime_status(tier, info, name)
+            for tier, name in (
+                (Isolation.CONTAINER, self._settings.docker_runtime or "runc"),
+                (Isolation.GVISOR, self._settings.gvisor_runtime),
+            )
+        }
 
     def image_digest(self) -> str:
         """The sandbox image's id. Raises SandboxError when the image is missing."""

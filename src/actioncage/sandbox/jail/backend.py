@@ -23,7 +23,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Protocol
 
-from actioncage.errors import SandboxError, TierUnavailableError
+from actioncage.errors import ActioncageError, SandboxError, TierUnavailableError
 from actioncage.models import Isolation, Policy
 from actioncage.sandbox.backend import (
     END,
@@ -46,6 +46,7 @@ from actioncage.sandbox.limits import (
     seccomp_profile,
     seccomp_sha256,
 )
+from actioncage.sandbox.refresh import Refreshed, Retry
 from actioncage.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,6 @@ _WRITE_TIMEOUT_S = 60.0
 _REAP_TIMEOUT_S = 10.0
 # How often the image's digest is looked up again, so a rebuilt image is re-exported.
 _DIGEST_TTL_S = 30.0
-# How long close() waits for a look at the image's digest in flight (an export may take long).
-_REFRESH_JOIN_S = 10.0
 _COMPLETE = ".actioncage-complete"
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
 _MNT_DETACH = 2
@@ -270,10 +269,14 @@ class JailBackend:
         self._bpf: Path | None = None
         # The programs each jail is started through, found once (by _probe).
         self._programs: dict[str, str] = {}
-        self._rootfs: Path | None = None
-        self._rootfs_checked = float("-inf")
-        self._rootfs_refreshing = False
-        self._rootfs_thread: threading.Thread | None = None
+        # A failed look keeps the root filesystem the jails have, and looks again in 30 s.
+        self._rootfs = Refreshed(
+            self._check_rootfs,
+            _DIGEST_TTL_S,
+            name="actioncage-jail-rootfs",
+            retry=Retry.AFTER_TTL,
+            on_failure=_rootfs_check_failed,
+        )
         self._export_lock = threading.Lock()
         self._live: dict[str, JailSandbox] = {}
         # Reaping and removing a killed jail (cgroup, /tmp) happens off the caller's path,
@@ -371,46 +374,17 @@ class JailBackend:
         answer at once, and when it is older than 30 s a background thread looks again (and
         exports a rebuilt image), so no run pays for the lookup on its path.
         Raises SandboxError."""
-        with self._lock:
-            path = self._rootfs
-            refresh = (
-                path is not None
-                and not self._rootfs_refreshing
-                and time.monotonic() - self._rootfs_checked >= _DIGEST_TTL_S
-            )
-            if refresh:
-                self._rootfs_refreshing = True
-        if path is None:
-            return self._check_rootfs()
-        if refresh:
-            thread = threading.Thread(
-                target=self._check_rootfs_quietly, name="actioncage-jail-rootfs", daemon=True
-            )
-            self._rootfs_thread = thread
-            thread.start()
-        return path
+        return self._rootfs.get()
 
     def _check_rootfs(self) -> Path:
+        """The root filesystem of the image's current digest, exported now when it is new.
+        Raises SandboxError."""
         with self._export_lock:
-            try:
-                digest = self._source.current_image_digest()
-                path = self._dir / digest.removeprefix("sha256:")[:16]
-                if not (path / _COMPLETE).exists():
-                    self._export(path)
-                with self._lock:
-                    self._rootfs, self._rootfs_checked = path, time.monotonic()
-                return path
-            finally:
-                with self._lock:
-                    self._rootfs_refreshing = False
-
-    def _check_rootfs_quietly(self) -> None:
-        try:
-            self._check_rootfs()
-        except SandboxError as exc:  # the jails keep the root filesystem they have
-            log.warning("jail: could not check the sandbox image: %s", exc)
-            with self._lock:
-                self._rootfs_checked = time.monotonic()  # and look again in 30 s
+            digest = self._source.current_image_digest()
+            path = self._dir / digest.removeprefix("sha256:")[:16]
+            if not (path / _COMPLETE).exists():
+                self._export(path)
+            return path
 
     def _export(self, path: Path) -> None:
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -646,8 +620,7 @@ class JailBackend:
 
     def close(self) -> None:
         """Remove every jail still live, then this owner's cgroup directories."""
-        if self._rootfs_thread is not None:  # it asks the engine, which closes after us
-            self._rootfs_thread.join(_REFRESH_JOIN_S)
+        self._rootfs.close()  # a look in flight asks the engine, which closes after us
         with self._lock:
             live = list(self._live.values())
         for sandbox in live:
@@ -656,6 +629,10 @@ class JailBackend:
         if self._cgroups.version:
             self._cgroups.remove_owner(self.owner_id)
         self._remove_tmp_root(self.owner_id)
+
+
+def _rootfs_check_failed(exc: ActioncageError) -> None:
+    log.warning("jail: could not check the sandbox image: %s", exc)
 
 
 def _sandbox_user() -> int | None:
