@@ -29,8 +29,8 @@ class Gate:
 
     def read(self, org_id: str) -> Admission:
         """The org's policy as of now, without holding a slot."""
-        with self._store.session() as s:
-            return Admission(repo.find_org_policy(s, org_id))
+        with self._store.reading() as conn:
+            return Admission(repo.find_org_policy(conn, org_id))
 
     @contextmanager
     def admit(self, org_id: str, key_id: str | None) -> Iterator[Admission]:

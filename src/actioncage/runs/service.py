@@ -115,8 +115,8 @@ class RunService:
 
     def action(self, caller: Caller, ref: str) -> Action:
         """The caller's org's action by id or name. Raises ActionNotFoundError."""
-        with self._store.session() as s:
-            return repo.get_action(s, caller.org_id, ref)
+        with self._store.reading() as conn:
+            return repo.get_action(conn, caller.org_id, ref)
 
     def run(self, request: RunRequest) -> RunResult | Pending:
         """Run the action and record the run; a failing script is an outcome, not an error.

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from sqlalchemy import Insert, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -305,7 +306,7 @@ _ACTION_BY_REF = (
 )
 
 
-def get_action(session: Session, org_id: str, id_or_name: str) -> Action:
+def get_action(session: Session | Connection, org_id: str, id_or_name: str) -> Action:
     """The current version of the action with this id or name (an id wins over another
     action's equal name). Raises ActionNotFoundError."""
     found = session.execute(_ACTION_BY_REF, {"org_id": org_id, "ref": id_or_name}).all()
@@ -573,8 +574,11 @@ def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False
         if session.execute(stmt, values).scalar() is None:
             raise RunAlreadyEndedError(f"run {run.run_id} was already ended")
     else:
-        # A new run is one plain INSERT: no identity map, no unit of work on the hot path.
-        session.execute(insert(RunRow), [values])
+        # A new run is one plain INSERT, through Core: no ORM bulk-insert machinery.
+        session.execute(_INSERT_RUN, values)
+
+
+_INSERT_RUN = insert(cast(Table, RunRow.__table__))
 
 
 @functools.cache
@@ -906,7 +910,7 @@ _ORG_POLICY_BY_ID = select(cast(Table, OrgPolicyRow.__table__)).where(
 )
 
 
-def find_org_policy(session: Session, org_id: str) -> OrgPolicy | None:
+def find_org_policy(session: Session | Connection, org_id: str) -> OrgPolicy | None:
     """The operator's ceilings for the org, or None when none were set."""
     # Every run's admission reads it: through Core, with no ORM object to load.
     row = session.execute(_ORG_POLICY_BY_ID, {"org_id": org_id}).first()
