@@ -82,6 +82,7 @@ class Workers:
         self._stale_s = stale_s
         self._lock = threading.Lock()
         self._by_name: dict[str, WorkerStatus] = {}
+        self.heard = threading.Event()  # set once a live worker's heartbeat came
 
     def seen(self, status: WorkerStatus) -> None:
         with self._lock:
@@ -89,6 +90,7 @@ class Workers:
                 self._by_name.pop(status.name, None)
             else:
                 self._by_name[status.name] = status
+                self.heard.set()
 
     def live(self) -> list[WorkerStatus]:
         """The workers heard from within the stale window, by name."""
@@ -144,9 +146,7 @@ class Dispatcher:
         """Start listening (heartbeats, claims, outcomes); waits up to 3 s for the broker and
         one heartbeat interval for the workers to be heard, then carries on regardless."""
         if self._inbox.start(wait_s=3.0):
-            deadline = time.monotonic() + self._settings.worker_heartbeat_s * 1.5
-            while not self.workers.live() and time.monotonic() < deadline:
-                self._inbox.connected.wait(0.05)  # a short settle, not a result wait
+            self.workers.heard.wait(self._settings.worker_heartbeat_s * 1.5)
         else:
             log.warning("the run broker at %s does not answer yet", broker.shown(self._url))
 
