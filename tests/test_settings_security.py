@@ -47,3 +47,29 @@ def test_docker_runtime_reaches_the_container_options() -> None:
         "runtime"
         not in container_options(effective_limits(Policy(), Settings()), Settings())["host_config"]
     )
+
+
+def test_policy_hashes_remember_policy_hash_per_limits_and_stay_bounded() -> None:
+    from dataclasses import replace
+
+    from actioncage.models import Isolation, Policy
+    from actioncage.sandbox.limits import PolicyHashes, effective_limits, policy_hash
+
+    settings = Settings()
+    hashes = PolicyHashes(settings)
+    base = effective_limits(Policy(), settings)
+    cases = [
+        base,
+        replace(base, memory_mb=base.memory_mb * 2),
+        replace(base, isolation=Isolation.JAIL),
+        replace(base, egress_dir="/run/a"),
+    ]
+    for limits in cases:
+        assert hashes(limits) == hashes(limits) == policy_hash(limits, settings)
+    assert len({hashes(limits) for limits in cases}) == len(cases)
+    # Each run's proxy socket directory differs; what confines it does not.
+    assert hashes(replace(base, egress_dir="/run/b")) == hashes(cases[3])
+    for timeout_ms in range(1, 600):
+        hashes(replace(base, timeout_ms=timeout_ms))
+    assert len(hashes._known) <= PolicyHashes._MAX
+    assert hashes(base) == policy_hash(base, settings)

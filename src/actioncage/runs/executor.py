@@ -42,7 +42,7 @@ from actioncage.runs.slots import RunSlots
 from actioncage.runs.tickets import Ticket
 from actioncage.sandbox.backend import TierStatus
 from actioncage.sandbox.envelope import RUNTIME_ERROR_TYPES, build_envelope
-from actioncage.sandbox.limits import EGRESS_MOUNT, effective_limits, policy_hash
+from actioncage.sandbox.limits import EGRESS_MOUNT, PolicyHashes, effective_limits
 from actioncage.sandbox.runner import SandboxRunner
 from actioncage.settings import Settings
 from actioncage.store import Store, repo
@@ -103,6 +103,7 @@ class Executor:
         self._http = HttpActionRunner(settings)
         self._slots = slots or RunSlots(settings)
         self._metrics = metrics
+        self._policy_hash = PolicyHashes(settings)
 
     def in_flight(self) -> AbstractContextManager[None]:
         """Counts a run in flight for the block: the engine's background work (removals,
@@ -184,7 +185,7 @@ class Executor:
                     f"isolation tier {tier.isolation} is unavailable here: {tier.reason}",
                 )
             else:
-                hashed = policy_hash(limits, self._settings)
+                hashed = self._policy_hash(limits)
                 restricted = IMPORT_ALLOWLIST if org is not None and org.restricted else None
                 line = build_envelope(
                     action.code,
@@ -262,7 +263,7 @@ class Executor:
             logs,
             ticket.started_at,
             ran.image_digest,
-            hashed=policy_hash(limits, self._settings),
+            hashed=self._policy_hash(limits),
             egress=ran.egress,
             placeholder=True,
             front_door=None if ticket.front_door is None else FrontDoor(ticket.front_door),

@@ -216,6 +216,28 @@ def policy_hash(limits: EffectiveLimits, settings: Settings) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class PolicyHashes:
+    """policy_hash under one Settings, remembered per limits: every run hashes the canonical
+    JSON of its whole confinement (seccomp profile inline), and most runs share a few
+    limits. Thread-safe; bounded."""
+
+    _MAX = 256
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._known: dict[EffectiveLimits, str] = {}
+
+    def __call__(self, limits: EffectiveLimits) -> str:
+        key = replace(limits, egress_dir="<per-run>" if limits.egress_dir else None)
+        hashed = self._known.get(key)
+        if hashed is None:
+            hashed = policy_hash(limits, self._settings)
+            if len(self._known) >= self._MAX:
+                self._known.clear()
+            self._known[key] = hashed
+        return hashed
+
+
 def container_options(limits: EffectiveLimits, settings: Settings) -> dict[str, Any]:
     """Keyword arguments for the engine's create call, host config included.
 
