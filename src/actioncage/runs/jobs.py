@@ -279,8 +279,7 @@ class Jobs:
                     deadline,
                 )  # fmt: skip
                 jobs_repo.start_job(s, run_id, self._owner, at, deadline)
-            with self._lock:
-                self._handed_over += 1  # a job whose lease this process now renews
+            self._hold_handover_job()  # a job whose lease this process now renews
 
         token = handover_ticket.set(self._tickets.issue(ticket))
         # Only a run still out after the delay pays for a durable record (off the caller's
@@ -313,6 +312,10 @@ class Jobs:
             log.exception("run %s: marking its job done failed", run_id)
         finally:
             self._release_handover_job()
+
+    def _hold_handover_job(self) -> None:
+        with self._lock:
+            self._handed_over += 1
 
     def _release_handover_job(self) -> None:
         with self._lock:
@@ -364,8 +367,7 @@ class Jobs:
         if job is None:
             complete(ticket)
         else:
-            with self._lock:
-                self._handed_over += 1  # the job taken over: its lease is renewed here
+            self._hold_handover_job()  # the job taken over: its lease is renewed here
             try:
                 complete(ticket)
                 with self._store.session() as s:

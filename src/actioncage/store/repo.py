@@ -578,21 +578,21 @@ def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False
         session.execute(_INSERT_RUN, values)
 
 
-_INSERT_RUN = insert(cast(Table, RunRow.__table__))
+_RUNS = cast(Table, RunRow.__table__)
+_INSERT_RUN = insert(_RUNS)
 
 
 @functools.cache
 def _record_run(dialect_name: str) -> Any:
     """INSERT a run, or complete its row while it says "running" (built once per dialect:
     a statement built per call is compiled per call, three times the cost of the insert)."""
-    runs = cast(Table, RunRow.__table__)
     dialect: Any = postgresql if dialect_name == "postgresql" else sqlite
-    stmt = dialect.insert(runs)
+    stmt = dialect.insert(_RUNS)
     return stmt.on_conflict_do_update(
-        index_elements=[runs.c.id],
-        set_={c.key: stmt.excluded[c.key] for c in runs.columns if c.key != "id"},
-        where=runs.c.status == str(RunStatus.RUNNING),
-    ).returning(runs.c.id)
+        index_elements=[_RUNS.c.id],
+        set_={c.key: stmt.excluded[c.key] for c in _RUNS.columns if c.key != "id"},
+        where=_RUNS.c.status == str(RunStatus.RUNNING),
+    ).returning(_RUNS.c.id)
 
 
 def add_running_run(
