@@ -168,10 +168,14 @@ def build(settings: Settings, role: str = "serve") -> Components:
     if long_lived and not dispatching:
         instance.every_stale_window(lambda: sweep_quietly(instance, backend))
     dispatcher = None
+    tickets = None
     if dispatching:
         from actioncage.dispatch.dispatcher import Dispatcher
 
-        dispatcher = Dispatcher(settings, instance.id, foreground)
+        # Shared by every control plane through the database; workers never see it.
+        with store.session() as s:
+            tickets = Tickets(shared_secret(s, TICKETS_SECRET))
+        dispatcher = Dispatcher(settings, instance.id, foreground, tickets)
         dispatcher.start()
     host_calls = HostCalls(settings)
     slots = RunSlots(settings)
@@ -188,11 +192,6 @@ def build(settings: Settings, role: str = "serve") -> Components:
     )
     callbacks = CallbackSender(settings)
     outbox = Outbox(settings, store, callbacks, instance.id)
-    tickets = None
-    if dispatcher is not None:
-        # Shared by every control plane through the database; workers never see it.
-        with store.session() as s:
-            tickets = Tickets(shared_secret(s, TICKETS_SECRET))
     jobs = Jobs(
         settings,
         store,

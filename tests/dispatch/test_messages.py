@@ -51,7 +51,7 @@ def _raw(**changes: Any) -> RawOutcome:
 def _sent(raw: RawOutcome | None = None, error: str | None = None) -> dict[str, Any]:
     egress = ({"host": "h", "port": 443, "allowed": True, "reason": None, "address": "1.2.3.4",
                "bytesOut": 1, "bytesIn": 2},)  # fmt: skip
-    return outcome_body("run_1", "w1", SandboxRun(raw, error, egress, "sha256:abc", "w1"))
+    return outcome_body("run_1", "w1", "grant", SandboxRun(raw, error, egress, "sha256:abc", "w1"))
 
 
 def test_a_task_and_an_outcome_go_through_the_wire_unchanged() -> None:

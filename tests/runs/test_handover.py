@@ -7,6 +7,8 @@ The broker, workers and a SIGKILLed API process are in tests/dispatch/test_hando
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -273,3 +275,31 @@ def test_a_second_recording_of_a_recorded_run_is_refused_and_changes_nothing(
         _record(store, ok_run(action, run_id, "second"))
     stored = _stored(store, action, run_id)
     assert stored is not None and stored.output == "first"
+
+
+def test_a_start_grant_holds_only_for_its_run_and_worker_under_this_deployments_key() -> None:
+    tickets = Tickets(SECRET)
+    grant = tickets.grant("run_1", "w1")
+    assert tickets.granted(grant, "run_1", "w1")
+    assert Tickets(SECRET).granted(grant, "run_1", "w1")  # any control plane of the deployment
+    refused = {
+        "another worker": (grant, "run_1", "w2"),
+        "another run": (grant, "run_2", "w1"),
+        "another deployment": (Tickets("b" * 64).grant("run_1", "w1"), "run_1", "w1"),
+        "a ticket's key": (_b64mac(SECRET, "run_1", "w1"), "run_1", "w1"),
+        "none": (None, "run_1", "w1"),
+        "not base64": ("!" * 43, "run_1", "w1"),
+        "not ASCII": ("é" * 43, "run_1", "w1"),
+        "too long": (grant * 2, "run_1", "w1"),
+        "names run together": (tickets.grant("run_1w", "1"), "run_1", "w1"),
+    }
+    for why, (token, run_id, worker) in refused.items():
+        assert not tickets.granted(token, run_id, worker), why
+
+
+def _b64mac(secret: str, run_id: str, worker: str) -> str:
+    """A grant made with the tickets' key instead of the grants' own."""
+    key = hmac.new(secret.encode(), b"actioncage handover ticket v1", "sha256").digest()
+    message = json.dumps([run_id, worker], separators=(",", ":")).encode()
+    mac = hmac.new(key, message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()

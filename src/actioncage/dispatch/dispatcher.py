@@ -14,7 +14,13 @@ process acknowledges each outcome it receives. A worker whose outcome is not ack
 (the dispatching process died while the run was on it) sends it, with the ticket, to the
 shared handover queue, which every control plane consumes; the one that takes it records
 the run from the ticket (runs/jobs.py Jobs.adopt) once the dead process is known dead. The
-outcome is only recorded there, the run is never started again. No database write happens
+outcome is only recorded there, the run is never started again.
+
+Start grants: the yes to a start claim carries a grant signed with the tickets' secret,
+naming the run and the worker. That worker sends it with the run's outcome and host calls
+(checked here) and with an outcome it hands over (checked by the process that takes it), so
+no other worker, though it received the task and knows the winner's name, can answer for
+the run. No database write happens
 at dispatch: a run still out after dispatch_record_after_ms gets its durable record then.
 """
 
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hmac
 import logging
 import socket
 import threading
@@ -36,6 +43,7 @@ from actioncage.dispatch import broker, messages
 from actioncage.dispatch.messages import MessageInvalidError, RunTask
 from actioncage.models import EffectiveLimits, WorkerStatus
 from actioncage.runs.sandboxes import SandboxRun, handover_ticket
+from actioncage.runs.tickets import Tickets
 from actioncage.sandbox import envelope
 from actioncage.sandbox.channel import HostCallHandler
 from actioncage.sandbox.foreground import Foreground
@@ -69,6 +77,7 @@ class _Run:
     dispatched_at: float
     state: _State = _State.WAITING
     worker: str | None = None
+    grant: str = ""  # the start grant given to ``worker``
     started_at: float = 0.0
     host_calls: int = 0
     result: SandboxRun | None = None
@@ -113,8 +122,11 @@ class Workers:
 class Dispatcher:
     """The sandbox part of runs, on executor workers (a runs/sandboxes.Sandboxes)."""
 
-    def __init__(self, settings: Settings, instance_id: str, foreground: Foreground) -> None:
+    def __init__(
+        self, settings: Settings, instance_id: str, foreground: Foreground, tickets: Tickets
+    ) -> None:
         assert settings.broker_url is not None
+        self._tickets = tickets
         self._settings = settings
         self._url = settings.broker_url
         self.foreground = foreground
@@ -279,6 +291,7 @@ class Dispatcher:
             with self._lock, run.changed:
                 if run.state is _State.WAITING:
                     run.state, run.worker, run.started_at = _State.STARTED, worker, time.monotonic()
+                    run.grant = self._tickets.grant(run_id, worker)
                     run.changed.notify_all()
                     granted = True
         if not granted:
@@ -288,14 +301,17 @@ class Dispatcher:
                 worker,
                 "unknown here" if run is None else run.state.value,
             )
-        self._reply(body, {"type": "claimed", "ok": granted})
+        answer: dict[str, Any] = {"type": "claimed", "ok": granted}
+        if granted and run is not None:
+            answer["grant"] = run.grant
+        self._reply(body, answer)
 
     def _host_call(self, run_id: str, run: _Run | None, worker: str, body: dict[str, Any]) -> None:
         frame = body.get("frame")
         call_id = frame.get("id") if isinstance(frame, dict) else None
         refusal: str | None = None
         with self._lock:
-            if run is None or run.state is not _State.STARTED or run.worker != worker:
+            if run is None or not _from_winner(run, worker, body):
                 refusal = "the run is not running on this worker"
             elif run.host_calls >= run.limits.max_host_calls + _HOST_CALL_SLACK:
                 refusal = f"at most {run.limits.max_host_calls} host calls per run"
@@ -327,7 +343,7 @@ class Dispatcher:
                 None, f"the executor worker sent a malformed outcome ({exc})", executor=worker
             )
         with self._lock, run.changed:
-            if run.state is not _State.STARTED or run.worker != worker:
+            if not _from_winner(run, worker, body):
                 log.warning("run %s: dropped an outcome from %s (%s)", run_id, worker, run.state)
                 return False
             # Acknowledged once the caller recorded the run (SandboxRun.settled): until then
@@ -361,6 +377,14 @@ class Dispatcher:
         adopt, ticket = self.adopt, body.get("ticket")
         if adopt is None or not isinstance(ticket, str):
             log.warning("run %s: dropped a handed-over outcome from %s", run_id, worker)
+            return
+        if not self._tickets.granted(body.get("grant"), run_id, worker):
+            log.warning(
+                "run %s: dropped a handed-over outcome from %s: no start grant of the run to "
+                "that worker (it never won the run's start claim)",
+                run_id,
+                worker,
+            )
             return
 
         def parse(limits: EffectiveLimits) -> SandboxRun:
@@ -428,6 +452,19 @@ class Dispatcher:
     @property
     def broker_connected(self) -> bool:
         return self._inbox.connected.is_set()
+
+
+def _from_winner(run: _Run, worker: str, body: dict[str, Any]) -> bool:
+    """Whether ``body`` (an outcome or host call) comes from the worker that won ``run``'s
+    start claim and the run is still on it: the name and the grant it was given. Under the
+    run's lock."""
+    grant = body.get("grant")
+    return (
+        run.state is _State.STARTED
+        and run.worker == worker
+        and isinstance(grant, str)
+        and hmac.compare_digest(grant.encode(), run.grant.encode())
+    )
 
 
 def listen_for_workers(settings: Settings, seconds: float) -> list[WorkerStatus]:

@@ -100,13 +100,15 @@ def parse_task(body: Any) -> RunTask:
 # --- worker -> control plane ------------------------------------------------------------
 
 
-def outcome_body(run_id: str, worker: str, ran: SandboxRun) -> dict[str, Any]:
-    """What a worker sends back once the sandbox part of ``run_id`` is over."""
+def outcome_body(run_id: str, worker: str, grant: str, ran: SandboxRun) -> dict[str, Any]:
+    """What a worker sends back once the sandbox part of ``run_id`` is over; ``grant``: the
+    start grant the worker won the run with."""
     raw = ran.raw
     return {
         "type": "outcome",
         "runId": run_id,
         "worker": worker,
+        "grant": grant,
         "error": ran.error,
         "imageDigest": ran.image_digest,
         "egress": list(ran.egress),

@@ -268,14 +268,19 @@ class ExecutorWorker:
                 log.warning("run %s: start claim refused (started before, or over); not "
                             "running it again", task.run_id)  # fmt: skip
                 return
+            # The signed proof that this worker won the claim (opaque here): the run's host
+            # calls and outcome carry it, or the control plane ignores them.
+            grant = answer.get("grant")
+            grant = grant if isinstance(grant, str) else ""
             ran = self._sandboxes.run(
-                task.run_id, task.envelope, task.limits, self._relay_for(task)
+                task.run_id, task.envelope, task.limits, self._relay_for(task, grant)
             )
-            self._deliver(task, messages.outcome_body(task.run_id, self.name, ran))
+            self._deliver(task, messages.outcome_body(task.run_id, self.name, grant, ran))
 
     def _deliver(self, task: RunTask, outcome: dict[str, Any]) -> None:
         """Send the outcome to the dispatching process; when it does not acknowledge it in
-        time (it died), to the handover queue, where another control plane takes it."""
+        time (it died), to the handover queue, with the run's ticket, where another control
+        plane takes it."""
         corr = uuid.uuid4().hex
         done, box = threading.Event(), list[dict[str, Any]]()
         with self._lock:
@@ -303,11 +308,16 @@ class ExecutorWorker:
             with self._lock:
                 self._busy -= 1
 
-    def _relay_for(self, task: RunTask) -> HostCallHandler:
+    def _relay_for(self, task: RunTask, grant: str) -> HostCallHandler:
         timeout_s = self._settings.host_call_timeout_ms / 1000 + 5
 
         def relay(frame: dict[str, Any]) -> bytes:
-            request = {"type": "host_call", "runId": task.run_id, "worker": self.name}
+            request = {
+                "type": "host_call",
+                "runId": task.run_id,
+                "worker": self.name,
+                "grant": grant,
+            }
             reply = self._ask(task.reply_to, {**request, "frame": frame}, timeout_s)
             line = None if reply is None else reply.get("line")
             if not isinstance(line, str):

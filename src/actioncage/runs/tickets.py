@@ -3,7 +3,13 @@ executor worker when the process that dispatched it is gone, carried by the run'
 sent back with its outcome. Signed with a key only control planes hold (the database's):
 the worker carries it but can neither read a secret from it nor forge or alter one, so an
 outcome it hands over lands on the run, org, action and conversation the control plane
-dispatched, never on one the worker names."""
+dispatched, never on one the worker names.
+
+The same key signs a run's *start grant*: the dispatching process's yes to one worker's start
+claim, naming the run and that worker. A worker sends it back with an outcome it hands over,
+so the process that records the run knows which worker the dead one let start it (and an
+outcome from a worker that never won the claim, though it holds the task's ticket, is
+dropped)."""
 
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ from actioncage.errors import ActioncageError
 SECRET_NAME = "handover-tickets"
 # A ticket carries the run's args; bounded like a request body is.
 MAX_TICKET_BYTES = 4 * 1024 * 1024
+# A start grant is an HMAC-SHA256, base64: 43 characters.
+MAX_GRANT_CHARS = 64
 
 
 class TicketInvalidError(ActioncageError):
@@ -52,6 +60,25 @@ class Tickets:
 
     def __init__(self, secret: str) -> None:
         self._key = hmac.new(secret.encode(), b"actioncage handover ticket v1", "sha256").digest()
+        self._grant_key = hmac.new(secret.encode(), b"actioncage start grant v1", "sha256").digest()
+
+    def grant(self, run_id: str, worker: str) -> str:
+        """The start grant of ``run_id`` to ``worker``."""
+        return _b64(self._granted(run_id, worker))
+
+    def granted(self, token: object, run_id: str, worker: str) -> bool:
+        """Whether ``token`` is this deployment's start grant of ``run_id`` to ``worker``."""
+        if not isinstance(token, str) or len(token) > MAX_GRANT_CHARS:
+            return False
+        try:
+            mac = _unb64(token)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(mac, self._granted(run_id, worker))
+
+    def _granted(self, run_id: str, worker: str) -> bytes:
+        message = json.dumps([run_id, worker], separators=(",", ":")).encode()
+        return hmac.new(self._grant_key, message, hashlib.sha256).digest()
 
     def issue(self, ticket: Ticket) -> str:
         payload = json.dumps(
