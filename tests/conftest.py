@@ -54,6 +54,15 @@ TEST_TIERS = tuple(
 )
 
 
+# For tests whose subject is the sandbox (outcomes and limits, attacks, egress, the warm pool,
+# the audit battery), not the store: the PostgreSQL pass leaves them to the SQLite pass, as it
+# does the tier matrix, and spends its time on what the database changes.
+sandbox_subject = pytest.mark.skipif(
+    TEST_DB == "postgresql",
+    reason="the sandbox is this test's subject, not the store: it runs in the SQLite pass",
+)
+
+
 def database_url(tmp_path: Path, name: str = "actioncage", backend: str | None = None) -> str:
     """The URL of this test's database ``name``: an SQLite file in ``tmp_path``, or (backend
     or ACTIONCAGE_TEST_DB ``postgresql``) a PostgreSQL database dropped after the test. The

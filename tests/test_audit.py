@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from actioncage.audit.battery import CATALOGUE, Attack, print_table, run_battery
-from tests.conftest import IMAGE, SESSION, TEST_LABEL, make_settings
+from tests.conftest import IMAGE, SESSION, TEST_LABEL, make_settings, sandbox_subject
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, sandbox_subject]
 
 
 def test_audit_command_passes_and_prints_the_table(tmp_path: Path) -> None:

@@ -14,9 +14,9 @@ import docker
 import pytest
 
 from actioncage import create_app
-from tests.conftest import SESSION, make_settings
+from tests.conftest import SESSION, make_settings, sandbox_subject
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, sandbox_subject]
 
 REPO = Path(__file__).resolve().parents[2]
 

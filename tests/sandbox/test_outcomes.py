@@ -13,9 +13,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from actioncage.settings import Settings
-from tests.conftest import make_settings, session_containers
+from tests.conftest import make_settings, sandbox_subject, session_containers
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, sandbox_subject]
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from flask.testing import FlaskClient
 from actioncage import create_app
 from actioncage.models import EffectiveLimits, Policy
 from actioncage.sandbox.limits import effective_limits
-from tests.conftest import API_KEY, make_settings, session_containers, wait_for
+from tests.conftest import API_KEY, make_settings, sandbox_subject, session_containers, wait_for
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, sandbox_subject]
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 
 

@@ -19,9 +19,9 @@ from actioncage.audit.battery import AUDIT_EGRESS_CEILING, CATALOGUE, Attack, Ob
 from actioncage.models import OrgPolicy
 from actioncage.settings import Settings
 from actioncage.store import repo
-from tests.conftest import make_settings, session_containers
+from tests.conftest import make_settings, sandbox_subject, session_containers
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, sandbox_subject]
 
 
 @pytest.fixture

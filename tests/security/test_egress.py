@@ -21,9 +21,9 @@ from flask.testing import FlaskClient
 from actioncage import create_app
 from actioncage.models import OrgPolicy
 from actioncage.store import repo
-from tests.conftest import make_settings
+from tests.conftest import make_settings, sandbox_subject
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, sandbox_subject]
 
 
 class _Api(BaseHTTPRequestHandler):
