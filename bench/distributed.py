@@ -180,12 +180,13 @@ def message_sizes() -> dict[str, int]:
     )
     raw = RawOutcome({"type": "result", "status": "ok", "output": {"ok": True}, "effects": []},
                      b"", None, False, False, False, None, 5)  # fmt: skip
+    grant = Tickets("0" * 64).grant("run_" + "0" * 32, "w1")
     outcome = messages.outcome_body(
-        "run_" + "0" * 32, "w1", SandboxRun(raw, None, (), "sha256:" + "0" * 64, "w1")
+        "run_" + "0" * 32, "w1", grant, SandboxRun(raw, None, (), "sha256:" + "0" * 64, "w1")
     )
     claim = {"type": "claim", "runId": "run_" + "0" * 32, "worker": "w1", "corr": "0" * 32,
              "replyTo": "x" * 40}  # fmt: skip
-    answer = {"type": "claimed", "ok": True, "corr": "0" * 32}
+    answer = {"type": "claimed", "ok": True, "grant": grant, "corr": "0" * 32}
     size = lambda body: len(json.dumps(body, separators=(",", ":")))  # noqa: E731
     return {
         "envelope": len(line),

@@ -4,6 +4,8 @@ a container's own output, before the executor classifies it."""
 from __future__ import annotations
 
 import base64
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from actioncage.dispatch.messages import (
 from actioncage.models import EffectiveLimits, ErrorType, RawOutcome, RunStatus
 from actioncage.runs.executor import classify
 from actioncage.runs.sandboxes import SandboxRun
+from actioncage.runs.tickets import Tickets
 
 LIMITS = EffectiveLimits(
     timeout_ms=1000,
@@ -147,3 +150,19 @@ def test_logs_are_any_bytes() -> None:
     assert base64.b64decode(body["raw"]["logs"]) == logs
     ran = parse_outcome(body, LIMITS)
     assert ran.raw is not None and ran.raw.logs == logs
+
+
+def test_the_benchs_message_sizes_come_from_the_messages_a_run_sends() -> None:
+    # bench/distributed.py reports the broker bytes per run (docs/scaling.md quotes them)
+    # from the same builders the worker and dispatcher use: it must keep up with them.
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        import distributed
+    finally:
+        sys.path.remove(str(bench))
+    sizes = distributed.message_sizes()
+    assert set(sizes) == {"envelope", "task", "claim", "claim_answer", "outcome"}
+    assert sizes["envelope"] < sizes["task"]  # the task carries the envelope and the ticket
+    grant = len(Tickets("0" * 64).grant("run_1", "w1"))
+    assert sizes["claim_answer"] > grant and sizes["outcome"] > grant
