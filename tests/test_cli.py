@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,17 @@ def test_org_set_policy_repeated_egress_flags_add(tmp_path: Path) -> None:
     assert json.loads(cli("show-policy", "acme").stdout)["egress"] is None
     refused = cli("set-policy", "acme", "--egress", "ok.example.com", "--egress", "bad host")
     assert refused.returncode == 2 and "bad host" in refused.stderr
+
+
+def test_the_cli_and_the_worker_do_not_import_the_app() -> None:
+    # The app (Flask's front doors, the MCP SDK) costs about 2 s of CPU to import: a CLI
+    # command or an executor worker that never serves HTTP must not pay for it.
+    probe = (
+        "import sys, actioncage.cli, actioncage.components\n"
+        "print(sorted(m for m in ('actioncage.app', 'mcp') if m in sys.modules))\n"
+        "from actioncage import create_app\n"
+        "print(create_app.__module__, 'mcp' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "actioncage.app True"]
