@@ -14,14 +14,14 @@ process acknowledges each outcome it receives. A worker whose outcome is not ack
 (the dispatching process died while the run was on it) sends it, with the ticket, to the
 shared handover queue, which every control plane consumes; the one that takes it records
 the run from the ticket (runs/jobs.py Jobs.adopt) once the dead process is known dead. The
-outcome is only recorded there, the run is never started again.
+outcome is only recorded there, the run is never started again. No database write happens
+at dispatch: a run still out after dispatch_record_after_ms gets its durable record then.
 
 Start grants: the yes to a start claim carries a grant signed with the tickets' secret,
 naming the run and the worker. That worker sends it with the run's outcome and host calls
 (checked here) and with an outcome it hands over (checked by the process that takes it), so
 no other worker, though it received the task and knows the winner's name, can answer for
-the run. No database write happens
-at dispatch: a run still out after dispatch_record_after_ms gets its durable record then.
+the run (short of reading other processes' queues on the broker: docs/scaling.md).
 """
 
 from __future__ import annotations
