@@ -106,6 +106,18 @@ class RabbitServer:
                 [epmd, "-kill"], env=self._env(), capture_output=True, timeout=10, check=False
             )
 
+    def ctl(self, *args: str) -> str:
+        """``rabbitmqctl ARGS`` against this node; its output (fails the test on an error)."""
+        # The tool itself, beside the server: /usr/sbin's wrapper switches to the rabbitmq
+        # user, whose $HOME holds another Erlang cookie than this node's.
+        ctl = str(SERVER.parent / "rabbitmqctl")
+        done = subprocess.run(
+            [ctl, "-n", self.node, *args], env=self._env(), capture_output=True, timeout=60
+        )
+        if done.returncode != 0:
+            pytest.fail(f"rabbitmqctl {' '.join(args)}: {done.stderr.decode(errors='replace')}")
+        return done.stdout.decode(errors="replace")
+
     def ready_messages(self) -> int:
         """How many runs wait on the run queue, not yet delivered to a worker."""
         with kombu.Connection(self.url, connect_timeout=5) as conn:
