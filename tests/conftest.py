@@ -122,7 +122,9 @@ def docker_client() -> Iterator[docker.DockerClient]:
         pytest.skip(problem)
     assert client is not None
     yield client
-    for container in client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={SESSION}"}):
+    for container in client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"{TEST_LABEL}={SESSION}"}
+    ):
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             container.remove(force=True)  # a served process's removal may still be finishing
     client.close()
@@ -280,6 +282,8 @@ def session_containers(docker_client: docker.DockerClient, app: Flask | None = N
         assert app.extensions["actioncage"].runner.backend.drain(timeout_s=30)
         assert jail_leftovers(app) == []
     containers: list[Any] = docker_client.containers.list(
-        all=True, filters={"label": ["io.actioncage.managed=true", f"{TEST_LABEL}={SESSION}"]}
+        ignore_removed=True,
+        all=True,
+        filters={"label": ["io.actioncage.managed=true", f"{TEST_LABEL}={SESSION}"]},
     )
     return containers

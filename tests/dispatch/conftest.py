@@ -149,7 +149,9 @@ class Cluster:
         client = docker.from_env(timeout=60)
         try:
             for c in client.containers.list(
-                all=True, filters={"label": f"{CLUSTER_LABEL}={self.cluster_id}"}
+                ignore_removed=True,
+                all=True,
+                filters={"label": f"{CLUSTER_LABEL}={self.cluster_id}"},
             ):
                 with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                     c.remove(force=True)

@@ -49,7 +49,9 @@ def broker_url(request: pytest.FixtureRequest) -> str:
 
 
 def _containers_of(client: docker.DockerClient, run_id: str) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"io.actioncage.run-id={run_id}"})
+    return client.containers.list(
+        ignore_removed=True, all=True, filters={"label": f"io.actioncage.run-id={run_id}"}
+    )
 
 
 def _remove_containers_of(client: docker.DockerClient, run_id: str) -> None:
@@ -217,7 +219,9 @@ def test_another_worker_removes_the_sandboxes_a_sigkilled_one_left_and_never_a_l
             assert wait_for(lambda: refunds_by_id(seen) == {"h0": 1, "h1": 1}, timeout=60)
             sandboxes = {
                 s.labels["io.actioncage.run-id"]: s
-                for s in docker_client.containers.list(filters={"label": f"{TEST_LABEL}={SESSION}"})
+                for s in docker_client.containers.list(
+                    ignore_removed=True, filters={"label": f"{TEST_LABEL}={SESSION}"}
+                )
                 if s.labels.get("io.actioncage.run-id", "").startswith("run_")
             }
             assert len(sandboxes) == 2, sandboxes
@@ -233,7 +237,9 @@ def test_another_worker_removes_the_sandboxes_a_sigkilled_one_left_and_never_a_l
                 # and its warm one), never its own running sandbox.
                 def dead_left() -> list[Any]:
                     owned = f"io.actioncage.owner={dead_owner}"
-                    return docker_client.containers.list(all=True, filters={"label": owned})
+                    return docker_client.containers.list(
+                        ignore_removed=True, all=True, filters={"label": owned}
+                    )
 
                 assert wait_for(lambda: not dead_left(), timeout=60), c.log_of("worker-w2")
                 assert "dead workers left" in c.log_of("worker-w2")

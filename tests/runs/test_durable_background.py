@@ -64,7 +64,11 @@ def _run(base: str, run_id: str) -> dict[str, Any]:
 
 
 def _running_container(client: docker.DockerClient, run_id: str) -> bool:
-    return bool(client.containers.list(filters={"label": f"io.actioncage.run-id={run_id}"}))
+    return bool(
+        client.containers.list(
+            ignore_removed=True, filters={"label": f"io.actioncage.run-id={run_id}"}
+        )
+    )
 
 
 @contextlib.contextmanager
@@ -74,7 +78,7 @@ def _removing_containers_of(client: docker.DockerClient, run_id: str) -> Iterato
         yield
     finally:
         for c in client.containers.list(
-            all=True, filters={"label": f"io.actioncage.run-id={run_id}"}
+            ignore_removed=True, all=True, filters={"label": f"io.actioncage.run-id={run_id}"}
         ):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 c.remove(force=True)
@@ -157,7 +161,9 @@ def test_a_sigkilled_process_s_background_run_ends_sandbox_error_within_30_s_han
             assert (
                 len(
                     docker_client.containers.list(
-                        all=True, filters={"label": f"io.actioncage.run-id={run_id}"}
+                        ignore_removed=True,
+                        all=True,
+                        filters={"label": f"io.actioncage.run-id={run_id}"},
                     )
                 )
                 <= 1

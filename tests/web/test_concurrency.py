@@ -137,7 +137,7 @@ def test_serve_sweeps_a_dead_owners_leftovers_then_sigterm_removes_its_warm_pool
 
     def ours() -> list[Any]:
         return docker_client.containers.list(
-            all=True, filters={"label": f"io.actioncage.case={case}"}
+            ignore_removed=True, all=True, filters={"label": f"io.actioncage.case={case}"}
         )
 
     try:

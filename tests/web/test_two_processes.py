@@ -198,7 +198,9 @@ def test_a_key_revoked_with_the_cli_is_refused_by_both_processes_within_a_second
 
 def _run_containers(client: docker.DockerClient, run_id: str, all_: bool = True) -> list[Any]:
     labels = [f"io.actioncage.run-id={run_id}", f"{TEST_LABEL}={SESSION}"]
-    found: list[Any] = client.containers.list(all=all_, filters={"label": labels})
+    found: list[Any] = client.containers.list(
+        ignore_removed=True, all=all_, filters={"label": labels}
+    )
     return found
 
 
