@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hmac
 import logging
 import socket
 import threading
@@ -77,7 +76,6 @@ class _Run:
     dispatched_at: float
     state: _State = _State.WAITING
     worker: str | None = None
-    grant: str = ""  # the start grant given to ``worker``
     started_at: float = 0.0
     host_calls: int = 0
     result: SandboxRun | None = None
@@ -291,7 +289,6 @@ class Dispatcher:
             with self._lock, run.changed:
                 if run.state is _State.WAITING:
                     run.state, run.worker, run.started_at = _State.STARTED, worker, time.monotonic()
-                    run.grant = self._tickets.grant(run_id, worker)
                     run.changed.notify_all()
                     granted = True
         if not granted:
@@ -302,8 +299,8 @@ class Dispatcher:
                 "unknown here" if run is None else run.state.value,
             )
         answer: dict[str, Any] = {"type": "claimed", "ok": granted}
-        if granted and run is not None:
-            answer["grant"] = run.grant
+        if granted:
+            answer["grant"] = self._tickets.grant(run_id, worker)
         self._reply(body, answer)
 
     def _host_call(self, run_id: str, run: _Run | None, worker: str, body: dict[str, Any]) -> None:
@@ -311,7 +308,7 @@ class Dispatcher:
         call_id = frame.get("id") if isinstance(frame, dict) else None
         refusal: str | None = None
         with self._lock:
-            if run is None or not _from_winner(run, worker, body):
+            if run is None or not self._from_winner(run_id, run, worker, body):
                 refusal = "the run is not running on this worker"
             elif run.host_calls >= run.limits.max_host_calls + _HOST_CALL_SLACK:
                 refusal = f"at most {run.limits.max_host_calls} host calls per run"
@@ -343,7 +340,7 @@ class Dispatcher:
                 None, f"the executor worker sent a malformed outcome ({exc})", executor=worker
             )
         with self._lock, run.changed:
-            if not _from_winner(run, worker, body):
+            if not self._from_winner(run_id, run, worker, body):
                 log.warning("run %s: dropped an outcome from %s (%s)", run_id, worker, run.state)
                 return False
             # Acknowledged once the caller recorded the run (SandboxRun.settled): until then
@@ -353,6 +350,16 @@ class Dispatcher:
             run.result = dataclasses.replace(result, settled=self._acknowledger(body))
             run.changed.notify_all()
         return True
+
+    def _from_winner(self, run_id: str, run: _Run, worker: str, body: dict[str, Any]) -> bool:
+        """Whether ``body`` (an outcome or host call) comes from the worker that won the
+        run's start claim and the run is still on it: its name, and the grant of the run to
+        it (the same check as a handed-over outcome's). Under the run's lock."""
+        return (
+            run.state is _State.STARTED
+            and run.worker == worker
+            and self._tickets.granted(body.get("grant"), run_id, worker)
+        )
 
     def _acknowledger(self, outcome: dict[str, Any]) -> Callable[[], None]:
         """What acknowledges ``outcome``, on the acknowledgements' thread (off the caller's
@@ -452,19 +459,6 @@ class Dispatcher:
     @property
     def broker_connected(self) -> bool:
         return self._inbox.connected.is_set()
-
-
-def _from_winner(run: _Run, worker: str, body: dict[str, Any]) -> bool:
-    """Whether ``body`` (an outcome or host call) comes from the worker that won ``run``'s
-    start claim and the run is still on it: the name and the grant it was given. Under the
-    run's lock."""
-    grant = body.get("grant")
-    return (
-        run.state is _State.STARTED
-        and run.worker == worker
-        and isinstance(grant, str)
-        and hmac.compare_digest(grant.encode(), run.grant.encode())
-    )
 
 
 def listen_for_workers(settings: Settings, seconds: float) -> list[WorkerStatus]:

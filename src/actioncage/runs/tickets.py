@@ -6,10 +6,10 @@ outcome it hands over lands on the run, org, action and conversation the control
 dispatched, never on one the worker names.
 
 The same key signs a run's *start grant*: the dispatching process's yes to one worker's start
-claim, naming the run and that worker. A worker sends it back with an outcome it hands over,
-so the process that records the run knows which worker the dead one let start it (and an
-outcome from a worker that never won the claim, though it holds the task's ticket, is
-dropped)."""
+claim, naming the run and that worker. The worker sends it with the run's host calls and
+outcome, and with an outcome it hands over, so that only the worker that won the claim
+answers for the run (one that merely holds the task's ticket is ignored), and the process
+that records a handed-over run knows which worker the dead one let start it."""
 
 from __future__ import annotations
 
