@@ -33,12 +33,15 @@ class Gate:
             return Admission(repo.find_org_policy(conn, org_id))
 
     @contextmanager
-    def admit(self, org_id: str, key_id: str | None) -> Iterator[Admission]:
+    def admit(
+        self, org_id: str, key_id: str | None, read: Admission | None = None
+    ) -> Iterator[Admission]:
         """Hold a run slot for the org and the key while the block runs.
 
-        Yields what it read, so the run need not read the org's policy again. Raises
-        RateLimitedError (carrying Retry-After) naming the limit that was hit.
+        Yields what it read (or ``read``, the org's policy as the caller just read it), so
+        the run need not read the org's policy again. Raises RateLimitedError (carrying
+        Retry-After) naming the limit that was hit.
         """
-        admission = self.read(org_id)
+        admission = read if read is not None else self.read(org_id)
         with self._limiter.admit(org_id, key_id, admission.org):
             yield admission

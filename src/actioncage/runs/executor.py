@@ -373,13 +373,16 @@ class Executor:
         )
         # Effects and the audit record land together or not at all.
         try:
-            with self._store.session() as s:
-                repo.add_run(s, result, replaces_placeholder=placeholder)
-                if applied and conversation is not None:
+            if applied and conversation is not None:
+                with self._store.session() as s:
+                    repo.add_run(s, result, replaces_placeholder=placeholder)
                     current = repo.get_conversation(s, action.org_id, conversation.id, lock=True)
                     repo.apply_to_conversation(
                         s, action.org_id, conversation.id, apply_effects(current, outcome.effects)
                     )
+            else:  # the record alone: one statement, no session needed
+                with self._store.writing() as conn:
+                    repo.add_run(conn, result, replaces_placeholder=placeholder)
         except RunAlreadyEndedError:
             # A reaper ended this run ("executor lost") while this process was cut off from
             # the store: that record stands, and this outcome's effects are not applied.

@@ -22,7 +22,7 @@ from actioncage.models import (
     InvocationTrigger,
     RunResult,
 )
-from actioncage.runs.admission import Gate
+from actioncage.runs.admission import Admission, Gate
 from actioncage.runs.callbacks import CallbackSender
 from actioncage.runs.executor import Executor
 from actioncage.runs.idempotency import Answer, Idempotency
@@ -129,18 +129,25 @@ class RunService:
         """
         with self._executor.in_flight():
             caller = request.caller
-            action = (
-                request.action
-                if isinstance(request.action, Action)
-                else self.action(caller, request.action)
-            )
+            read: Admission | None = None
+            if isinstance(request.action, Action):
+                action = request.action
+            else:
+                with self._store.reading() as conn:
+                    action, org = repo.get_action_and_org_policy(
+                        conn, caller.org_id, request.action
+                    )
+                read = Admission(org)
             conversation = self._conversation(caller, request.conversation)
             args = request.args(action) if callable(request.args) else request.args
             if request.in_background:
                 return self._in_background(
                     caller, action, args, conversation, request.wait_ms, request.callback_url
                 )
-            with self._gate.admit(caller.org_id, caller.key_id) as admission, ExitStack() as stack:
+            with (
+                self._gate.admit(caller.org_id, caller.key_id, read) as admission,
+                ExitStack() as stack,
+            ):
                 run_id = None
                 if self._hand_over and not request.dry_run and action.type is ActionType.PYTHON:
                     run_id = repo.new_id("run")

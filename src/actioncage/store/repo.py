@@ -309,11 +309,15 @@ _ACTION_BY_REF = (
 def get_action(session: Session | Connection, org_id: str, id_or_name: str) -> Action:
     """The current version of the action with this id or name (an id wins over another
     action's equal name). Raises ActionNotFoundError."""
-    found = session.execute(_ACTION_BY_REF, {"org_id": org_id, "ref": id_or_name}).all()
-    if not found:
-        raise ActionNotFoundError(f"no action {id_or_name!r}")
-    row = min(found, key=lambda r: r._mapping["a_id"] != id_or_name)._mapping
+    row = _row_by_ref(session, _ACTION_BY_REF, org_id, id_or_name)
     return _action(_Prefixed(row, "a_"), _Prefixed(row, "v_"))
+
+
+def _row_by_ref(session: Session | Connection, statement: Any, org_id: str, ref: str) -> Any:
+    found = session.execute(statement, {"org_id": org_id, "ref": ref}).all()
+    if not found:
+        raise ActionNotFoundError(f"no action {ref!r}")
+    return min(found, key=lambda r: r._mapping["a_id"] != ref)._mapping
 
 
 def find_action(session: Session, org_id: str, id_or_name: str) -> Action | None:
@@ -529,7 +533,9 @@ def apply_to_conversation(
 # --- runs ----------------------------------------------------------------------------------
 
 
-def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False) -> None:
+def add_run(
+    session: Session | Connection, run: RunResult, replaces_placeholder: bool = False
+) -> None:
     """Store the audit record of one run; with ``replaces_placeholder``, complete its
     "running" placeholder when there is one.
 
@@ -569,7 +575,8 @@ def add_run(session: Session, run: RunResult, replaces_placeholder: bool = False
         # Inserted, or completing a record still "running", in one statement: the first
         # outcome recorded wins. (A run on an executor worker has its placeholder only once
         # it is out for a while, runs/jobs.py: either way this records it.)
-        stmt = _record_run(session.get_bind().dialect.name)
+        bind = session.get_bind() if isinstance(session, Session) else session
+        stmt = _record_run(bind.dialect.name)
         # RETURNING, not rowcount: psycopg does not report one for an upsert.
         if session.execute(stmt, values).scalar() is None:
             raise RunAlreadyEndedError(f"run {run.run_id} was already ended")
@@ -914,8 +921,27 @@ def find_org_policy(session: Session | Connection, org_id: str) -> OrgPolicy | N
     """The operator's ceilings for the org, or None when none were set."""
     # Every run's admission reads it: through Core, with no ORM object to load.
     row = session.execute(_ORG_POLICY_BY_ID, {"org_id": org_id}).first()
-    if row is None:
-        return None
+    return None if row is None else _org_policy(row)
+
+
+_ORG_POLICIES = cast(Table, OrgPolicyRow.__table__)
+# A run called by name or id needs both its action and its org's policy: one statement.
+_ACTION_AND_ORG_POLICY = _ACTION_BY_REF.add_columns(*_labelled(_ORG_POLICIES, "o_")).outerjoin(
+    _ORG_POLICIES, _ORG_POLICIES.c.org_id == _ACTIONS.c.org_id
+)
+
+
+def get_action_and_org_policy(
+    conn: Session | Connection, org_id: str, id_or_name: str
+) -> tuple[Action, OrgPolicy | None]:
+    """get_action's action and find_org_policy's ceilings, read together. Raises
+    ActionNotFoundError."""
+    row = _row_by_ref(conn, _ACTION_AND_ORG_POLICY, org_id, id_or_name)
+    action = _action(_Prefixed(row, "a_"), _Prefixed(row, "v_"))
+    return action, None if row["o_org_id"] is None else _org_policy(_Prefixed(row, "o_"))
+
+
+def _org_policy(row: Any) -> OrgPolicy:
     return OrgPolicy(
         max_timeout_ms=row.max_timeout_ms,
         max_memory_mb=row.max_memory_mb,

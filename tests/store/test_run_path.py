@@ -1,0 +1,107 @@
+"""The run path's store calls: an action read together with its org's policy, and a run's
+record written on a plain connection."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from actioncage.errors import ActionNotFoundError, RunAlreadyEndedError, RunNotFoundError
+from actioncage.models import Action, Isolation, OrgPolicy, Policy, RunResult, RunStatus
+from actioncage.store import Store, repo
+
+CODE = "def execute_action(context):\n    return 1\n"
+
+
+def _create(store: Store, org_id: str, name: str) -> Action:
+    fields = {
+        "name": name,
+        "type": "python",
+        "code": CODE,
+        "parameters": None,
+        "description": None,
+        "policy": Policy(),
+    }
+    with store.session() as s:
+        return repo.create_action(s, org_id, "key_1", fields)
+
+
+def _run(run_id: str, action: Action, status: RunStatus = RunStatus.OK) -> RunResult:
+    started = repo.now()
+    return RunResult(
+        run_id=run_id,
+        org_id=action.org_id,
+        action_id=action.id,
+        action_version=action.version,
+        status=status,
+        output={"n": 1},
+        error=None,
+        effects=(),
+        effects_applied=False,
+        logs="a log line\n",
+        duration_ms=5,
+        started_at=started,
+        finished_at=started + timedelta(milliseconds=5),
+        conversation_id=None,
+        caller_key_id="key_1",
+        image_digest=None,
+    )
+
+
+def test_an_action_read_with_its_orgs_policy_matches_the_two_separate_reads(store: Store) -> None:
+    greet = _create(store, "acme", "greet")
+    # An action named like another's id: the id wins, as in get_action.
+    _create(store, "acme", greet.id)
+    _create(store, "globex", "greet")
+    policy = OrgPolicy(
+        max_timeout_ms=2000,
+        max_cpus=0.5,
+        restricted=True,
+        runs_per_minute=7,
+        egress=("api.example.com",),
+        min_isolation=Isolation.GVISOR,
+    )
+    with store.session() as s:
+        repo.set_org_policy(s, "globex", OrgPolicy(runs_per_minute=1))  # another org's
+    with store.reading() as conn:
+        for ref in ("greet", greet.id):
+            action, org = repo.get_action_and_org_policy(conn, "acme", ref)
+            assert action == repo.get_action(conn, "acme", ref)
+            assert org is None  # acme has no policy; globex's is not acme's
+        assert repo.get_action_and_org_policy(conn, "acme", greet.id)[0].id == greet.id
+    with store.session() as s:
+        repo.set_org_policy(s, "acme", policy)
+    with store.reading() as conn:
+        action, org = repo.get_action_and_org_policy(conn, "acme", "greet")
+        assert action == repo.get_action(conn, "acme", "greet")
+        assert org == policy == repo.find_org_policy(conn, "acme")
+        with pytest.raises(ActionNotFoundError):
+            repo.get_action_and_org_policy(conn, "acme", "missing")
+        with pytest.raises(ActionNotFoundError):  # another org's action is not found
+            repo.get_action_and_org_policy(conn, "initech", "greet")
+
+
+def test_a_record_written_on_a_plain_connection_lands_or_rolls_back(store: Store) -> None:
+    action = _create(store, "acme", "greet")
+    with store.writing() as conn:
+        repo.add_run(conn, _run("run_1", action))
+    with pytest.raises(RuntimeError), store.writing() as conn:
+        repo.add_run(conn, _run("run_2", action))
+        raise RuntimeError("fails after the insert")
+    with store.session() as s:
+        assert repo.get_run(s, "acme", "run_1").output == {"n": 1}
+        with pytest.raises(RunNotFoundError):
+            repo.get_run(s, "acme", "run_2")
+
+
+def test_a_placeholder_is_completed_once_on_a_plain_connection(store: Store) -> None:
+    action = _create(store, "acme", "greet")
+    with store.session() as s:
+        repo.add_running_run(s, "run_1", action, "key_1", None)
+    with store.writing() as conn:
+        repo.add_run(conn, _run("run_1", action), replaces_placeholder=True)
+    with pytest.raises(RunAlreadyEndedError), store.writing() as conn:
+        repo.add_run(conn, _run("run_1", action, RunStatus.ERROR), replaces_placeholder=True)
+    with store.session() as s:
+        assert repo.get_run(s, "acme", "run_1").status is RunStatus.OK
