@@ -4,12 +4,15 @@ record written on a plain connection."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
+import psycopg
 import pytest
 
 from actioncage.errors import ActionNotFoundError, RunAlreadyEndedError, RunNotFoundError
 from actioncage.models import Action, Isolation, OrgPolicy, Policy, RunResult, RunStatus
 from actioncage.store import Store, repo
+from tests import servers
 
 CODE = "def execute_action(context):\n    return 1\n"
 
@@ -105,3 +108,24 @@ def test_a_placeholder_is_completed_once_on_a_plain_connection(store: Store) -> 
         repo.add_run(conn, _run("run_1", action, RunStatus.ERROR), replaces_placeholder=True)
     with store.session() as s:
         assert repo.get_run(s, "acme", "run_1").status is RunStatus.OK
+
+
+def test_a_store_used_after_dispose_leaves_no_connection_open(tmp_path: Path) -> None:
+    """A background run let go at shutdown may still write its record after the store is
+    disposed: it must not leave an open connection behind for the garbage collector (which
+    warns, and under pytest fails whichever test happens to be running then)."""
+    store = Store(servers.postgres_url(tmp_path, "after_dispose"))
+    store.upgrade()
+    action = _create(store, "acme", "greet")
+    store.dispose()
+    with store.writing() as conn:  # the straggler's record still lands
+        repo.add_run(conn, _run("run_1", action))
+    with store.session() as s:
+        assert repo.get_run(s, "acme", "run_1").status is RunStatus.OK
+    database = store.engine.url.database
+    with psycopg.connect(servers.postgres().dsn("postgres"), autocommit=True) as admin:
+        open_ = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)
+        ).fetchone()
+    assert open_ == (0,)
+    store.dispose()

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, make_url, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from actioncage.errors import ConfigError
 
@@ -46,11 +46,9 @@ class Store:
             else:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.engine: Engine = create_engine(parsed, **options)
+            self.engine: Engine = _engine(parsed, **options)
         except (SQLAlchemyError, ValueError, ImportError) as exc:
             raise ConfigError(f"ACTIONCAGE_DATABASE_URL: {exc}") from exc
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -107,14 +105,26 @@ class Store:
             yield conn
 
     def dispose(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections. Whatever still uses the store afterwards (a
+        background run let go at shutdown, past its bound) connects and disconnects per use:
+        a pool refilled after this would keep connections open that no one ever closes."""
         self.engine.dispose()
+        if not isinstance(self.engine.pool, StaticPool | NullPool):  # :memory: is its one
+            self.engine = _engine(self.engine.url, poolclass=NullPool)
+            self._sessions.configure(bind=self.engine)
 
     def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.dispose()
+
+
+def _engine(url: URL, **options: Any) -> Engine:
+    engine = create_engine(url, **options)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
