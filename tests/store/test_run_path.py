@@ -117,10 +117,13 @@ def test_a_store_used_after_dispose_leaves_no_connection_open(tmp_path: Path) ->
     store = Store(servers.postgres_url(tmp_path, "after_dispose"))
     store.upgrade()
     action = _create(store, "acme", "greet")
-    store.dispose()
-    with store.writing() as conn:  # the straggler's record still lands
+    with store.writing() as conn:  # a connection held across the dispose
+        store.dispose()
+        repo.add_run(conn, _run("run_0", action))
+    with store.writing() as conn:  # one asked for after it: the straggler's record lands
         repo.add_run(conn, _run("run_1", action))
     with store.session() as s:
+        assert repo.get_run(s, "acme", "run_0").status is RunStatus.OK
         assert repo.get_run(s, "acme", "run_1").status is RunStatus.OK
     database = store.engine.url.database
     with psycopg.connect(servers.postgres().dsn("postgres"), autocommit=True) as admin:

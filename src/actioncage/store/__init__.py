@@ -105,13 +105,18 @@ class Store:
             yield conn
 
     def dispose(self) -> None:
-        """Close the pooled connections. Whatever still uses the store afterwards (a
-        background run let go at shutdown, past its bound) connects and disconnects per use:
-        a pool refilled after this would keep connections open that no one ever closes."""
-        self.engine.dispose()
-        if not isinstance(self.engine.pool, StaticPool | NullPool):  # :memory: is its one
-            self.engine = _engine(self.engine.url, poolclass=NullPool)
-            self._sessions.configure(bind=self.engine)
+        """Close the pooled connections. A thread still at work (a background run let go at
+        shutdown, past its bound) gets its connection closed when it hands it back, and
+        connects and disconnects per use from then on: no connection is left open for the
+        garbage collector to find."""
+        pool = self.engine.pool
+        if isinstance(pool, StaticPool | NullPool):  # :memory: is its one connection
+            self.engine.dispose()
+            return
+        event.listen(pool, "checkin", _close_returned)
+        pool.dispose()
+        self.engine = _engine(self.engine.url, poolclass=NullPool)
+        self._sessions.configure(bind=self.engine)
 
     def __enter__(self) -> Store:
         return self
@@ -125,6 +130,11 @@ def _engine(url: URL, **options: Any) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _close_returned(dbapi_conn: Any, _record: object) -> None:
+    if dbapi_conn is not None:
+        dbapi_conn.close()
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
