@@ -3,16 +3,17 @@ record written on a plain connection."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from actioncage.errors import ActionNotFoundError, RunAlreadyEndedError, RunNotFoundError
-from actioncage.models import Action, Isolation, OrgPolicy, Policy, RunResult, RunStatus
+from actioncage.models import Action, Isolation, OrgPolicy, Policy, RunStatus
 from actioncage.store import Store, repo
 from tests import servers
+from tests.runs.conftest import ok_run
 
 CODE = "def execute_action(context):\n    return 1\n"
 
@@ -28,28 +29,6 @@ def _create(store: Store, org_id: str, name: str) -> Action:
     }
     with store.session() as s:
         return repo.create_action(s, org_id, "key_1", fields)
-
-
-def _run(run_id: str, action: Action, status: RunStatus = RunStatus.OK) -> RunResult:
-    started = repo.now()
-    return RunResult(
-        run_id=run_id,
-        org_id=action.org_id,
-        action_id=action.id,
-        action_version=action.version,
-        status=status,
-        output={"n": 1},
-        error=None,
-        effects=(),
-        effects_applied=False,
-        logs="a log line\n",
-        duration_ms=5,
-        started_at=started,
-        finished_at=started + timedelta(milliseconds=5),
-        conversation_id=None,
-        caller_key_id="key_1",
-        image_digest=None,
-    )
 
 
 def test_an_action_read_with_its_orgs_policy_matches_the_two_separate_reads(store: Store) -> None:
@@ -88,9 +67,9 @@ def test_an_action_read_with_its_orgs_policy_matches_the_two_separate_reads(stor
 def test_a_record_written_on_a_plain_connection_lands_or_rolls_back(store: Store) -> None:
     action = _create(store, "acme", "greet")
     with store.writing() as conn:
-        repo.add_run(conn, _run("run_1", action))
+        repo.add_run(conn, ok_run(action, "run_1", {"n": 1}))
     with pytest.raises(RuntimeError), store.writing() as conn:
-        repo.add_run(conn, _run("run_2", action))
+        repo.add_run(conn, ok_run(action, "run_2", {"n": 1}))
         raise RuntimeError("fails after the insert")
     with store.session() as s:
         assert repo.get_run(s, "acme", "run_1").output == {"n": 1}
@@ -103,9 +82,13 @@ def test_a_placeholder_is_completed_once_on_a_plain_connection(store: Store) -> 
     with store.session() as s:
         repo.add_running_run(s, "run_1", action, "key_1", None)
     with store.writing() as conn:
-        repo.add_run(conn, _run("run_1", action), replaces_placeholder=True)
+        repo.add_run(conn, ok_run(action, "run_1", {"n": 1}), replaces_placeholder=True)
     with pytest.raises(RunAlreadyEndedError), store.writing() as conn:
-        repo.add_run(conn, _run("run_1", action, RunStatus.ERROR), replaces_placeholder=True)
+        repo.add_run(
+            conn,
+            replace(ok_run(action, "run_1", None), status=RunStatus.ERROR),
+            replaces_placeholder=True,
+        )
     with store.session() as s:
         assert repo.get_run(s, "acme", "run_1").status is RunStatus.OK
 
@@ -119,9 +102,9 @@ def test_a_store_used_after_dispose_leaves_no_connection_open(tmp_path: Path) ->
     action = _create(store, "acme", "greet")
     with store.writing() as conn:  # a connection held across the dispose
         store.dispose()
-        repo.add_run(conn, _run("run_0", action))
+        repo.add_run(conn, ok_run(action, "run_0", {"n": 1}))
     with store.writing() as conn:  # one asked for after it: the straggler's record lands
-        repo.add_run(conn, _run("run_1", action))
+        repo.add_run(conn, ok_run(action, "run_1", {"n": 1}))
     with store.session() as s:
         assert repo.get_run(s, "acme", "run_0").status is RunStatus.OK
         assert repo.get_run(s, "acme", "run_1").status is RunStatus.OK
