@@ -1,5 +1,5 @@
-"""The run path's store calls: an action read together with its org's policy, and a run's
-record written on a plain connection."""
+"""The run path's store calls: an action read together with its org's policy, a run's
+record written on a plain connection, and a record written after the store was disposed."""
 
 from __future__ import annotations
 

@@ -912,9 +912,8 @@ def list_runs(
 # --- org policies --------------------------------------------------------------------------
 
 
-_ORG_POLICY_BY_ID = select(cast(Table, OrgPolicyRow.__table__)).where(
-    OrgPolicyRow.org_id == bindparam("org_id")
-)
+_ORG_POLICIES = cast(Table, OrgPolicyRow.__table__)
+_ORG_POLICY_BY_ID = select(_ORG_POLICIES).where(_ORG_POLICIES.c.org_id == bindparam("org_id"))
 
 
 def find_org_policy(session: Session | Connection, org_id: str) -> OrgPolicy | None:
@@ -924,7 +923,6 @@ def find_org_policy(session: Session | Connection, org_id: str) -> OrgPolicy | N
     return None if row is None else _org_policy(row)
 
 
-_ORG_POLICIES = cast(Table, OrgPolicyRow.__table__)
 # A run called by name or id needs both its action and its org's policy: one statement.
 _ACTION_AND_ORG_POLICY = _ACTION_BY_REF.add_columns(*_labelled(_ORG_POLICIES, "o_")).outerjoin(
     _ORG_POLICIES, _ORG_POLICIES.c.org_id == _ACTIONS.c.org_id
