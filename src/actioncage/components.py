@@ -16,6 +16,7 @@ from actioncage.models import Isolation, Policy, RunResult
 from actioncage.runs.admission import Gate
 from actioncage.runs.background import BackgroundRuns
 from actioncage.runs.callbacks import CallbackSender
+from actioncage.runs.definitions import Definitions
 from actioncage.runs.executor import Executor
 from actioncage.runs.idempotency import Idempotency
 from actioncage.runs.jobs import Jobs
@@ -60,6 +61,7 @@ class Components:
     executor: Executor
     service: RunService
     keys: KeyCache
+    definitions: Definitions
     slots: RunSlots
     metrics: Metrics
     jobs: Jobs
@@ -86,6 +88,7 @@ class Components:
         self.runner.backend.close()  # the pool, when there is one, closes its backend
         self.instance.close()
         self.keys.close()
+        self.definitions.close()
         self.shared.close()
         self.store.dispose()
 
@@ -201,10 +204,12 @@ def build(settings: Settings, role: str = "serve") -> Components:
         _callback_body,
         tickets=tickets,
     )
+    definitions = Definitions(store, settings.definition_cache_s)
     service = RunService(
         store,
+        definitions,
         executor,
-        Gate(store, TenantLimiter(settings, shared.rates, shared.concurrency)),
+        Gate(definitions, TenantLimiter(settings, shared.rates, shared.concurrency)),
         Idempotency(
             store, shared.claims, settings.idempotency_ttl_s, settings.max_timeout_ms / 1000 + 30
         ),
@@ -219,6 +224,7 @@ def build(settings: Settings, role: str = "serve") -> Components:
         jobs.start()
         outbox.start()
         keys.start()  # revocations are read off the requests' path
+        definitions.start()  # so is the definitions epoch
     return Components(
         settings=settings,
         store=store,
@@ -228,6 +234,7 @@ def build(settings: Settings, role: str = "serve") -> Components:
         executor=executor,
         service=service,
         keys=keys,
+        definitions=definitions,
         slots=slots,
         metrics=metrics,
         jobs=jobs,

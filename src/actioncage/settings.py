@@ -102,6 +102,9 @@ class Settings:
     egress_dir: str | None = None
     # How long a key that authenticated is trusted without a database lookup (0: always look).
     key_cache_s: float = 5.0
+    # How long a run's action and org policy are trusted from memory while no write moved
+    # the definitions epoch (0: read them for every run); see runs/definitions.py.
+    definition_cache_s: float = 30.0
     # Per API key, in this process (0: unlimited); per-org limits live in the org's policy.
     key_runs_per_minute: int = 0
     key_concurrent_runs: int = 0
@@ -169,6 +172,7 @@ class Settings:
             ("response_logs_bytes", self.response_logs_bytes >= 256),
             ("max_host_calls", self.max_host_calls >= 0),
             ("key_cache_s", 0 <= self.key_cache_s <= 3600),
+            ("definition_cache_s", 0 <= self.definition_cache_s <= 3600),
             ("key_runs_per_minute", self.key_runs_per_minute >= 0),
             ("key_concurrent_runs", self.key_concurrent_runs >= 0),
             ("port", 0 <= self.port <= 65535),

@@ -172,6 +172,45 @@ def test_an_org_limited_to_10_runs_a_minute_gets_exactly_10_whichever_process_an
     assert other.status_code == 200 and other.json()["output"] == 1, other.text
 
 
+def test_an_action_changed_through_one_process_is_run_changed_by_both_within_a_second(
+    deployment: Deployment,
+) -> None:
+    _key_id, secret = deployment.new_key("editing")
+    headers = {"Authorization": f"Bearer {secret}"}
+
+    def needs(x: str) -> dict[str, Any]:
+        return {"type": "object", "required": [x], "properties": {x: {"type": "integer"}}}
+
+    def missing(base: str) -> str:
+        """The argument a call with none is refused for (invalid_args: no sandbox starts)."""
+        resp = http.post(
+            f"{base}/v1/actions/edited/execute", json={"args": {}}, headers=headers, timeout=30
+        )
+        assert resp.status_code == 422 and resp.json()["error"]["type"] == "invalid_args"
+        return str(resp.json()["error"]["message"]).split("'")[1]
+
+    created = http.post(
+        f"{deployment.a}/v1/actions",
+        json={"name": "edited", "code": OK, "parameters": needs("x")},
+        headers=headers,
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    # Both processes now hold the action (and the org's policy) in memory.
+    assert missing(deployment.a) == "x" and missing(deployment.b) == "x"
+    patched = http.patch(
+        f"{deployment.b}/v1/actions/{created.json()['id']}",
+        json={"parameters": needs("y")},
+        headers=headers,
+        timeout=30,
+    )
+    assert patched.status_code == 200, patched.text
+    changed_at = time.monotonic()
+    assert missing(deployment.b) == "y"  # the process that wrote it: at once
+    assert wait_for(lambda: missing(deployment.a) == "y", timeout=1.0)
+    assert time.monotonic() - changed_at < 2.0
+
+
 def test_a_key_revoked_with_the_cli_is_refused_by_both_processes_within_a_second(
     deployment: Deployment,
 ) -> None:

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from actioncage.models import OrgPolicy
+from actioncage.runs.definitions import Definitions
 from actioncage.runs.tenant_limits import TenantLimiter
-from actioncage.store import Store, repo
 
 
 @dataclass(frozen=True)
@@ -23,14 +23,13 @@ class Gate:
     """Admits runs under the org's and the key's limits. Every front door's runs pass here,
     triggered and background runs included."""
 
-    def __init__(self, store: Store, limiter: TenantLimiter) -> None:
-        self._store = store
+    def __init__(self, definitions: Definitions, limiter: TenantLimiter) -> None:
+        self._definitions = definitions
         self._limiter = limiter
 
     def read(self, org_id: str) -> Admission:
         """The org's policy as of now, without holding a slot."""
-        with self._store.reading() as conn:
-            return Admission(repo.find_org_policy(conn, org_id))
+        return Admission(self._definitions.org_policy(org_id))
 
     @contextmanager
     def admit(

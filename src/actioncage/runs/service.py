@@ -24,6 +24,7 @@ from actioncage.models import (
 )
 from actioncage.runs.admission import Admission, Gate
 from actioncage.runs.callbacks import CallbackSender
+from actioncage.runs.definitions import Definitions
 from actioncage.runs.executor import Executor
 from actioncage.runs.idempotency import Answer, Idempotency
 from actioncage.runs.jobs import Jobs
@@ -93,6 +94,7 @@ class RunService:
     def __init__(
         self,
         store: Store,
+        definitions: Definitions,
         executor: Executor,
         gate: Gate,
         idempotency: Idempotency,
@@ -104,6 +106,7 @@ class RunService:
         record and job while it is away, so another process can complete it if this one
         dies (Jobs.handed_over)."""
         self._store = store
+        self._definitions = definitions
         self._hand_over = hand_over
         self._executor = executor
         self._gate = gate
@@ -115,8 +118,7 @@ class RunService:
 
     def action(self, caller: Caller, ref: str) -> Action:
         """The caller's org's action by id or name. Raises ActionNotFoundError."""
-        with self._store.reading() as conn:
-            return repo.get_action(conn, caller.org_id, ref)
+        return self._definitions.action(caller.org_id, ref)
 
     def run(self, request: RunRequest) -> RunResult | Pending:
         """Run the action and record the run; a failing script is an outcome, not an error.
@@ -133,10 +135,7 @@ class RunService:
             if isinstance(request.action, Action):
                 action = request.action
             else:
-                with self._store.reading() as conn:
-                    action, org = repo.get_action_and_org_policy(
-                        conn, caller.org_id, request.action
-                    )
+                action, org = self._definitions.action_and_policy(caller.org_id, request.action)
                 read = Admission(org)
             conversation = self._conversation(caller, request.conversation)
             args = request.args(action) if callable(request.args) else request.args

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,9 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 from actioncage.errors import ConfigError
 
+# The Session.info entry naming what a session's writes changed (a set of names such as
+# repo.DEFINITIONS): Store runs the callbacks registered for them once it commits.
+CHANGED = "actioncage.changed"
 # pg_advisory_xact_lock key held while migrating: any fixed 64-bit number of our own.
 _MIGRATION_LOCK = 0x61635F6D6967  # "ac_mig"
 
@@ -50,6 +53,20 @@ class Store:
         except (SQLAlchemyError, ValueError, ImportError) as exc:
             raise ConfigError(f"ACTIONCAGE_DATABASE_URL: {exc}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._on_commit: dict[str, list[Callable[[], None]]] = {}
+        event.listen(self._sessions, "after_commit", self._committed)
+        event.listen(self._sessions, "after_rollback", _forget_changes)
+
+    def after_commit(self, change: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever a session() whose writes made ``change`` (a name the
+        repositories give, repo.DEFINITIONS) has committed: this process's caches start
+        afresh at once, where other processes see the change at their next epoch read."""
+        self._on_commit.setdefault(change, []).append(callback)
+
+    def _committed(self, session: Session) -> None:
+        for change in session.info.pop(CHANGED, ()):
+            for callback in self._on_commit.get(change, ()):
+                callback()
 
     @property
     def shown_url(self) -> str:
@@ -135,6 +152,10 @@ def _engine(url: URL, **options: Any) -> Engine:
 def _close_returned(dbapi_conn: Any, _record: object) -> None:
     if dbapi_conn is not None:
         dbapi_conn.close()
+
+
+def _forget_changes(session: Session) -> None:
+    session.info.pop(CHANGED, None)
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

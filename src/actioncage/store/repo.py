@@ -46,12 +46,14 @@ from actioncage.models import (
     RunStatus,
     SecretRecord,
 )
+from actioncage.store import CHANGED
 from actioncage.store.schema import (
     ActionRow,
     ActionVersionRow,
     ApiKeyRow,
     Base,
     ConversationRow,
+    EpochRow,
     IdempotencyRow,
     OrgPolicyRow,
     OrgRow,
@@ -169,6 +171,37 @@ def revocation_epoch(session: Session) -> str:
     return f"{count}:{latest}"
 
 
+# --- the definitions epoch: what each process caches of actions and org policies -----------
+
+# The change a write to an action or an org policy makes (Store.after_commit).
+DEFINITIONS = "definitions"
+_EPOCHS = cast(Table, EpochRow.__table__)
+_EPOCH_BY_NAME = select(_EPOCHS.c.value).where(_EPOCHS.c.name == bindparam("name"))
+
+
+@functools.cache
+def _bump_epoch(dialect_name: str) -> Any:
+    """UPSERT value + 1 (built once per dialect; the first bump makes the row)."""
+    dialect: Any = postgresql if dialect_name == "postgresql" else sqlite
+    stmt = dialect.insert(_EPOCHS).values(name=bindparam("name"), value=1)
+    return stmt.on_conflict_do_update(
+        index_elements=[_EPOCHS.c.name], set_={"value": _EPOCHS.c.value + 1}
+    )
+
+
+def _definitions_changed(session: Session) -> None:
+    """Move the definitions epoch in the write's own transaction (it moves if and only if
+    the write lands), and name the change on the session for this process's caches."""
+    session.execute(_bump_epoch(session.get_bind().dialect.name), {"name": DEFINITIONS})
+    session.info.setdefault(CHANGED, set()).add(DEFINITIONS)
+
+
+def definitions_epoch(conn: Session | Connection) -> str:
+    """A value that moves with every committed write to an action or an org policy."""
+    value = conn.execute(_EPOCH_BY_NAME, {"name": DEFINITIONS}).scalar()
+    return str(value or 0)
+
+
 # --- actions -------------------------------------------------------------------------------
 
 
@@ -256,6 +289,7 @@ def create_action(session: Session, org_id: str, key_id: str, fields: dict[str, 
     version = _version_row(row.id, 1, org_id, key_id, fields)
     session.add_all([row, version])
     _flush_unique(session, fields["name"])
+    _definitions_changed(session)
     return _action(row, version)
 
 
@@ -385,6 +419,7 @@ def update_action(
     version = _version_row(row.id, row.version, org_id, key_id, fields)
     session.add(version)
     _flush_unique(session, fields["name"])
+    _definitions_changed(session)
     return _action(row, version)
 
 
@@ -395,6 +430,7 @@ def delete_action(session: Session, org_id: str, action_id: str) -> None:
         raise ActionNotFoundError(f"no action {action_id!r}")
     session.delete(row)
     session.flush()
+    _definitions_changed(session)
 
 
 # --- conversations ---------------------------------------------------------------------------
@@ -969,4 +1005,5 @@ def set_org_policy(session: Session, org_id: str, policy: OrgPolicy) -> OrgPolic
     row.min_isolation = None if policy.min_isolation is None else str(policy.min_isolation)
     row.updated_at = now()
     session.flush()
+    _definitions_changed(session)
     return policy

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -285,3 +295,13 @@ class OrgSecretRow(Base):
     ciphertext: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class EpochRow(Base):
+    """A counter that every write to one kind of shared definition moves, in the write's own
+    transaction (``definitions``: actions and org policies), so every process can tell, by
+    reading one row, that what it cached of them is stale. No row reads as 0."""
+
+    __tablename__ = "epochs"
+    name: Mapped[str] = mapped_column(NulFreeString(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
