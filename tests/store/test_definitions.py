@@ -142,9 +142,7 @@ def test_only_writes_that_land_move_the_epoch(store: Store) -> None:
     assert _epoch(store) == "3"
 
 
-def test_a_rolled_back_write_leaves_the_cache_alone(
-    store: Store, definitions: Definitions
-) -> None:
+def test_a_rolled_back_write_leaves_the_cache_alone(store: Store, definitions: Definitions) -> None:
     with store.session() as s:
         created = repo.create_action(s, "acme", "key_1", _fields("greet", 1))
     assert definitions.action("acme", "greet") == created
