@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from actioncage.errors import ActionNotFoundError, ConflictError
-from actioncage.models import OrgPolicy, Policy
+from actioncage.models import Action, OrgPolicy, Policy
 from actioncage.runs.definitions import Definitions
 from actioncage.shared.epochs import EPOCH_CHECK_S, EpochCache
 from actioncage.store import Store, repo
@@ -55,6 +55,15 @@ def other_process(db_url: str, store: Store) -> Iterator[Store]:
     other.dispose()
 
 
+def _created_and_cached(writer: Store, definitions: Definitions) -> Action:
+    """Create "greet" through ``writer``; read it and the org's policy through the cache."""
+    with writer.session() as s:
+        created = repo.create_action(s, "acme", "key_1", _fields("greet", 1))
+    assert _code_of(definitions).endswith("return 1\n")
+    assert definitions.org_policy("acme") is None
+    return created
+
+
 def _hand_edit(store: Store, code: str) -> None:
     """Change the action's code in the database without a repository (no epoch moves)."""
     with store.session() as s:
@@ -78,10 +87,7 @@ def test_a_run_reads_the_action_and_policy_once_until_something_changes(
 def test_a_write_through_this_process_is_seen_at_once(
     store: Store, definitions: Definitions
 ) -> None:
-    with store.session() as s:
-        created = repo.create_action(s, "acme", "key_1", _fields("greet", 1))
-    assert _code_of(definitions).endswith("return 1\n")
-    assert definitions.org_policy("acme") is None
+    created = _created_and_cached(store, definitions)
     with store.session() as s:
         repo.update_action(s, "acme", created.id, "key_1", _fields("greet", 2))
     assert _code_of(definitions).endswith("return 2\n")
@@ -100,11 +106,8 @@ def test_a_write_through_this_process_is_seen_at_once(
 def test_a_write_by_another_process_is_seen_within_the_epoch_check(
     store: Store, other_process: Store, definitions: Definitions
 ) -> None:
-    with other_process.session() as s:
-        created = repo.create_action(s, "acme", "key_1", _fields("greet", 1))
-    # Not cached yet: a new action runs at once everywhere.
-    assert _code_of(definitions).endswith("return 1\n")
-    assert definitions.org_policy("acme") is None
+    # Not cached before: a new action runs at once everywhere.
+    created = _created_and_cached(other_process, definitions)
     with other_process.session() as s:
         repo.update_action(s, "acme", created.id, "key_1", _fields("greet", 2))
         repo.set_org_policy(s, "acme", OrgPolicy(max_timeout_ms=1000))
@@ -156,26 +159,20 @@ def test_a_rolled_back_write_leaves_the_cache_alone(store: Store, definitions: D
 
 def test_a_hand_edit_is_seen_within_the_ttl(store: Store) -> None:
     definitions = Definitions(store, ttl_s=0.3)
-    with store.session() as s:
-        repo.create_action(s, "acme", "key_1", _fields("greet", 1))
-    assert _code_of(definitions).endswith("return 1\n")
+    _created_and_cached(store, definitions)
     _hand_edit(store, "by hand")
     assert wait_for(lambda: _code_of(definitions) == "by hand", timeout=5)
 
 
 def test_with_the_cache_off_every_run_reads_the_database(store: Store) -> None:
     definitions = Definitions(store, ttl_s=0)
-    with store.session() as s:
-        repo.create_action(s, "acme", "key_1", _fields("greet", 1))
-    assert _code_of(definitions).endswith("return 1\n")
+    _created_and_cached(store, definitions)
     _hand_edit(store, "by hand")
     assert _code_of(definitions) == "by hand"
 
 
 def test_an_unreadable_epoch_trusts_nothing_cached(store: Store, definitions: Definitions) -> None:
-    with store.session() as s:
-        repo.create_action(s, "acme", "key_1", _fields("greet", 1))
-    assert _code_of(definitions).endswith("return 1\n")
+    _created_and_cached(store, definitions)
     _hand_edit(store, "by hand")
     with store.session() as s:
         s.execute(text("DROP TABLE epochs"))
