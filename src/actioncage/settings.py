@@ -24,7 +24,8 @@ class Settings:
 
     # Unset: var/actioncage.db in the source checkout actioncage runs from, whatever the
     # current directory (so `keys create` from elsewhere writes where `serve` reads).
-    # Installed without a checkout, it must be set.
+    # Installed without a checkout, it must be set (store.Store says so), except on an
+    # executor worker's host, which has no database.
     database_url: str = field(default_factory=lambda: default_database_url())
     host: str = "127.0.0.1"
     port: int = 8080
@@ -155,12 +156,8 @@ class Settings:
     dispatch_record_after_ms: int = 250
 
     def __post_init__(self) -> None:
-        if not self.database_url:
-            raise ConfigError(
-                f"{_PREFIX}DATABASE_URL is not set, and actioncage is not running from a source "
-                "checkout whose var/ could hold the database: set it, e.g. "
-                "sqlite:////srv/actioncage/actioncage.db"
-            )
+        # An empty database_url is refused by the Store, where a database is needed: an
+        # executor worker (`actioncage worker`) has none.
         checks = [
             ("isolation", self.isolation in ISOLATION_TIERS),
             ("default_timeout_ms", 0 < self.default_timeout_ms <= self.max_timeout_ms),

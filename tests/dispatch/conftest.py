@@ -5,6 +5,8 @@ and a "refund" server whose calls are the side effect that must never happen twi
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+import actioncage
 from tests import fakes
 from tests.conftest import SESSION, TEST_DB, TEST_LABEL, wait_for
 from tests.served import ACTIONCAGE, free_port, serve_env
@@ -90,10 +93,16 @@ class Cluster:
         return base
 
     def start_worker(self, name: str, slots: int = 2, **env: str) -> subprocess.Popen[bytes]:
-        """Start `actioncage worker` with no database and no provider credentials."""
+        """Start `actioncage worker` with no database and no provider credentials, from the
+        package installed outside any checkout (installed_package): it has no default
+        database either."""
         worker_env = self._env(**{"ACTIONCAGE_POOL_SIZE": "1", **env})
         for secret in ("ACTIONCAGE_DATABASE_URL", "ACTIONCAGE_LLM_API_KEY", "ACTIONCAGE_API_KEY"):
             worker_env.pop(secret, None)
+        site = installed_package(self.tmp_path)
+        worker_env["PYTHONPATH"] = os.pathsep.join(
+            [str(site), *filter(None, [worker_env.get("PYTHONPATH")])]
+        )
         log = self._log(f"worker-{name}")
         proc = subprocess.Popen(
             [*ACTIONCAGE, "worker", "--name", name, "--slots", str(slots)],
@@ -157,6 +166,19 @@ class Cluster:
                     c.remove(force=True)
         finally:
             client.close()
+
+
+def installed_package(root: Path) -> Path:
+    """A copy of the actioncage package outside any source checkout, as `pip install` puts
+    it (made once under ``root``): the directory to put first on PYTHONPATH."""
+    site = root / "site-packages"
+    if not (site / "actioncage").is_dir():
+        shutil.copytree(
+            Path(actioncage.__file__).resolve().parent,
+            site / "actioncage",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    return site
 
 
 @contextlib.contextmanager

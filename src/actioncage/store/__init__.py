@@ -31,6 +31,12 @@ class Store:
     """
 
     def __init__(self, url: str) -> None:
+        if not url:
+            raise ConfigError(
+                "ACTIONCAGE_DATABASE_URL is not set, and actioncage is not running from a source "
+                "checkout whose var/ could hold the database: set it, e.g. "
+                "sqlite:////srv/actioncage/actioncage.db"
+            )
         try:
             parsed = make_url(url)
         except ArgumentError as exc:
