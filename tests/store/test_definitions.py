@@ -188,3 +188,33 @@ def test_a_lookup_begun_before_the_cache_started_afresh_is_not_remembered() -> N
     assert cache.find("k") is None
     cache.remember("k", 2, cache.generation)
     assert cache.find("k") == 2
+
+
+def test_the_cache_is_bounded_by_what_its_values_weigh() -> None:
+    cache: EpochCache[str, str] = EpochCache("test", 60.0, lambda: "1", weigh=len, max_weight=10)
+    assert cache.find("a") is None  # the first lookup reads the epoch
+    cache.remember("a", "aaaaaa", cache.generation)
+    cache.remember("a", "aaaaa", cache.generation)  # replacing an entry frees its weight
+    cache.remember("b", "bbbb", cache.generation)
+    assert (cache.find("a"), cache.find("b")) == ("aaaaa", "bbbb")
+    cache.remember("c", "ccc", cache.generation)  # 12 > 10: the cache starts afresh
+    assert (cache.find("a"), cache.find("b"), cache.find("c")) == (None, None, "ccc")
+    cache.remember("d", "d" * 11, cache.generation)  # heavier than the bound alone
+    assert cache.find("d") is None and cache.find("c") == "ccc"
+
+
+def test_an_org_with_many_large_actions_does_not_grow_the_cache_past_its_bound(
+    store: Store, definitions: Definitions
+) -> None:
+    big = "def execute_action(context):\n    return 1\n" + "#" * 200_000 + "\n"
+    with store.session() as s:
+        for i in range(3):
+            repo.create_action(s, "acme", "key_1", {**_fields(f"big{i}", 1), "code": big})
+    small = Definitions(store, ttl_s=60.0, max_bytes=450_000)
+    for cache in (definitions, small):
+        assert [cache.action("acme", f"big{i}").code for i in range(3)] == [big] * 3
+    _hand_edit(store, "by hand")
+    # The default bound holds all three: each is served from memory.
+    assert [definitions.action("acme", f"big{i}").code for i in range(3)] == [big] * 3
+    # Two fitted in 450 kB; the third started it afresh: only that one is still in memory.
+    assert [small.action("acme", f"big{i}").code for i in range(3)] == ["by hand"] * 2 + [big]

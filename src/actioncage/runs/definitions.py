@@ -10,6 +10,18 @@ from actioncage.models import Action, OrgPolicy
 from actioncage.shared.epochs import EpochCache
 from actioncage.store import Store, repo
 
+# At most this much of actions' code and parameters is kept, in every process (an org with
+# many large actions cannot make the cache grow past it: it starts afresh).
+MAX_CACHED_BYTES = 32 * 1024 * 1024
+
+
+def _weight(value: tuple[Any, ...]) -> int:
+    """What a cached entry costs, about: its action's code and schemas, plus a fixed part."""
+    action = value[0]
+    if not isinstance(action, Action):
+        return 1024  # an org policy alone
+    return 2048 + len(action.code) + len(repr(action.parameters)) + len(repr(action.returns))
+
 
 class Definitions:
     """Actions by (org, id or name) and org policies by org, for ``ttl_s`` seconds.
@@ -23,10 +35,10 @@ class Definitions:
     ``ttl_s`` 0 reads the database on every run.
     """
 
-    def __init__(self, store: Store, ttl_s: float) -> None:
+    def __init__(self, store: Store, ttl_s: float, max_bytes: int = MAX_CACHED_BYTES) -> None:
         self._store = store
         self._cache: EpochCache[tuple[str, str | None], Any] = EpochCache(
-            "definitions", ttl_s, self._epoch
+            "definitions", ttl_s, self._epoch, weigh=_weight, max_weight=max_bytes
         )
         store.after_commit(repo.DEFINITIONS, self._cache.start_afresh)
 

@@ -30,18 +30,29 @@ class EpochCache(Generic[K, V]):
     lookup when the watcher has not read it within _WATCH_STALE_S. An epoch that cannot be
     read trusts nothing cached. A lookup that began before the cache started afresh is not
     remembered: take ``generation`` before looking up, hand it to remember(). ``ttl_s`` 0
-    turns the cache off; past ``max_entries`` it starts afresh.
+    turns the cache off. Memory is bounded: past ``max_entries``, or past ``max_weight`` in
+    total of what ``weigh`` says each value costs (bytes, say), it starts afresh; a value
+    heavier than that alone is not kept.
     """
 
     def __init__(
-        self, name: str, ttl_s: float, epoch: Callable[[], str], max_entries: int = 10_000
+        self,
+        name: str,
+        ttl_s: float,
+        epoch: Callable[[], str],
+        max_entries: int = 10_000,
+        weigh: Callable[[V], int] | None = None,
+        max_weight: int = 0,
     ) -> None:
         self._name = name
         self._ttl_s = ttl_s
         self._read = epoch
         self._max_entries = max_entries
+        self._weigh = weigh
+        self._max_weight = max_weight
+        self._weight = 0
         self._lock = threading.Lock()
-        self._entries: dict[K, tuple[float, V]] = {}
+        self._entries: dict[K, tuple[float, V, int]] = {}
         self._epoch: str | None = None
         self._next_check = 0.0
         self._watched_at = float("-inf")  # monotonic time of the watcher's last read
@@ -82,6 +93,7 @@ class EpochCache(Generic[K, V]):
                 return None
             if entry[0] <= time.monotonic():
                 del self._entries[key]
+                self._weight -= entry[2]
                 return None
             return entry[1]
 
@@ -90,19 +102,32 @@ class EpochCache(Generic[K, V]):
         started afresh since, the value may be stale: it is not kept)."""
         if self._ttl_s <= 0:
             return
+        weight = 0 if self._weigh is None else self._weigh(value)
+        if self._weigh is not None and weight > self._max_weight:
+            return
         with self._lock:
             if generation != self.generation:
                 return
-            if len(self._entries) >= self._max_entries:
-                self._entries.clear()
-            self._entries[key] = (time.monotonic() + self._ttl_s, value)
+            replaced = self._entries.pop(key, None)
+            if replaced is not None:
+                self._weight -= replaced[2]
+            if len(self._entries) >= self._max_entries or (
+                self._weigh is not None and self._weight + weight > self._max_weight
+            ):
+                self._clear()
+            self._entries[key] = (time.monotonic() + self._ttl_s, value, weight)
+            self._weight += weight
 
     def start_afresh(self) -> None:
         """Forget everything now (a change made in this process: it takes effect here at
         once, not at the next epoch read)."""
         with self._lock:
-            self._entries.clear()
+            self._clear()
             self.generation += 1
+
+    def _clear(self) -> None:
+        self._entries.clear()
+        self._weight = 0
 
     def _check_epoch(self) -> None:
         now = time.monotonic()
@@ -123,7 +148,7 @@ class EpochCache(Generic[K, V]):
             epoch = None
         with self._lock:
             if epoch is None or epoch != self._epoch:
-                self._entries.clear()
+                self._clear()
                 self.generation += 1
             self._epoch = epoch
         return epoch is not None
