@@ -1,5 +1,6 @@
 """The broker module on a real Redis: direct messages and the run queue go through kombu's
-Redis transport with one kept redis-py client per channel, not one per command."""
+Redis transport with one kept redis-py client per channel, not one per command; and on a
+real RabbitMQ, a send after the broker dropped the connection goes out on a new one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Any
 import redis
 
 from actioncage.dispatch import broker
+from tests.conftest import wait_for
+from tests.dispatch.conftest import distributed
+from tests.rabbitmq_server import RabbitServer
 
 
 def _clients_built(monkeypatch: Any) -> list[object]:
@@ -78,3 +82,36 @@ def test_a_new_pool_gets_a_new_client(redis_url: str) -> None:
         assert second is not first
         assert second.connection_pool is channel.pool
         assert second.ping()
+
+
+_CONNECTION_STATES = ("list_connections", "-q", "--no-table-headers", "state")
+
+
+@distributed
+def test_a_message_sent_after_the_broker_dropped_the_connection_goes_out_on_a_new_one(
+    rabbitmq_server: RabbitServer, amqp_url: str
+) -> None:
+    """The publisher sends without kombu's retry wrapper; when the broker closed its
+    connection, the send fails on it and goes out once more on a new connection."""
+    name = "test.reconnect"
+    with broker.connection(amqp_url) as conn:
+        queue = broker.inbox_queue(name, amqp_url)(conn.channel())
+        queue.declare()
+        queue.purge()
+    publisher = broker.Publisher(amqp_url)
+    try:
+        publisher.send(name, {"n": 1})
+        first = publisher._conn
+        rabbitmq_server.ctl("close_all_connections", "test: the broker drops its clients")
+        assert wait_for(lambda: "running" not in rabbitmq_server.ctl(*_CONNECTION_STATES), 10)
+        publisher.send(name, {"n": 2})
+        publisher.send(name, {"n": 3})
+        assert publisher._conn is not first
+    finally:
+        publisher.close()
+    got = []
+    with broker.connection(amqp_url) as conn:
+        queue = broker.inbox_queue(name, amqp_url)(conn.channel())
+        while (message := queue.get(no_ack=True)) is not None:
+            got.append(message.payload["n"])
+    assert got == [1, 2, 3]
