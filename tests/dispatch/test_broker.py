@@ -4,6 +4,8 @@ real RabbitMQ, a send after the broker dropped the connection goes out on a new 
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from typing import Any
 
@@ -56,17 +58,32 @@ def test_direct_messages_reuse_one_client_and_arrive_in_order(
         inbox.close()
 
 
-def test_runs_queued_through_celery_reuse_one_client(redis_url: str, monkeypatch: Any) -> None:
+def test_runs_queued_as_celery_tasks_reuse_one_client(redis_url: str, monkeypatch: Any) -> None:
     app = broker.celery_app(redis_url, visibility_timeout_s=60)
+    runs = broker.RunQueue(app, redis_url)
     body = {"runId": "run_0", "v": 1}
-    broker.send_run(app, redis_url, body, expires_s=30)
-    built = _clients_built(monkeypatch)
-    for _ in range(20):
-        broker.send_run(app, redis_url, body, expires_s=30)
-    assert len(built) == 0
+    try:
+        runs.send(body, expires_s=30)
+        built = _clients_built(monkeypatch)
+        for _ in range(20):
+            runs.send(body, expires_s=30)
+        assert len(built) == 0
+    finally:
+        runs.close()
     queued = redis.Redis.from_url(redis_url)
     try:
         assert queued.llen(broker.RUN_QUEUE) == 21
+        # Celery's task message (protocol 2): what its worker takes as the run task.
+        message = json.loads(queued.lindex(broker.RUN_QUEUE, 0))
+        headers = message["headers"]
+        assert headers["task"] == broker.RUN_TASK
+        assert headers["argsrepr"] == "('run_0',)"
+        assert message["properties"]["correlation_id"] == headers["id"]
+        assert json.loads(base64.b64decode(message["body"])) == [
+            [body],
+            {},
+            {"callbacks": None, "errbacks": None, "chain": None, "chord": None},
+        ]
     finally:
         queued.close()
 

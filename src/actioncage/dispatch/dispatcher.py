@@ -141,6 +141,7 @@ class Dispatcher:
             shared=broker.HANDOVER_QUEUE,
         )
         self._publisher = broker.Publisher(self._url)
+        self._run_queue = broker.RunQueue(self._app, self._url)
         self._host_calls = ThreadPoolExecutor(
             max_workers=8, thread_name_prefix="actioncage-hostcall"
         )
@@ -163,6 +164,7 @@ class Dispatcher:
     def close(self) -> None:
         self._inbox.close()
         self._publisher.close()
+        self._run_queue.close()
         self._host_calls.shutdown(wait=False, cancel_futures=True)
         self._adoptions.shutdown(wait=False, cancel_futures=True)
         self._acks.shutdown(wait=True)
@@ -202,7 +204,7 @@ class Dispatcher:
                 ticket=handover_ticket.get(),
             )
             try:
-                broker.send_run(self._app, self._url, messages.task_body(task), wait_s)
+                self._run_queue.send(messages.task_body(task), wait_s)
             except broker.BrokerUnavailableError as exc:
                 self._end(run, _State.ABANDONED)
                 return SandboxRun(None, str(exc))
