@@ -7,7 +7,10 @@ for another control plane: see dispatch/dispatcher.py). It heartbeats its slots,
 count and warm sandboxes.
 
 A run starts only once the dispatching process granted its start claim (see
-dispatch/dispatcher.py); a run whose claim is refused, or unanswered, is dropped unrun.
+dispatch/dispatcher.py); a run whose claim is refused, or unanswered, is dropped unrun. The
+claim goes out as soon as Celery's consumer receives the task (its task_received signal),
+so its round trip overlaps the task's hand-over to a pool thread, which then waits for the
+answer before it starts anything.
 SIGTERM (Celery's warm shutdown): take no more runs, finish those in flight, then leave.
 
 Leftovers: a worker's sandboxes carry its owner id (``wkr_<broker fingerprint>_<hex>``,
@@ -30,7 +33,10 @@ import time
 import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
+
+from celery import signals
 
 from actioncage.dispatch import broker, messages
 from actioncage.dispatch.messages import MessageInvalidError, RunTask
@@ -47,6 +53,8 @@ log = logging.getLogger(__name__)
 # The image digest is read from the engine once every this many heartbeats.
 _DIGEST_EVERY = 30
 WORKER_OWNER_PREFIX = "wkr_"
+# An early start claim whose task never reached execute() is forgotten after this long.
+_EARLY_KEPT_S = 300.0
 
 
 def owner_prefix(broker_url: str) -> str:
@@ -83,6 +91,16 @@ class SilentWorkerOwners(Collection[str]):
         return 0
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """A start claim sent as its run's task arrived: the run, the claim's correlation id and
+    when it was sent (monotonic)."""
+
+    task: RunTask
+    corr: str
+    sent_at: float
+
+
 class ExecutorWorker:
     """One worker process: ``slots`` runs at a time on this host's ``runner``."""
 
@@ -110,9 +128,17 @@ class ExecutorWorker:
             self._url, visibility_timeout_s=broker.visibility_timeout_s(settings)
         )
         self._app.conf.worker_enable_remote_control = False
+
+        def run_task(task: Any, body: Any) -> None:
+            self.execute(body, task.request.id)
+
         self._app.task(
-            name=broker.RUN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True
-        )(self.execute)
+            name=broker.RUN_TASK,
+            bind=True,
+            acks_late=True,
+            reject_on_worker_lost=True,
+            ignore_result=True,
+        )(run_task)
         self._inbox = broker.Inbox(
             self._url,
             f"actioncage.worker.{name}.{uuid.uuid4().hex[:8]}",
@@ -126,6 +152,8 @@ class ExecutorWorker:
         self._publisher = broker.Publisher(self._url)
         self._lock = threading.Lock()
         self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        # Start claims sent as their task was received, by Celery task id (see _received).
+        self._early: dict[str, _Claim] = {}
         self._busy = 0
         self._stop = threading.Event()
         self._beats: threading.Thread | None = None
@@ -140,6 +168,7 @@ class ExecutorWorker:
         """Consume runs until SIGTERM or SIGINT (finishing those in flight); then stop
         heartbeating. Returns the exit code."""
         self._inbox.start(wait_s=5.0)
+        signals.task_received.connect(self._received, weak=False)
         self._beats = threading.Thread(target=self._beat, name="actioncage-beat", daemon=True)
         self._beats.start()
         worker: Any = self._app.Worker(
@@ -166,6 +195,7 @@ class ExecutorWorker:
         """Say this worker is leaving, stop listening, remove the warm pool and finish the
         sandboxes' removals."""
         self._stop.set()
+        signals.task_received.disconnect(self._received)
         if self._beats is not None:
             self._beats.join(timeout=5)
         with contextlib.suppress(broker.BrokerUnavailableError):
@@ -239,22 +269,57 @@ class ExecutorWorker:
 
     # --- a run ------------------------------------------------------------------------------
 
-    def execute(self, body: Any) -> None:
-        """The run task: claim the run, run it here, send the outcome back."""
+    def _received(self, sender: Any = None, request: Any = None, **_: Any) -> None:
+        """Celery's task_received signal, on its consumer thread as a run's task arrives,
+        before the task goes to a pool thread: send the run's start claim now, so its round
+        trip overlaps the hand-over (about 0.5 ms); execute() waits for the answer. The run
+        still starts only once the claim is granted. Never raises into Celery."""
         try:
-            task = messages.parse_task(body)
-        except MessageInvalidError as exc:
-            log.warning("worker %s: dropped a malformed run: %s", self.name, exc)
-            return
-        if time.time() > task.start_by:
-            log.warning("run %s: nobody waits for it to start any more; not starting it",
-                        task.run_id)  # fmt: skip
-            return
+            if request is None or request.name != broker.RUN_TASK:
+                return
+            task = messages.parse_task(request.args[0] if request.args else None)
+            if time.time() > task.start_by:
+                return  # execute() drops it
+            claim = {"type": "claim", "runId": task.run_id, "worker": self.name}
+            asked = self._send_ask(task.reply_to, claim)
+            if asked is None:
+                return  # not sent: execute() claims again
+            now = time.monotonic()
+            with self._lock:
+                for key in [k for k, c in self._early.items() if now - c.sent_at > _EARLY_KEPT_S]:
+                    self._waiting.pop(self._early.pop(key).corr, None)
+                self._early[request.id] = _Claim(task, asked, now)
+        except MessageInvalidError:
+            return  # execute() drops it, and says why
+        except Exception:
+            log.exception("worker %s: sending a start claim early failed", self.name)
+
+    def execute(self, body: Any, task_id: str | None = None) -> None:
+        """The run task: claim the run (or take the claim sent when it arrived), run it
+        here, send the outcome back."""
+        with self._lock:
+            early = self._early.pop(task_id, None) if task_id is not None else None
+        if early is not None:
+            task = early.task
+        else:
+            try:
+                task = messages.parse_task(body)
+            except MessageInvalidError as exc:
+                log.warning("worker %s: dropped a malformed run: %s", self.name, exc)
+                return
+            if time.time() > task.start_by:
+                log.warning("run %s: nobody waits for it to start any more; not starting it",
+                            task.run_id)  # fmt: skip
+                return
         # In flight from the claim until the outcome is sent: the engine's background work
         # (removals, the warm pool's refills) waits for it, as for an in-process run's answer.
         with self._in_flight():
             claim = {"type": "claim", "runId": task.run_id, "worker": self.name}
-            answer = self._ask(task.reply_to, claim, self.claim_timeout_s)
+            if early is not None:
+                waited = time.monotonic() - early.sent_at
+                answer = self._await_answer(early.corr, self.claim_timeout_s - waited)
+            else:
+                answer = self._ask(task.reply_to, claim, self.claim_timeout_s)
             if answer is None:
                 # The dispatching process (or the broker) is gone: a run never starts
                 # unclaimed. Say so, in case it is only slow, so it stops waiting.
@@ -332,18 +397,37 @@ class ExecutorWorker:
 
     def _ask(self, to: str, body: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
         """Send ``body`` to ``to`` and wait for the answer; None when none came in time."""
+        corr = self._send_ask(to, body)
+        return None if corr is None else self._await_answer(corr, timeout_s)
+
+    def _send_ask(self, to: str, body: dict[str, Any]) -> str | None:
+        """Send ``body`` to ``to`` as a question; the correlation id its answer will carry
+        (for _await_answer), or None when it could not be sent."""
         corr = uuid.uuid4().hex
-        done, box = threading.Event(), list[dict[str, Any]]()
         with self._lock:
-            self._waiting[corr] = (done, box)
+            self._waiting[corr] = (threading.Event(), [])
+        if not self._tell(to, {**body, "corr": corr, "replyTo": self._inbox.name}):
+            self._forget(corr)
+            return None
+        return corr
+
+    def _await_answer(self, corr: str, timeout_s: float) -> dict[str, Any] | None:
+        """The answer to the question ``corr``, waiting up to ``timeout_s``; None when none
+        came in time."""
+        with self._lock:
+            waiter = self._waiting.get(corr)
         try:
-            if not self._tell(to, {**body, "corr": corr, "replyTo": self._inbox.name}):
+            if waiter is None:
                 return None
-            done.wait(timeout_s)
+            done, box = waiter
+            done.wait(max(0.0, timeout_s))
             return box[0] if box else None
         finally:
-            with self._lock:
-                self._waiting.pop(corr, None)
+            self._forget(corr)
+
+    def _forget(self, corr: str) -> None:
+        with self._lock:
+            self._waiting.pop(corr, None)
 
     def _tell(self, to: str, body: dict[str, Any], retry: bool = False) -> bool:
         """Send ``body``; with ``retry``, keep trying while the broker is away, for at most

@@ -1,0 +1,95 @@
+"""The worker's start claim on a real Redis broker: it goes out as Celery's consumer
+receives the run's task (the task_received signal), before a pool thread takes the task;
+the pool thread then waits for that claim's answer, sends no second claim, and starts
+nothing until the answer is a yes (here, a no: the run is dropped unrun)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from actioncage.dispatch import broker, messages
+from actioncage.dispatch.messages import RunTask
+from actioncage.dispatch.worker import ExecutorWorker
+from actioncage.models import EffectiveLimits
+from actioncage.sandbox.docker.backend import bare_runner
+from actioncage.settings import Settings
+from tests.conftest import wait_for
+
+LIMITS = EffectiveLimits(
+    timeout_ms=1000, memory_mb=128, cpus=0.5, pids=64, tmpfs_mb=16,
+    max_output_bytes=65536, max_host_calls=10,
+)  # fmt: skip
+CONTROL_PLANE = "test.control-plane"
+
+
+def test_the_start_claim_goes_out_as_the_task_arrives_and_the_run_waits_for_its_answer(
+    redis_url: str,
+) -> None:
+    settings = Settings(broker_url=redis_url, worker_heartbeat_s=0.5)
+    claims: queue.Queue[dict[str, Any]] = queue.Queue()
+    control_plane = broker.Inbox(redis_url, CONTROL_PLANE, claims.put)
+    answers = broker.Publisher(redis_url)
+    runner = bare_runner(settings)
+    worker = ExecutorWorker(settings, "w-early", 1, runner, None)
+    body = messages.task_body(
+        RunTask("run_early", b'{"code": ""}\n', LIMITS, CONTROL_PLANE, time.time() + 30)
+    )
+    try:
+        assert control_plane.start(wait_s=5.0)
+        assert worker._inbox.start(wait_s=5.0)
+        # What Celery's consumer does as the task arrives, before any pool thread has it.
+        worker._received(request=SimpleNamespace(name=broker.RUN_TASK, id="t-1", args=(body,)))
+        claim = claims.get(timeout=10)
+        assert (claim["type"], claim["runId"], claim["worker"]) == ("claim", "run_early", "w-early")
+
+        # The pool thread's part: it waits for the answer to that claim.
+        executed = threading.Thread(target=worker.execute, args=(body, "t-1"))
+        executed.start()
+        executed.join(0.3)
+        assert executed.is_alive(), "the run went on without its claim's answer"
+        answers.send(claim["replyTo"], {"type": "claimed", "ok": False, "corr": claim["corr"]})
+        executed.join(10)
+        assert not executed.is_alive()
+        assert worker.refused == 1
+        assert claims.empty(), f"a second claim went out: {claims.get_nowait()}"
+    finally:
+        answers.close()
+        control_plane.close()
+        worker.close()
+
+
+def test_a_task_that_is_not_a_run_sends_no_claim_and_is_claimed_when_it_runs(
+    redis_url: str,
+) -> None:
+    """A malformed body is left to execute(), which drops it; a task the consumer could not
+    claim for (here: never signalled) is claimed by the pool thread itself."""
+    settings = Settings(broker_url=redis_url, worker_heartbeat_s=0.5)
+    claims: queue.Queue[dict[str, Any]] = queue.Queue()
+    control_plane = broker.Inbox(redis_url, CONTROL_PLANE, claims.put)
+    answers = broker.Publisher(redis_url)
+    worker = ExecutorWorker(settings, "w-late", 1, bare_runner(settings), None)
+    body = messages.task_body(
+        RunTask("run_late", b'{"code": ""}\n', LIMITS, CONTROL_PLANE, time.time() + 30)
+    )
+    try:
+        assert control_plane.start(wait_s=5.0)
+        assert worker._inbox.start(wait_s=5.0)
+        worker._received(request=SimpleNamespace(name=broker.RUN_TASK, id="t-0", args=("x",)))
+        worker.execute("x", "t-0")  # dropped as malformed, no claim
+        executed = threading.Thread(target=worker.execute, args=(body, "t-2"))
+        executed.start()
+        claim = claims.get(timeout=10)
+        assert claim["runId"] == "run_late"
+        answers.send(claim["replyTo"], {"type": "claimed", "ok": False, "corr": claim["corr"]})
+        executed.join(10)
+        assert not executed.is_alive()
+        assert worker.refused == 1
+        assert wait_for(claims.empty, 1)
+    finally:
+        answers.close()
+        control_plane.close()
+        worker.close()
