@@ -280,8 +280,7 @@ class ExecutorWorker:
             task = messages.parse_task(request.args[0] if request.args else None)
             if time.time() > task.start_by:
                 return  # execute() drops it
-            claim = {"type": "claim", "runId": task.run_id, "worker": self.name}
-            asked = self._send_ask(task.reply_to, claim)
+            asked = self._send_ask(task.reply_to, self._claim(task))
             if asked is None:
                 return  # not sent: execute() claims again
             now = time.monotonic()
@@ -293,6 +292,10 @@ class ExecutorWorker:
             return  # execute() drops it, and says why
         except Exception:
             log.exception("worker %s: sending a start claim early failed", self.name)
+
+    def _claim(self, task: RunTask) -> dict[str, Any]:
+        """The start claim of ``task``'s run by this worker."""
+        return {"type": "claim", "runId": task.run_id, "worker": self.name}
 
     def execute(self, body: Any, task_id: str | None = None) -> None:
         """The run task: claim the run (or take the claim sent when it arrived), run it
@@ -314,7 +317,7 @@ class ExecutorWorker:
         # In flight from the claim until the outcome is sent: the engine's background work
         # (removals, the warm pool's refills) waits for it, as for an in-process run's answer.
         with self._in_flight():
-            claim = {"type": "claim", "runId": task.run_id, "worker": self.name}
+            claim = self._claim(task)
             if early is not None:
                 waited = time.monotonic() - early.sent_at
                 answer = self._await_answer(early.corr, self.claim_timeout_s - waited)
@@ -346,17 +349,9 @@ class ExecutorWorker:
         """Send the outcome to the dispatching process; when it does not acknowledge it in
         time (it died), to the handover queue, with the run's ticket, where another control
         plane takes it."""
-        corr = uuid.uuid4().hex
-        done, box = threading.Event(), list[dict[str, Any]]()
-        with self._lock:
-            self._waiting[corr] = (done, box)
-        try:
-            asked = {**outcome, "corr": corr, "replyTo": self._inbox.name}
-            if self._tell(task.reply_to, asked, retry=True) and done.wait(self.ack_timeout_s):
-                return
-        finally:
-            with self._lock:
-                self._waiting.pop(corr, None)
+        corr = self._send_ask(task.reply_to, outcome, retry=True)
+        if corr is not None and self._await_answer(corr, self.ack_timeout_s) is not None:
+            return
         log.warning("run %s: its dispatching process did not acknowledge the outcome; handing "
                     "it over", task.run_id)  # fmt: skip
         handed = {**outcome, "handover": True, "ticket": task.ticket}
@@ -400,13 +395,13 @@ class ExecutorWorker:
         corr = self._send_ask(to, body)
         return None if corr is None else self._await_answer(corr, timeout_s)
 
-    def _send_ask(self, to: str, body: dict[str, Any]) -> str | None:
-        """Send ``body`` to ``to`` as a question; the correlation id its answer will carry
-        (for _await_answer), or None when it could not be sent."""
+    def _send_ask(self, to: str, body: dict[str, Any], retry: bool = False) -> str | None:
+        """Send ``body`` to ``to`` as a question (``retry``: as _tell); the correlation id its
+        answer will carry (for _await_answer), or None when it could not be sent."""
         corr = uuid.uuid4().hex
         with self._lock:
             self._waiting[corr] = (threading.Event(), [])
-        if not self._tell(to, {**body, "corr": corr, "replyTo": self._inbox.name}):
+        if not self._tell(to, {**body, "corr": corr, "replyTo": self._inbox.name}, retry):
             self._forget(corr)
             return None
         return corr
