@@ -26,6 +26,10 @@ LOGS_END = b"\x00actioncage:logs-end\x00"
 END_FRAME = b'{"type":"end"}\n'
 EXIT_OK = 0
 EXIT_BAD_ENVELOPE = 2
+# Given by the container backend: after a clean result, wait for the control plane's hang-up
+# instead of exiting (see linger()).
+LINGER_FLAG = "--linger"
+_LINGER_COMMAND = "/bin/cat"
 # Error frames are shrunk step by step until they fit in maxOutputBytes: (message, traceback).
 _ERROR_TEXT_CHARS = ((4096, 32768), (1024, 4096), (256, 0))
 
@@ -225,7 +229,8 @@ def execute(
 
 
 def main() -> None:
-    """Set up the container's fds for the channel, run the envelope, and exit at once.
+    """Set up the container's fds for the channel, run the envelope, and exit at once (with
+    ``--linger`` after a clean result: once the control plane hangs up, see linger()).
 
     Frames go to a private duplicate of fd 1 and host-call replies come from a private
     duplicate of fd 0. Then fd 1 is pointed at fd 2 and fd 0 at /dev/null, so whatever the
@@ -261,8 +266,40 @@ def main() -> None:
         os.write(2, LOGS_END)
     except OSError:
         pass
+    if status == EXIT_OK and LINGER_FLAG in sys.argv[1:]:
+        linger(replies_fd)
     # Exit without waiting for threads the script left behind or running its atexit hooks.
     os._exit(status)
+
+
+def linger(replies_fd: int) -> None:
+    """After a clean result, in a container: end everything the script left running, then
+    stay, doing nothing, until the control plane hangs up (end of file on ``replies_fd``).
+
+    A container's exit costs the engine far more CPU than a warm run (its shim, the engine's
+    bookkeeping, the cgroup's teardown), and that work would land on the control plane's
+    answer to the run. The control plane hangs up when it removes the sandbox, in a moment
+    with no run in flight (sandbox/foreground.py), so the exit happens then instead.
+
+    Nothing of the script outlives its result: every other process of the sandbox is killed
+    (``kill(-1)``: everything in its own pid namespace but its init and this process), and
+    the exec ends every thread it started. What is left is ``cat`` reading the hang-up, its
+    output thrown away. Returns only when that fails (the caller then exits at once).
+    """
+    import signal
+
+    try:  # noqa: SIM105 (contextlib is one import more for every sandbox)
+        os.kill(-1, signal.SIGKILL)
+    except OSError:
+        pass  # nothing else was running
+    try:
+        null_fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(replies_fd, 0)
+        os.dup2(null_fd, 1)
+        os.dup2(null_fd, 2)
+        os.execv(_LINGER_COMMAND, [_LINGER_COMMAND])
+    except OSError:
+        return
 
 
 def preload(argv: list[str], frames_out: TextIO) -> None:

@@ -69,9 +69,9 @@ def exchange(
     on_host_call: HostCallHandler,
 ) -> RawOutcome:
     """Send the envelope, answer host calls and read the sandbox to its end frame (or its
-    deadline, counted from the envelope, or its output cap); then hang up. A run that ended
-    without a clean result is killed and its exit status read. The caller discards the
-    sandbox afterwards.
+    deadline, counted from the envelope, or its output cap). A run that ended without a clean
+    result is hung up on, killed and its exit status read. The caller discards the sandbox
+    afterwards (which hangs up on it, when this did not).
 
     Raises SandboxError when the channel or the backend fails; a misbehaving script is an
     outcome instead.
@@ -80,13 +80,15 @@ def exchange(
     reader = _Reader(sandbox, limits, on_host_call)
     sandbox.write(envelope_line)
     reader.pump(deadline=begun + limits.timeout_ms / 1000)
-    # Hang up first: an engine will not finish stopping a sandbox whose streams nobody drains.
-    sandbox.close()
     exit_code: int | None = None
     oom_killed = False
     if reader.result_frame is None or reader.must_kill:
         # Only a run without a clean result needs the exit status; one with a result is
-        # removed in the background, unseen.
+        # removed in the background, unseen, and hung up on then (discard): a container's
+        # runtime waits for that hang-up to exit, so its exit is off the answer's path.
+        # Hang up first: an engine will not finish stopping a sandbox whose streams nobody
+        # drains.
+        sandbox.close()
         if not reader.eof or reader.must_kill:
             sandbox.kill()
         status = sandbox.wait(_EXIT_WAIT_S)

@@ -18,6 +18,9 @@ from actioncage.settings import Settings
 
 SANDBOX_UID = 10001
 COMMAND = ["/opt/actioncage/python", "-I", "-m", "actioncage_runtime"]
+# A container's runtime, after a clean result, waits for the hang-up to exit (the runtime's
+# linger()), so the container's exit happens when it is removed, in a quiet moment.
+LINGER_FLAG = "--linger"
 MANAGED_LABEL = "io.actioncage.managed"
 RUN_ID_LABEL = "io.actioncage.run-id"
 # The instance id of the process that started it: a process removes only its own sandboxes
@@ -275,7 +278,7 @@ def container_options(limits: EffectiveLimits, settings: Settings) -> dict[str, 
         # Still no network: the only way out is the proxy's unix socket, mounted read-only.
         host_config["binds"] = {limits.egress_dir: {"bind": EGRESS_MOUNT, "mode": "ro"}}
     return {
-        "command": COMMAND,
+        "command": [*COMMAND, LINGER_FLAG],
         "user": f"{SANDBOX_UID}:{SANDBOX_UID}",
         "working_dir": "/tmp",
         "environment": {},

@@ -37,6 +37,7 @@ from actioncage.sandbox.docker.errors import UNREACHABLE, engine_errors, image_m
 from actioncage.sandbox.foreground import Foreground
 from actioncage.sandbox.limits import (
     COMMAND,
+    LINGER_FLAG,
     MANAGED_LABEL,
     OWNER_LABEL,
     RUN_ID_LABEL,
@@ -370,7 +371,7 @@ class DockerBackend:
         engine = self._engine()
         body = dict(self._config(container_options(profile.limits, self._settings)))
         if profile.preload is not None:
-            body["Cmd"] = [*COMMAND, "--preload", profile.preload]
+            body["Cmd"] = [*COMMAND, LINGER_FLAG, "--preload", profile.preload]
         body["Labels"] = {
             **self._settings.container_labels,
             MANAGED_LABEL: "true",
@@ -397,9 +398,10 @@ class DockerBackend:
             raise
 
     def discard(self, sandbox: Sandbox) -> None:
-        """Hang up on a sandbox that will run nothing more, and have it removed."""
-        sandbox.close()
-        self.remover.remove(sandbox.sandbox_id)
+        """Have a sandbox that will run nothing more removed, and hang up on it just before
+        (its runtime, lingering after a clean result, exits at the hang-up: the container's
+        exit, costly to the engine, waits for the removal's quiet moment too)."""
+        self.remover.remove(sandbox.sandbox_id, hang_up=sandbox.close)
 
     def sweep(self, dead_owners: Collection[str], unowned_older_than_s: float) -> int:
         """Remove the containers that dead owners left (and unowned ones past the age), among
@@ -524,6 +526,10 @@ def _runtime_status(isolation: Isolation, info: dict[str, Any], name: str) -> Ti
     return TierStatus(isolation, True, runtime_version=version, flags=flags)
 
 
+# A queued removal: the container, when it was queued (monotonic), what hangs up on it.
+_Removal = tuple[str, float, Callable[[], None] | None]
+
+
 class _Remover:
     """Removes containers on a background thread, off the request path.
 
@@ -538,13 +544,14 @@ class _Remover:
     ) -> None:
         self._remove = remove
         self._wait_quiet = wait_quiet
-        self._queue: queue.Queue[tuple[str, float] | None] = queue.Queue(maxsize=max(1, maxsize))
+        self._queue: queue.Queue[_Removal | None] = queue.Queue(maxsize=max(1, maxsize))
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
 
-    def remove(self, container_id: str) -> None:
-        """Have the container removed soon (now, on this thread, when the queue is full)."""
+    def remove(self, container_id: str, hang_up: Callable[[], None] | None = None) -> None:
+        """Have the container removed soon (now, on this thread, when the queue is full),
+        calling ``hang_up`` (which must not raise) just before."""
         with self._lock:
             if not self._closed and self._thread is None:
                 self._thread = threading.Thread(
@@ -552,13 +559,15 @@ class _Remover:
                 )
                 self._thread.start()
             closed = self._closed
-        if closed:
-            self._remove(container_id)
-            return
-        try:
-            self._queue.put_nowait((container_id, time.monotonic()))
-        except queue.Full:
-            self._remove(container_id)
+        if not closed:
+            try:
+                self._queue.put_nowait((container_id, time.monotonic(), hang_up))
+                return
+            except queue.Full:
+                pass
+        if hang_up is not None:
+            hang_up()
+        self._remove(container_id)
 
     @property
     def pending(self) -> int:
@@ -583,11 +592,13 @@ class _Remover:
             try:
                 if item is None:
                     return
-                container_id, queued_at = item
+                container_id, queued_at, hang_up = item
                 with self._lock:
                     closing = self._closed
                 if not closing:
                     self._wait_quiet(queued_at)
+                if hang_up is not None:
+                    hang_up()
                 self._remove(container_id)
             except Exception:  # the thread must outlive any one failure
                 log.exception("removal of %s failed", item)
