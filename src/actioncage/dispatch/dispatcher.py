@@ -291,7 +291,6 @@ class Dispatcher:
             with self._lock, run.changed:
                 if run.state is _State.WAITING:
                     run.state, run.worker, run.started_at = _State.STARTED, worker, time.monotonic()
-                    run.changed.notify_all()
                     granted = True
         if not granted:
             log.warning(
@@ -304,6 +303,11 @@ class Dispatcher:
         if granted:
             answer["grant"] = self._tickets.grant(run_id, worker)
         self._reply(body, answer)
+        if granted and run is not None:
+            # The caller's thread moves on to the run's deadline only now, once the answer is
+            # out: woken before, it would take the interpreter from this thread meanwhile.
+            with run.changed:
+                run.changed.notify_all()
 
     def _host_call(self, run_id: str, run: _Run | None, worker: str, body: dict[str, Any]) -> None:
         frame = body.get("frame")
