@@ -63,10 +63,10 @@ def test_runs_queued_as_celery_tasks_reuse_one_client(redis_url: str, monkeypatc
     runs = broker.RunQueue(app, redis_url)
     body = {"runId": "run_0", "v": 1}
     try:
-        runs.send(body, expires_s=30)
+        runs.send(body)
         built = _clients_built(monkeypatch)
         for _ in range(20):
-            runs.send(body, expires_s=30)
+            runs.send(body)
         assert len(built) == 0
     finally:
         runs.close()

@@ -93,3 +93,33 @@ def test_a_task_that_is_not_a_run_sends_no_claim_and_is_claimed_when_it_runs(
         answers.close()
         control_plane.close()
         worker.close()
+
+
+def test_a_task_past_its_start_by_time_is_dropped_unclaimed(redis_url: str) -> None:
+    """Nobody waits for that run to start any more: neither Celery's consumer nor the pool
+    thread claims it, and nothing runs. The run queue's messages carry no Celery expiry, so
+    this is the only check."""
+    settings = Settings(broker_url=redis_url, worker_heartbeat_s=0.5)
+    claims: queue.Queue[dict[str, Any]] = queue.Queue()
+    control_plane = broker.Inbox(redis_url, CONTROL_PLANE, claims.put)
+    worker = ExecutorWorker(settings, "w-stale", 1, bare_runner(settings), None)
+    stale = messages.task_body(
+        RunTask("run_stale", b'{"code": ""}\n', LIMITS, CONTROL_PLANE, time.time() - 1)
+    )
+    fresh = messages.task_body(
+        RunTask("run_fresh", b'{"code": ""}\n', LIMITS, CONTROL_PLANE, time.time() + 30)
+    )
+    try:
+        assert control_plane.start(wait_s=5.0)
+        assert worker._inbox.start(wait_s=5.0)
+        worker._received(request=SimpleNamespace(name=broker.RUN_TASK, id="t-s", args=(stale,)))
+        started = time.monotonic()
+        worker.execute(stale, "t-s")
+        assert time.monotonic() - started < worker.claim_timeout_s  # it waited for no answer
+        worker._received(request=SimpleNamespace(name=broker.RUN_TASK, id="t-f", args=(fresh,)))
+        # The inbox delivers in order: a claim for the stale run would have come first.
+        assert claims.get(timeout=10)["runId"] == "run_fresh"
+        assert wait_for(claims.empty, 1)
+    finally:
+        control_plane.close()
+        worker.close()

@@ -204,7 +204,7 @@ class Dispatcher:
                 ticket=handover_ticket.get(),
             )
             try:
-                self._run_queue.send(messages.task_body(task), wait_s)
+                self._run_queue.send(messages.task_body(task))
             except broker.BrokerUnavailableError as exc:
                 self._end(run, _State.ABANDONED)
                 return SandboxRun(None, str(exc))
