@@ -145,16 +145,24 @@ def test_only_writes_that_land_move_the_epoch(store: Store) -> None:
     assert _epoch(store) == "3"
 
 
-def test_a_rolled_back_write_leaves_the_cache_alone(store: Store, definitions: Definitions) -> None:
+def test_a_rolled_back_write_leaves_the_cache_alone(store: Store) -> None:
     with store.session() as s:
         created = repo.create_action(s, "acme", "key_1", _fields("greet", 1))
-    assert definitions.action("acme", "greet") == created
-    _hand_edit(store, "by hand")
-    with pytest.raises(RuntimeError), store.session() as s:
-        repo.update_action(s, "acme", created.id, "key_1", _fields("greet", 2))
-        raise RuntimeError("the unit of work fails after the write")
-    # Still from memory (a cache started afresh would read the hand edit).
-    assert definitions.action("acme", "greet") == created
+    # Started after the create, so every epoch it reads is the create's: a cache started
+    # before it would start afresh at its watcher's next read of the moved epoch, which a
+    # slow machine lets fall anywhere in this test.
+    definitions = Definitions(store, ttl_s=60.0)
+    definitions.start()
+    try:
+        assert definitions.action("acme", "greet") == created
+        _hand_edit(store, "by hand")
+        with pytest.raises(RuntimeError), store.session() as s:
+            repo.update_action(s, "acme", created.id, "key_1", _fields("greet", 2))
+            raise RuntimeError("the unit of work fails after the write")
+        # Still from memory (a cache started afresh would read the hand edit).
+        assert definitions.action("acme", "greet") == created
+    finally:
+        definitions.close()
 
 
 def test_a_hand_edit_is_seen_within_the_ttl(store: Store) -> None:
