@@ -1,25 +1,33 @@
 """The worker's start claim on a real Redis broker: it goes out as Celery's consumer
 receives the run's task (the task_received signal), before a pool thread takes the task;
-the pool thread then waits for that claim's answer, sends no second claim, and starts
-nothing until the answer is a yes (here, a no: the run is dropped unrun)."""
+the run's sandbox starts beside it (on a real Docker engine), but nothing of the run leaves
+the worker (egress, host calls, the outcome) before the claim is granted, and a no discards
+it; the pool thread waits for the run, and no second claim goes out."""
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from actioncage.dispatch import broker, messages
 from actioncage.dispatch.messages import RunTask
 from actioncage.dispatch.worker import ExecutorWorker
+from actioncage.egress.proxy import SOCKET_NAME
 from actioncage.models import EffectiveLimits
 from actioncage.sandbox.docker.backend import bare_runner
+from actioncage.sandbox.envelope import build_envelope, host_reply
+from actioncage.sandbox.limits import EGRESS_MOUNT
 from actioncage.settings import Settings
-from tests.conftest import wait_for
+from tests import fakes
+from tests.conftest import make_settings, wait_for
+from tests.dispatch.conftest import REFUND, REFUND_HOST
 
 LIMITS = EffectiveLimits(
     timeout_ms=1000, memory_mb=128, cpus=0.5, pids=64, tmpfs_mb=16,
@@ -30,11 +38,11 @@ CONTROL_PLANE = "test.control-plane"
 
 @contextmanager
 def _worker_and_control_plane(
-    redis_url: str, name: str
+    redis_url: str, name: str, settings: Settings | None = None
 ) -> Iterator[tuple[ExecutorWorker, queue.Queue[dict[str, Any]]]]:
-    """A real worker (one slot, no engine behind it) and a stand-in control plane's inbox,
-    both listening; the queue gets what reaches the control plane."""
-    settings = Settings(broker_url=redis_url, worker_heartbeat_s=0.5)
+    """A real worker (one slot, cold sandboxes) and a stand-in control plane's inbox, both
+    listening; the queue gets what reaches the control plane."""
+    settings = settings or Settings(broker_url=redis_url, worker_heartbeat_s=0.5)
     claims: queue.Queue[dict[str, Any]] = queue.Queue()
     control_plane = broker.Inbox(redis_url, CONTROL_PLANE, claims.put)
     worker = ExecutorWorker(settings, name, 1, bare_runner(settings), None)
@@ -119,3 +127,144 @@ def test_a_task_past_its_start_by_time_is_dropped_unclaimed(redis_url: str) -> N
         # The inbox delivers in order: a claim for the stale run would have come first.
         assert claims.get(timeout=10)["runId"] == "run_fresh"
         assert wait_for(claims.empty, 1)
+
+
+# REFUND's call, on a thread, beside one host call; it returns when it started and the host
+# call's answer. Both reach the worker's gates (the egress proxy, the host call relay) at once.
+_REFUND_AND_ASK = (
+    REFUND.replace("def execute_action(context):", "def refund(context):")
+    + "def execute_action(context):\n"
+    "    started = time.time()\n"
+    "    import threading\n"
+    "    out = threading.Thread(target=refund, args=(context,))\n"
+    "    out.start()\n"
+    "    verdict = llm_classify_binary('Refunded?', 'yes', fallback=None)\n"
+    "    out.join()\n"
+    "    return {'started': started, 'verdict': verdict}\n"
+)
+
+
+@contextmanager
+def _held_run(
+    redis_url: str, tmp_path: Path, name: str
+) -> Iterator[tuple[ExecutorWorker, queue.Queue[dict[str, Any]], dict[str, Any], list[float]]]:
+    """A worker that may reach the loopback refund server, and the task of a run whose
+    script calls it (through its egress proxy) and then makes a host call, received by the
+    worker; yields the worker, the stand-in control plane's queue (holding the run's claim),
+    the claim, and when the refund server saw each request (time.time())."""
+    egress_dir = tmp_path / "egress"
+    settings = make_settings(
+        tmp_path,
+        broker_url=redis_url,
+        worker_heartbeat_s=0.5,
+        egress_allowed_cidrs="127.0.0.1/32",
+        egress_resolve={REFUND_HOST: "127.0.0.1"},
+        egress_dir=str(egress_dir),
+    )
+    refunded: list[float] = []
+
+    def refund(req: fakes.Request) -> tuple[int, dict[str, Any]]:
+        refunded.append(time.time())
+        return 200, {"ok": True}
+
+    with (
+        fakes.serve(refund) as (url, _),
+        _worker_and_control_plane(redis_url, name, settings) as (worker, to_control_plane),
+    ):
+        limits = dataclasses.replace(LIMITS, timeout_ms=20_000, egress=(REFUND_HOST,))
+        args = {"port": int(url.rsplit(":", 1)[1]), "id": name}
+        line = build_envelope(
+            _REFUND_AND_ASK, args, None, limits, egress_socket=f"{EGRESS_MOUNT}/{SOCKET_NAME}"
+        )
+        body = messages.task_body(RunTask(f"run_{name}", line, limits, CONTROL_PLANE,
+                                          time.time() + 30))  # fmt: skip
+        request = SimpleNamespace(
+            name=broker.RUN_TASK, id=f"t-{name}", args=(body,), delivery_info={}
+        )
+        worker._received(request=request)
+        claim = to_control_plane.get(timeout=10)
+        assert claim["type"] == "claim"
+        # The run has begun on the worker (its egress proxy is up) with no answer yet;
+        # the control plane is slow to answer: the script reaches its refund meanwhile.
+        assert wait_for(lambda: any(egress_dir.glob("actioncage-egress-*")), 60)
+        threading.Event().wait(3.0)
+        executed = threading.Thread(target=worker.execute, args=(body, request.id))
+        executed.start()
+        try:
+            yield worker, to_control_plane, claim, refunded
+        finally:
+            executed.join(60)
+        assert not executed.is_alive()
+
+
+def test_a_run_starts_before_its_claim_is_answered_and_nothing_of_it_leaves_until_granted(
+    redis_url: str, tmp_path: Path
+) -> None:
+    answers = broker.Publisher(redis_url)
+    try:
+        with _held_run(redis_url, tmp_path, "w-ahead") as (worker, to_cp, claim, refunded):
+            assert refunded == [], "the run reached out before its claim was granted"
+            assert to_cp.empty(), f"something left before the grant: {to_cp.get_nowait()}"
+            granted_at = time.time()
+            answers.send(claim["replyTo"], {"type": "claimed", "ok": True, "grant": "g-1",
+                                            "corr": claim["corr"]})  # fmt: skip
+            call = to_cp.get(timeout=30)
+            assert (call["type"], call["grant"]) == ("host_call", "g-1")
+            line = host_reply(call["frame"]["id"], True, True).decode()
+            answers.send(call["replyTo"], {"type": "host_reply", "line": line,
+                                           "corr": call["corr"]})  # fmt: skip
+            outcome = to_cp.get(timeout=30)
+            assert (outcome["type"], outcome["grant"]) == ("outcome", "g-1")
+            answers.send(outcome["replyTo"], {"type": "outcome_ack", "corr": outcome["corr"]})
+        frame = outcome["raw"]["resultFrame"]
+        assert frame["status"] == "ok", (frame, outcome["raw"]["logs"])
+        result = frame["output"]
+        assert result["verdict"] is True
+        # It ran before the grant; its refund went out after it, once.
+        assert result["started"] < granted_at, (result, granted_at)
+        assert len(refunded) == 1 and refunded[0] > granted_at
+        assert worker.refused == 0
+    finally:
+        answers.close()
+
+
+def test_a_run_started_before_its_claim_was_refused_leaves_nothing(
+    redis_url: str, tmp_path: Path
+) -> None:
+    answers = broker.Publisher(redis_url)
+    try:
+        with _held_run(redis_url, tmp_path, "w-refused") as (worker, to_cp, claim, refunded):
+            answers.send(claim["replyTo"], {"type": "claimed", "ok": False,
+                                            "corr": claim["corr"]})  # fmt: skip
+        assert worker.refused == 1
+        assert refunded == []
+        assert to_cp.empty(), f"a refused run sent {to_cp.get_nowait()}"
+    finally:
+        answers.close()
+
+
+def test_a_task_delivered_again_starts_nothing_before_its_claim_is_answered(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Its claim is refused as a rule (its first worker started it): it would only take a
+    slot meanwhile."""
+    body = _task("run_again", time.time() + 30)
+    with _worker_and_control_plane(redis_url, "w-again") as (worker, to_control_plane):
+        request = SimpleNamespace(
+            name=broker.RUN_TASK, id="t-a", args=(body,), delivery_info={"redelivered": True}
+        )
+        worker._received(request=request)
+        claim = to_control_plane.get(timeout=10)
+        assert claim["runId"] == "run_again"
+        assert worker.status().busy == 0
+        executed = threading.Thread(target=worker.execute, args=(body, "t-a"))
+        executed.start()
+        answers = broker.Publisher(redis_url)
+        try:
+            answers.send(claim["replyTo"], {"type": "claimed", "ok": False, "corr": claim["corr"]})
+        finally:
+            answers.close()
+        executed.join(10)
+        assert not executed.is_alive()
+        assert worker.refused == 1
+        assert worker._runner.warm_starts + worker._runner.cold_starts == 0

@@ -2,9 +2,10 @@
 worker through the broker and waits for its outcome; answers the start claims and host
 calls of its runs; keeps the table of live workers from their heartbeats.
 
-Never executed twice: a worker must win the start claim of a run before it starts a
-sandbox, and only the process that dispatched the run answers it, from the run's state
-here (waiting -> started by one worker -> done, lost or abandoned), under one lock. A
+Never executed twice: a worker must win the start claim of a run before anything of the
+run leaves it (it may start the sandbox meanwhile, holding its egress, host calls and outcome:
+dispatch/worker.py), and only the process that dispatched the run answers it, from the run's
+state here (waiting -> started by one worker -> done, lost or abandoned), under one lock. A
 second delivery of the same run (Celery redelivers an unacknowledged message when its
 worker dies) finds it started, or over, or unknown, and is refused; when the dispatching
 process is gone nobody answers and the worker gives up without running it.

@@ -6,11 +6,17 @@ that dispatched the run (an outcome it does not acknowledge goes to the handover
 for another control plane: see dispatch/dispatcher.py). It heartbeats its slots, busy
 count and warm sandboxes.
 
-A run starts only once the dispatching process granted its start claim (see
-dispatch/dispatcher.py); a run whose claim is refused, or unanswered, is dropped unrun. The
-claim goes out as soon as Celery's consumer receives the task (its task_received signal),
-so its round trip overlaps the task's hand-over to a pool thread, which then waits for the
-answer before it starts anything.
+A run counts only once the dispatching process granted its start claim (see
+dispatch/dispatcher.py). The claim goes out as soon as Celery's consumer receives the task
+(its task_received signal), and the run's sandbox starts beside it, on this worker's own
+thread, without waiting for the answer: nothing of the run leaves the worker before the
+claim is granted. Its egress proxy holds every connection, its host calls wait, and its
+outcome is sent only with the grant; a run whose claim is refused, or unanswered, is
+discarded with everything it did, as if it never ran. So the claim's round trip (about
+1.5 ms) overlaps the sandbox instead of preceding it. A task delivered again (its first
+worker died, or the broker gave it back) does not start before its answer: its claim is
+refused as a rule, and it would only take a slot meanwhile. Celery's pool thread waits for
+the run and then acknowledges the task.
 SIGTERM (Celery's warm shutdown): take no more runs, finish those in flight, then leave.
 
 Leftovers: a worker's sandboxes carry its owner id (``wkr_<broker fingerprint>_<hex>``,
@@ -31,7 +37,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +48,7 @@ from celery import signals
 from actioncage.dispatch import broker, messages
 from actioncage.dispatch.messages import MessageInvalidError, RunTask
 from actioncage.models import WorkerStatus
-from actioncage.runs.sandboxes import LocalSandboxes
+from actioncage.runs.sandboxes import LocalSandboxes, SandboxRun
 from actioncage.sandbox import envelope
 from actioncage.sandbox.channel import HostCallHandler
 from actioncage.sandbox.pool import WarmPool
@@ -94,11 +101,48 @@ class SilentWorkerOwners(Collection[str]):
 @dataclass(frozen=True)
 class _Claim:
     """A start claim sent as its run's task arrived: the run, the claim's correlation id and
-    when it was sent (monotonic)."""
+    when it was sent (monotonic); ``running``: the run, started then on the worker's own
+    thread (None: the pool thread runs it once the claim is answered)."""
 
     task: RunTask
     corr: str
     sent_at: float
+    running: Future[None] | None = None
+
+    def forgotten(self, now: float) -> bool:
+        """Whether its task never reached execute(), long since (a run still going is kept)."""
+        going = self.running is not None and not self.running.done()
+        return not going and now - self.sent_at > _EARLY_KEPT_S
+
+
+class _Answer:
+    """The answer to one start claim, waited for once (up to the claim's deadline) by
+    whichever of the run's threads asks first: the run's own, its egress proxy's, its host
+    calls'. None: no answer came in time."""
+
+    def __init__(self, fetch: Callable[[], dict[str, Any] | None]) -> None:
+        self._fetch = fetch
+        self._lock = threading.Lock()
+        self._asked = False
+        self._answer: dict[str, Any] | None = None
+
+    def get(self) -> dict[str, Any] | None:
+        with self._lock:
+            if not self._asked:
+                self._answer, self._asked = self._fetch(), True
+            return self._answer
+
+    def grant(self) -> str | None:
+        """The signed proof that this worker won the claim (opaque here), or None when the
+        claim was refused or went unanswered."""
+        answer = self.get()
+        if answer is None or answer.get("ok") is not True:
+            return None
+        grant = answer.get("grant")
+        return grant if isinstance(grant, str) else ""
+
+    def granted(self) -> bool:
+        return self.grant() is not None
 
 
 class ExecutorWorker:
@@ -130,7 +174,8 @@ class ExecutorWorker:
         self._app.conf.worker_enable_remote_control = False
 
         def run_task(task: Any, body: Any) -> None:
-            self.execute(body, task.request.id)
+            delivery = task.request.delivery_info or {}
+            self.execute(body, task.request.id, again=bool(delivery.get("redelivered")))
 
         self._app.task(
             name=broker.RUN_TASK,
@@ -154,6 +199,9 @@ class ExecutorWorker:
         self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
         # Start claims sent as their task was received, by Celery task id (see _received).
         self._early: dict[str, _Claim] = {}
+        # Runs started as their task was received: at most one per slot (Celery reserves
+        # no more tasks than that).
+        self._running = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="actioncage-run")
         self._busy = 0
         self._stop = threading.Event()
         self._beats: threading.Thread | None = None
@@ -196,6 +244,7 @@ class ExecutorWorker:
         sandboxes' removals."""
         self._stop.set()
         signals.task_received.disconnect(self._received)
+        self._running.shutdown(wait=True)  # the runs in flight finish with their sandboxes
         if self._beats is not None:
             self._beats.join(timeout=5)
         with contextlib.suppress(broker.BrokerUnavailableError):
@@ -271,9 +320,10 @@ class ExecutorWorker:
 
     def _received(self, sender: Any = None, request: Any = None, **_: Any) -> None:
         """Celery's task_received signal, on its consumer thread as a run's task arrives,
-        before the task goes to a pool thread: send the run's start claim now, so its round
-        trip overlaps the hand-over (about 0.5 ms); execute() waits for the answer. The run
-        still starts only once the claim is granted. Never raises into Celery."""
+        before the task goes to a pool thread: send the run's start claim now and start the
+        run beside it (a task delivered again: only the claim), so the claim's round trip
+        overlaps the hand-over and the sandbox; execute() waits for the run. Never raises
+        into Celery."""
         try:
             if request is None or request.name != broker.RUN_TASK:
                 return
@@ -284,10 +334,12 @@ class ExecutorWorker:
             if asked is None:
                 return  # not sent: execute() claims again
             now = time.monotonic()
+            again = bool((getattr(request, "delivery_info", None) or {}).get("redelivered"))
+            running = None if again else self._running.submit(self._carry, task, asked, now)
             with self._lock:
-                for key in [k for k, c in self._early.items() if now - c.sent_at > _EARLY_KEPT_S]:
+                for key in [k for k, c in self._early.items() if c.forgotten(now)]:
                     self._waiting.pop(self._early.pop(key).corr, None)
-                self._early[request.id] = _Claim(task, asked, now)
+                self._early[request.id] = _Claim(task, asked, now, running)
         except MessageInvalidError:
             return  # execute() drops it, and says why
         except Exception:
@@ -297,53 +349,79 @@ class ExecutorWorker:
         """The start claim of ``task``'s run by this worker."""
         return {"type": "claim", "runId": task.run_id, "worker": self.name}
 
-    def execute(self, body: Any, task_id: str | None = None) -> None:
-        """The run task: claim the run (or take the claim sent when it arrived), run it
-        here, send the outcome back."""
+    def execute(self, body: Any, task_id: str | None = None, again: bool = False) -> None:
+        """The run task: wait for the run started as its task arrived, or claim it (or take
+        the claim sent then) and run it here, and send the outcome back. ``again``: the task
+        was delivered before (its run starts only once its claim is granted)."""
         with self._lock:
             early = self._early.pop(task_id, None) if task_id is not None else None
+        if early is not None and early.running is not None:
+            early.running.result()
+            return
         if early is not None:
-            task = early.task
-        else:
-            try:
-                task = messages.parse_task(body)
-            except MessageInvalidError as exc:
-                log.warning("worker %s: dropped a malformed run: %s", self.name, exc)
-                return
-            if time.time() > task.start_by:
-                log.warning("run %s: nobody waits for it to start any more; not starting it",
-                            task.run_id)  # fmt: skip
-                return
+            self._carry(early.task, early.corr, early.sent_at, ahead=False)
+            return
+        try:
+            task = messages.parse_task(body)
+        except MessageInvalidError as exc:
+            log.warning("worker %s: dropped a malformed run: %s", self.name, exc)
+            return
+        if time.time() > task.start_by:
+            log.warning("run %s: nobody waits for it to start any more; not starting it",
+                        task.run_id)  # fmt: skip
+            return
+        corr = self._send_ask(task.reply_to, self._claim(task))
+        if corr is None:
+            log.warning("run %s: its start claim could not be sent; not starting it",
+                        task.run_id)  # fmt: skip
+            return
+        self._carry(task, corr, time.monotonic(), ahead=not again)
+
+    def _carry(self, task: RunTask, corr: str, sent_at: float, ahead: bool = True) -> None:
+        """Run ``task`` whose start claim ``corr`` went out at ``sent_at``, and send its
+        outcome once the claim is granted. ``ahead``: start the sandbox before the answer,
+        holding back all that would leave the worker (egress, host calls, the outcome) until
+        it is a yes; a no discards the run. Else the sandbox starts on a yes only."""
         # In flight from the claim until the outcome is sent: the engine's background work
         # (removals, the warm pool's refills) waits for it, as for an in-process run's answer.
         with self._in_flight():
             claim = self._claim(task)
-            if early is not None:
-                waited = time.monotonic() - early.sent_at
-                answer = self._await_answer(early.corr, self.claim_timeout_s - waited)
-            else:
-                answer = self._ask(task.reply_to, claim, self.claim_timeout_s)
-            if answer is None:
-                # The dispatching process (or the broker) is gone: a run never starts
+            answer = _Answer(
+                lambda: self._await_answer(
+                    corr, self.claim_timeout_s - (time.monotonic() - sent_at)
+                )
+            )
+            ran = None
+            if ahead:
+                ran = self._run(task, answer)
+            if answer.get() is None:
+                # The dispatching process (or the broker) is gone: a run never counts
                 # unclaimed. Say so, in case it is only slow, so it stops waiting.
-                log.warning("run %s: its start claim went unanswered; not starting it",
-                            task.run_id)  # fmt: skip
+                log.warning("run %s: its start claim went unanswered; %s", task.run_id,
+                            "discarding the run" if ahead else "not starting it")  # fmt: skip
                 self._tell(task.reply_to, {**claim, "type": "declined"})
                 return
-            if answer.get("ok") is not True:
+            grant = answer.grant()
+            if grant is None:
                 with self._lock:
                     self.refused += 1
-                log.warning("run %s: start claim refused (started before, or over); not "
-                            "running it again", task.run_id)  # fmt: skip
+                what = "discarding it" if ahead else "not running it again"
+                log.warning("run %s: start claim refused (started before, or over); %s",
+                            task.run_id, what)  # fmt: skip
                 return
-            # The signed proof that this worker won the claim (opaque here): the run's host
-            # calls and outcome carry it, or the control plane ignores them.
-            grant = answer.get("grant")
-            grant = grant if isinstance(grant, str) else ""
-            ran = self._sandboxes.run(
-                task.run_id, task.envelope, task.limits, self._relay_for(task, grant)
-            )
+            if ran is None:
+                ran = self._run(task, answer)
             self._deliver(task, messages.outcome_body(task.run_id, self.name, grant, ran))
+
+    def _run(self, task: RunTask, answer: _Answer) -> SandboxRun:
+        """The run's sandbox, its egress and host calls held until the claim's answer."""
+        return self._sandboxes.run(
+            task.run_id,
+            task.envelope,
+            task.limits,
+            self._relay_for(task, answer),
+            admit=answer.granted,
+        )
 
     def _deliver(self, task: RunTask, outcome: dict[str, Any]) -> None:
         """Send the outcome to the dispatching process; when it does not acknowledge it in
@@ -368,10 +446,15 @@ class ExecutorWorker:
             with self._lock:
                 self._busy -= 1
 
-    def _relay_for(self, task: RunTask, grant: str) -> HostCallHandler:
+    def _relay_for(self, task: RunTask, answer: _Answer) -> HostCallHandler:
         timeout_s = self._settings.host_call_timeout_ms / 1000 + 5
 
         def relay(frame: dict[str, Any]) -> bytes:
+            grant = answer.grant()
+            if grant is None:
+                return envelope.host_reply(
+                    frame.get("id"), False, error="the run's start was not granted"
+                )
             request = {
                 "type": "host_call",
                 "runId": task.run_id,

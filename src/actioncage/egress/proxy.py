@@ -6,6 +6,10 @@ It speaks HTTP proxying: ``CONNECT host:port`` (HTTPS and any TCP) and absolute-
 HTTP requests. For each it asks the EgressGuard (allowlist, then resolve and check every
 address), connects to the address the guard returned, and records the attempt with its
 byte counts. Everything else is refused with a 4xx and recorded too.
+
+``admit`` holds every connection until it says whether the run may reach out at all (an
+executor worker's run whose start claim is not answered yet: dispatch/worker.py); a no
+refuses it before its request is read, so nothing of it is resolved or sent anywhere.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -66,7 +70,11 @@ class EgressProxy:
         guard: EgressGuard,
         parent_dir: str | None = None,
         refuse_ports_on_self: Iterable[int] = (),
+        admit: Callable[[], bool] | None = None,
     ) -> None:
+        """``admit``: asked (and waited for) before each connection is served; False refuses
+        it (None: every connection is served)."""
+        self._admit = admit
         self._patterns = tuple(patterns)
         self._guard = guard
         self._parent_dir = parent_dir
@@ -164,6 +172,9 @@ class EgressProxy:
     def _serve(self, client: socket.socket) -> None:
         upstream: socket.socket | None = None
         try:
+            if self._admit is not None and not self._admit():
+                _reply(client, 403, "egress refused: this run may not reach out")
+                return
             client.settimeout(_IDLE_TIMEOUT_S)
             head, rest = _read_head(client)
             if head is None:

@@ -85,12 +85,15 @@ class LocalSandboxes:
         envelope_line: bytes,
         limits: EffectiveLimits,
         on_host_call: HostCallHandler,
+        admit: Callable[[], bool] | None = None,
     ) -> SandboxRun:
+        """As Sandboxes.run; ``admit``: the egress proxy holds each connection the run opens
+        until it says whether the run may reach out (EgressProxy)."""
         digest: str | None = None
         raw: RawOutcome | None = None
         error: str | None = None
         egress: tuple[dict[str, Any], ...] = ()
-        proxy = self._egress_proxy(limits)
+        proxy = self._egress_proxy(limits, admit)
         try:
             if proxy is not None:
                 limits = replace(limits, egress_dir=proxy.start())
@@ -107,7 +110,9 @@ class LocalSandboxes:
                 egress = proxy.close()
         return SandboxRun(raw, error, egress, digest, self._name)
 
-    def _egress_proxy(self, limits: EffectiveLimits) -> EgressProxy | None:
+    def _egress_proxy(
+        self, limits: EffectiveLimits, admit: Callable[[], bool] | None
+    ) -> EgressProxy | None:
         if not limits.egress:
             return None
         return EgressProxy(
@@ -115,4 +120,5 @@ class LocalSandboxes:
             guard_from_settings(self._settings),
             self._settings.egress_dir,
             refuse_ports_on_self=[self._settings.port],
+            admit=admit,
         )
