@@ -59,7 +59,7 @@ def test_direct_messages_reuse_one_client_and_arrive_in_order(
 
 
 def test_runs_queued_as_celery_tasks_reuse_one_client(redis_url: str, monkeypatch: Any) -> None:
-    app = broker.celery_app(redis_url, visibility_timeout_s=60)
+    app = broker.celery_app(redis_url)
     runs = broker.RunQueue(app, redis_url)
     body = {"runId": "run_0", "v": 1}
     try:
@@ -86,6 +86,41 @@ def test_runs_queued_as_celery_tasks_reuse_one_client(redis_url: str, monkeypatc
         ]
     finally:
         queued.close()
+
+
+def test_a_run_task_taken_from_redis_costs_no_bookkeeping_round_trip(redis_url: str) -> None:
+    """Taken as Celery's worker takes it (the app's connection and transport options), a
+    run's task reaches the consumer with no acknowledgement emulation: kombu writes nothing
+    to its hash and index of unacknowledged messages (HSET and ZADD in a MULTI/EXEC round
+    trip before the task would reach Celery), and once acknowledged the task is gone."""
+    app = broker.celery_app(redis_url)
+    runs = broker.RunQueue(app, redis_url)
+    server = redis.Redis.from_url(redis_url)
+    got: list[Any] = []
+
+    def take(body: Any, message: Any) -> None:
+        got.append(body)
+        message.ack()
+
+    try:
+        runs.send({"runId": "run_taken"})
+        before = server.info("commandstats")
+        with (
+            app.connection_for_read() as conn,
+            conn.Consumer(app.amqp.queues[broker.RUN_QUEUE], callbacks=[take], accept=["json"]),
+        ):
+            conn.drain_events(timeout=10)
+        after = server.info("commandstats")
+        assert got and got[0][0] == [{"runId": "run_taken"}]
+        written = {
+            name: after.get(name, {}).get("calls", 0) - before.get(name, {}).get("calls", 0)
+            for name in ("cmdstat_hset", "cmdstat_zadd")
+        }
+        assert written == {"cmdstat_hset": 0, "cmdstat_zadd": 0}
+        assert server.llen(broker.RUN_QUEUE) == 0
+    finally:
+        runs.close()
+        server.close()
 
 
 def test_a_new_pool_gets_a_new_client(redis_url: str) -> None:

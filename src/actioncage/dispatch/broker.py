@@ -21,7 +21,6 @@ from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from actioncage.errors import SandboxError
-from actioncage.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +91,19 @@ def _transport(url: str) -> Any:
     return RedisTransport if is_redis(url) else None
 
 
-def visibility_timeout_s(settings: Settings) -> float:
-    """Redis: how long an unacknowledged run waits before it is delivered again (a lost
-    worker's). By then nobody waits for it to start, so the start claim refuses it."""
-    return settings.run_queue_wait_ms / 1000 + settings.max_timeout_ms / 1000 + 60
-
-
-def celery_app(broker_url: str, visibility_timeout_s: float) -> Celery:
+def celery_app(broker_url: str) -> Celery:
     """The Celery app of control planes and workers: one durable run queue; a worker
-    reserves at most one run per free slot and acknowledges it only after it ran (and a
-    lost worker's run comes back: the start claim in dispatch/worker.py refuses to run it
-    again), as Celery's "reserve one task at a time" advises."""
+    reserves at most one run per free slot and acknowledges it only after it ran (on
+    RabbitMQ a lost worker's run comes back at once: the start claim in dispatch/worker.py
+    refuses to run it again), as Celery's "reserve one task at a time" advises.
+
+    Redis: no acknowledgement emulation. kombu's would write each delivered task to a hash
+    (a MULTI/EXEC round trip on the worker, before Celery sees the task: about 0.5 ms of a
+    run's path here) to deliver it again after a visibility timeout, once its worker is
+    lost. Such a second delivery could only be refused: the timeout must outlast any run,
+    so the task's start-by time is long past by then (and a worker drops it unclaimed). A
+    worker taking only one task per free slot (``worker_disable_prefetch``) holds none it has
+    not started; those it holds at a warm shutdown go back to the queue, from memory."""
     app = Celery("actioncage", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_default_queue=RUN_QUEUE,
@@ -121,9 +122,7 @@ def celery_app(broker_url: str, visibility_timeout_s: float) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         broker_heartbeat=10,
-        # Redis: an unacknowledged run returns to the queue after this long (a lost
-        # worker's); the start claim makes the second delivery harmless.
-        broker_transport_options={"visibility_timeout": visibility_timeout_s},
+        broker_transport_options={"ack_emulation": False} if is_redis(broker_url) else {},
         broker_transport=_transport(broker_url),
         broker_pool_limit=16,
     )

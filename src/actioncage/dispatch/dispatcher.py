@@ -129,9 +129,7 @@ class Dispatcher:
         self._settings = settings
         self._url = settings.broker_url
         self.foreground = foreground
-        self._app = broker.celery_app(
-            self._url, visibility_timeout_s=broker.visibility_timeout_s(settings)
-        )
+        self._app = broker.celery_app(self._url)
         self.workers = Workers(settings.worker_stale_s)
         self._inbox = broker.Inbox(
             self._url,

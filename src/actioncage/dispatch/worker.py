@@ -168,9 +168,7 @@ class ExecutorWorker:
         self._runner = runner
         self._pool = pool
         self._sandboxes = LocalSandboxes(settings, runner, name=name)
-        self._app = broker.celery_app(
-            self._url, visibility_timeout_s=broker.visibility_timeout_s(settings)
-        )
+        self._app = broker.celery_app(self._url)
         self._app.conf.worker_enable_remote_control = False
 
         def run_task(task: Any, body: Any) -> None:
