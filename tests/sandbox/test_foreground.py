@@ -153,3 +153,32 @@ def test_hold_marks_a_run_in_flight_until_released_once() -> None:
     with foreground.run():
         pass
     assert foreground.active == 0 and quiet_calls == [0, 0]
+
+
+def test_after_this_run_waits_for_the_outermost_run_in_flight_on_its_thread() -> None:
+    """What a run starts elsewhere at its end (a worker's outcome acknowledgement) waits for
+    the request holding it: its response is still being written."""
+    foreground = Foreground(max_defer_ms=60_000)
+    called: list[str] = []
+    foreground.after_this_run(lambda: called.append("none in flight"))
+    assert called == ["none in flight"]
+
+    def failing() -> None:
+        raise RuntimeError("a broken callback")
+
+    responding = foreground.hold()  # the request, until its response is written
+    with foreground.run():  # its run
+        foreground.after_this_run(failing)
+        foreground.after_this_run(lambda: called.append("acknowledged"))
+    assert called == ["none in flight"], "called as the run ended, before its response"
+    elsewhere = threading.Thread(
+        target=foreground.after_this_run, args=(lambda: called.append("another thread"),)
+    )
+    elsewhere.start()
+    elsewhere.join()
+    assert called == ["none in flight", "another thread"]  # no run in flight there
+    responding()
+    assert called == ["none in flight", "another thread", "acknowledged"]
+    assert foreground.active == 0
+    responding()  # once only
+    assert called == ["none in flight", "another thread", "acknowledged"]

@@ -348,9 +348,9 @@ class Dispatcher:
             if not self._from_winner(run_id, run, worker, body):
                 log.warning("run %s: dropped an outcome from %s (%s)", run_id, worker, run.state)
                 return False
-            # Acknowledged once the caller recorded the run (SandboxRun.settled): until then
-            # the worker holds back its engine work, which would take the CPU from the record
-            # and the response.
+            # Acknowledged once the caller recorded the run and wrote its response
+            # (SandboxRun.settled): until then the worker holds back its engine work, which
+            # would take the CPU from the record and the response.
             run.state = _State.DONE
             run.result = dataclasses.replace(result, settled=self._acknowledger(body))
             run.changed.notify_all()

@@ -229,7 +229,9 @@ class Executor:
             )
         finally:
             if settled is not None:
-                settled()
+                # Once the caller has its answer: acknowledging the outcome to its worker
+                # would take the CPU from the response still being written.
+                self._sandboxes.foreground.after_this_run(settled)
 
     def complete_dispatched(
         self,

@@ -33,9 +33,10 @@ class SandboxRun:
     """What the sandbox part of one run produced: the raw outcome (None when no run could
     be produced, ``error`` then says why), the egress proxy's log, the image the sandbox ran
     and the executor worker that ran it (None: this process). ``settled``, when set, is to
-    be called once the run is recorded (or failed to be): an executor worker's outcome is
-    acknowledged then, so the worker's engine work (the sandbox's removal, the warm pool's
-    refill) waits until the record is written instead of competing with it for the CPU."""
+    be called once the run is recorded (or failed to be) and its response written: an
+    executor worker's outcome is acknowledged then, so the worker's engine work (the
+    sandbox's removal, the warm pool's refill) waits for both instead of competing with them
+    for the CPU."""
 
     raw: RawOutcome | None
     error: str | None = None

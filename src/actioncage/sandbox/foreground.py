@@ -3,10 +3,13 @@ quiet moment instead of competing with a run for the CPU, but never longer than 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
 
 
 class Foreground:
@@ -24,6 +27,8 @@ class Foreground:
         self._cond = threading.Condition()
         self._active = 0
         self._on_quiet: list[Callable[[], None]] = []
+        # Per thread: what runs once each of its runs in flight ends, outermost first.
+        self._local = threading.local()
         self.deferred = 0  # background jobs that waited for a run to finish
         self.overdue = 0  # of those, the ones that went ahead at the bound, runs still in flight
 
@@ -55,6 +60,9 @@ class Foreground:
         with self._cond:
             self._active += 1
         released = False
+        after: list[Callable[[], None]] = []
+        holds = self._holds()
+        holds.append(after)
 
         def release() -> None:
             nonlocal released
@@ -67,10 +75,31 @@ class Foreground:
                 if quiet:
                     self._cond.notify_all()
                 callbacks = list(self._on_quiet) if quiet else []
-            for callback in callbacks:
-                callback()
+            if after in holds:
+                holds.remove(after)
+            for callback in [*after, *callbacks]:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("a callback at the end of a run in flight failed")
 
         return release
+
+    def after_this_run(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the outermost run in flight on this thread ends (for a
+        request, once its response is written: hold_while_responding), so work it starts
+        elsewhere does not take the CPU from that response; at once when none is."""
+        holds = self._holds()
+        if holds:
+            holds[0].append(callback)
+        else:
+            callback()
+
+    def _holds(self) -> list[list[Callable[[], None]]]:
+        holds: list[list[Callable[[], None]]] | None = getattr(self._local, "holds", None)
+        if holds is None:
+            holds = self._local.holds = []
+        return holds
 
     def wait_quiet(self, since: float | None = None) -> bool:
         """Block until no run is in flight or the bound after ``since`` (a monotonic time,
