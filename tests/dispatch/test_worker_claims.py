@@ -144,14 +144,18 @@ _REFUND_AND_ASK = (
 )
 
 
+_Held = tuple[
+    ExecutorWorker, queue.Queue[dict[str, Any]], dict[str, Any], list[float], broker.Publisher
+]
+
+
 @contextmanager
-def _held_run(
-    redis_url: str, tmp_path: Path, name: str
-) -> Iterator[tuple[ExecutorWorker, queue.Queue[dict[str, Any]], dict[str, Any], list[float]]]:
+def _held_run(redis_url: str, tmp_path: Path, name: str) -> Iterator[_Held]:
     """A worker that may reach the loopback refund server, and the task of a run whose
     script calls it (through its egress proxy) and then makes a host call, received by the
     worker; yields the worker, the stand-in control plane's queue (holding the run's claim),
-    the claim, and when the refund server saw each request (time.time())."""
+    the claim, when the refund server saw each request (time.time()), and a publisher to
+    answer with."""
     egress_dir = tmp_path / "egress"
     settings = make_settings(
         tmp_path,
@@ -167,6 +171,7 @@ def _held_run(
         refunded.append(time.time())
         return 200, {"ok": True}
 
+    answers = broker.Publisher(redis_url)
     with (
         fakes.serve(refund) as (url, _),
         _worker_and_control_plane(redis_url, name, settings) as (worker, to_control_plane),
@@ -191,56 +196,49 @@ def _held_run(
         executed = threading.Thread(target=worker.execute, args=(body, request.id))
         executed.start()
         try:
-            yield worker, to_control_plane, claim, refunded
+            yield worker, to_control_plane, claim, refunded, answers
         finally:
             executed.join(60)
+            answers.close()
         assert not executed.is_alive()
 
 
 def test_a_run_starts_before_its_claim_is_answered_and_nothing_of_it_leaves_until_granted(
     redis_url: str, tmp_path: Path
 ) -> None:
-    answers = broker.Publisher(redis_url)
-    try:
-        with _held_run(redis_url, tmp_path, "w-ahead") as (worker, to_cp, claim, refunded):
-            assert refunded == [], "the run reached out before its claim was granted"
-            assert to_cp.empty(), f"something left before the grant: {to_cp.get_nowait()}"
-            granted_at = time.time()
-            answers.send(claim["replyTo"], {"type": "claimed", "ok": True, "grant": "g-1",
-                                            "corr": claim["corr"]})  # fmt: skip
-            call = to_cp.get(timeout=30)
-            assert (call["type"], call["grant"]) == ("host_call", "g-1")
-            line = host_reply(call["frame"]["id"], True, True).decode()
-            answers.send(call["replyTo"], {"type": "host_reply", "line": line,
-                                           "corr": call["corr"]})  # fmt: skip
-            outcome = to_cp.get(timeout=30)
-            assert (outcome["type"], outcome["grant"]) == ("outcome", "g-1")
-            answers.send(outcome["replyTo"], {"type": "outcome_ack", "corr": outcome["corr"]})
-        frame = outcome["raw"]["resultFrame"]
-        assert frame["status"] == "ok", (frame, outcome["raw"]["logs"])
-        result = frame["output"]
-        assert result["verdict"] is True
-        # It ran before the grant; its refund went out after it, once.
-        assert result["started"] < granted_at, (result, granted_at)
-        assert len(refunded) == 1 and refunded[0] > granted_at
-        assert worker.refused == 0
-    finally:
-        answers.close()
+    with _held_run(redis_url, tmp_path, "w-ahead") as (worker, to_cp, claim, refunded, answers):
+        assert refunded == [], "the run reached out before its claim was granted"
+        assert to_cp.empty(), f"something left before the grant: {to_cp.get_nowait()}"
+        granted_at = time.time()
+        answers.send(claim["replyTo"], {"type": "claimed", "ok": True, "grant": "g-1",
+                                        "corr": claim["corr"]})  # fmt: skip
+        call = to_cp.get(timeout=30)
+        assert (call["type"], call["grant"]) == ("host_call", "g-1")
+        line = host_reply(call["frame"]["id"], True, True).decode()
+        answers.send(call["replyTo"], {"type": "host_reply", "line": line,
+                                       "corr": call["corr"]})  # fmt: skip
+        outcome = to_cp.get(timeout=30)
+        assert (outcome["type"], outcome["grant"]) == ("outcome", "g-1")
+        answers.send(outcome["replyTo"], {"type": "outcome_ack", "corr": outcome["corr"]})
+    frame = outcome["raw"]["resultFrame"]
+    assert frame["status"] == "ok", (frame, outcome["raw"]["logs"])
+    result = frame["output"]
+    assert result["verdict"] is True
+    # It ran before the grant; its refund went out after it, once.
+    assert result["started"] < granted_at, (result, granted_at)
+    assert len(refunded) == 1 and refunded[0] > granted_at
+    assert worker.refused == 0
 
 
 def test_a_run_started_before_its_claim_was_refused_leaves_nothing(
     redis_url: str, tmp_path: Path
 ) -> None:
-    answers = broker.Publisher(redis_url)
-    try:
-        with _held_run(redis_url, tmp_path, "w-refused") as (worker, to_cp, claim, refunded):
-            answers.send(claim["replyTo"], {"type": "claimed", "ok": False,
-                                            "corr": claim["corr"]})  # fmt: skip
-        assert worker.refused == 1
-        assert refunded == []
-        assert to_cp.empty(), f"a refused run sent {to_cp.get_nowait()}"
-    finally:
-        answers.close()
+    with _held_run(redis_url, tmp_path, "w-refused") as (worker, to_cp, claim, refunded, answers):
+        answers.send(claim["replyTo"], {"type": "claimed", "ok": False,
+                                        "corr": claim["corr"]})  # fmt: skip
+    assert worker.refused == 1
+    assert refunded == []
+    assert to_cp.empty(), f"a refused run sent {to_cp.get_nowait()}"
 
 
 def test_a_task_delivered_again_starts_nothing_before_its_claim_is_answered(
