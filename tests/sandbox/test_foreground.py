@@ -182,3 +182,17 @@ def test_after_this_run_waits_for_the_outermost_run_in_flight_on_its_thread() ->
     assert foreground.active == 0
     responding()  # once only
     assert called == ["none in flight", "another thread", "acknowledged"]
+
+
+def test_after_this_run_goes_to_the_outermost_run_after_an_inner_one_ended() -> None:
+    """Each run in flight keeps its own list, found by identity: an inner run that ended with
+    nothing to call leaves the outer one's list in place, empty as it is."""
+    foreground = Foreground(max_defer_ms=60_000)
+    called: list[str] = []
+    responding = foreground.hold()
+    with foreground.run():
+        pass
+    foreground.after_this_run(lambda: called.append("acknowledged"))
+    assert called == []
+    responding()
+    assert called == ["acknowledged"]

@@ -75,8 +75,12 @@ class Foreground:
                 if quiet:
                     self._cond.notify_all()
                 callbacks = list(self._on_quiet) if quiet else []
-            if after in holds:
-                holds.remove(after)
+            # By identity: ``in`` and ``remove`` compare lists by value, and every run's
+            # list is empty until something is registered on it.
+            for index, listed in enumerate(holds):
+                if listed is after:
+                    del holds[index]
+                    break
             for callback in [*after, *callbacks]:
                 try:
                     callback()
