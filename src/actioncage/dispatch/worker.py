@@ -115,6 +115,12 @@ class _Claim:
         return not going and now - self.sent_at > _EARLY_KEPT_S
 
 
+def _delivered_before(request: Any) -> bool:
+    """Whether the broker says it delivered this Celery task request before (its first
+    worker died, or it was given back)."""
+    return bool((getattr(request, "delivery_info", None) or {}).get("redelivered"))
+
+
 class _Answer:
     """The answer to one start claim, waited for once (up to the claim's deadline) by
     whichever of the run's threads asks first: the run's own, its egress proxy's, its host
@@ -172,8 +178,7 @@ class ExecutorWorker:
         self._app.conf.worker_enable_remote_control = False
 
         def run_task(task: Any, body: Any) -> None:
-            delivery = task.request.delivery_info or {}
-            self.execute(body, task.request.id, again=bool(delivery.get("redelivered")))
+            self.execute(body, task.request.id, again=_delivered_before(task.request))
 
         self._app.task(
             name=broker.RUN_TASK,
@@ -332,8 +337,11 @@ class ExecutorWorker:
             if asked is None:
                 return  # not sent: execute() claims again
             now = time.monotonic()
-            again = bool((getattr(request, "delivery_info", None) or {}).get("redelivered"))
-            running = None if again else self._running.submit(self._carry, task, asked, now)
+            running = (
+                None
+                if _delivered_before(request)
+                else self._running.submit(self._carry, task, asked, now)
+            )
             with self._lock:
                 for key in [k for k, c in self._early.items() if c.forgotten(now)]:
                     self._waiting.pop(self._early.pop(key).corr, None)
